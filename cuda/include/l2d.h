@@ -1,0 +1,128 @@
+/*
+ * l2d.h: the C ABI of liblive2diff, the one contract between the native core and its callers
+ * (the Deno FFI layer in ffi/). Everything else in cuda/ is private.
+ *
+ * Rules every function follows:
+ *   - it returns an l2d_status; L2D_OK (0) means success, outputs go through out-pointers;
+ *   - on failure l2d_last_error() describes what went wrong (per thread, valid until the next
+ *     l2d_* call on that thread);
+ *   - it never aborts, exits or prints: C++ exceptions stop at this boundary;
+ *   - handles are opaque; *_free(NULL) is a no-op; a handle must not be used after it is freed.
+ *   - a model keeps its context alive and a session keeps its model alive, so handles may be freed
+ *     in any order.
+ *
+ * Data crosses the boundary in tensor maps (l2d_tmap): named host tensors (C-contiguous,
+ * little-endian). Weights, the inputs and outputs of model methods and session state are all
+ * passed that way, so one small ABI serves every network and every test.
+ *
+ * Threading: different handles may be used from different threads at once; one handle must not be
+ * used by two threads at the same time (the TS layer serialises calls per handle).
+ */
+#ifndef L2D_H
+#define L2D_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define L2D_API __declspec(dllexport)
+#else
+#define L2D_API __attribute__((visibility("default")))
+#endif
+
+/* Bumped on every incompatible change of this header; the TS side refuses a different version. */
+#define L2D_ABI_VERSION 1
+
+typedef enum l2d_status {
+  L2D_OK = 0,
+  L2D_ERR_INVALID_ARGUMENT = 1, /* a null pointer, a wrong size, an unknown name */
+  L2D_ERR_NOT_FOUND = 2,        /* a tensor, method or model kind that does not exist */
+  L2D_ERR_FORMAT = 3,           /* weights or configs that do not fit the model */
+  L2D_ERR_UNSUPPORTED = 4,      /* a backend, dtype or option this build does not have */
+  L2D_ERR_OUT_OF_MEMORY = 5,
+  L2D_ERR_BACKEND = 6, /* a CUDA (or other device) error */
+  L2D_ERR_INTERNAL = 7
+} l2d_status;
+
+/* Element types of tensor-map entries (same names as safetensors). */
+typedef enum l2d_dtype {
+  L2D_F32 = 0,
+  L2D_F16 = 1,
+  L2D_BF16 = 2,
+  L2D_I64 = 3,
+  L2D_I32 = 4,
+  L2D_U8 = 5,
+  L2D_BOOL = 6
+} l2d_dtype;
+
+#define L2D_MAX_DIMS 8
+
+typedef struct l2d_tmap l2d_tmap;       /* named host tensors */
+typedef struct l2d_context l2d_context; /* one backend (cpu or cuda) and its device memory */
+typedef struct l2d_model l2d_model;     /* one network with its weights on a context */
+typedef struct l2d_session l2d_session; /* per-stream state of a model (KV caches, buffers) */
+
+/* ---- library ---------------------------------------------------------------------------- */
+
+/* The L2D_ABI_VERSION this library was built with. Never fails. */
+L2D_API uint32_t l2d_abi_version(void);
+/* A static English name of a status code. Never fails, never NULL. */
+L2D_API const char* l2d_status_string(int32_t status);
+/* The message of the last failure on this thread ("" if none). Never NULL. */
+L2D_API const char* l2d_last_error(void);
+/* *out_available = 1 when the named backend ("cpu", "cuda") is compiled in and has a device. */
+L2D_API l2d_status l2d_backend_available(const char* backend, int32_t* out_available);
+
+/* ---- tensor maps -------------------------------------------------------------------------- */
+
+L2D_API l2d_status l2d_tmap_create(l2d_tmap** out_map);
+L2D_API l2d_status l2d_tmap_free(l2d_tmap* map);
+/* Copies nbytes of data (must equal numel(shape) * size(dtype)) under name, replacing any entry. */
+L2D_API l2d_status l2d_tmap_set(l2d_tmap* map, const char* name, int32_t dtype, int32_t ndim,
+                                const int64_t* shape, const void* data, uint64_t nbytes);
+/* Fills name with float32 Philox values (golden README rules). kind 0: the weight rule for
+ * parameter `name` with key seed; kind 1: normal(shape, seed, stream, draw). */
+L2D_API l2d_status l2d_tmap_set_philox(l2d_tmap* map, const char* name, int32_t ndim, const int64_t* shape,
+                                       int32_t kind, uint32_t seed, uint32_t stream, uint32_t draw);
+/* Shape of an entry; shape must have room for L2D_MAX_DIMS values. */
+L2D_API l2d_status l2d_tmap_info(const l2d_tmap* map, const char* name, int32_t* out_dtype, int32_t* out_ndim,
+                                 int64_t* out_shape);
+/* Copies an entry's bytes out; nbytes must equal its byte size. */
+L2D_API l2d_status l2d_tmap_get(const l2d_tmap* map, const char* name, void* dst, uint64_t nbytes);
+L2D_API l2d_status l2d_tmap_remove(l2d_tmap* map, const char* name);
+L2D_API l2d_status l2d_tmap_count(const l2d_tmap* map, int32_t* out_count);
+/* Writes the index-th name (sorted order) as a NUL-terminated string into buf. */
+L2D_API l2d_status l2d_tmap_name(const l2d_tmap* map, int32_t index, char* buf, uint64_t buf_size);
+
+/* ---- contexts, models, sessions ------------------------------------------------------------- */
+
+/* backend: "cpu" or "cuda". options_json (may be NULL): {"precision": "fp16"|"fp32", "threads": n,
+ * "device": n}. */
+L2D_API l2d_status l2d_context_create(const char* backend, const char* options_json, l2d_context** out_ctx);
+L2D_API l2d_status l2d_context_free(l2d_context* ctx);
+/* Memory statistics as a JSON object {"bytes_in_use", "peak_bytes", ...}; the string lives until the
+ * next call on this thread. */
+L2D_API l2d_status l2d_context_stats(l2d_context* ctx, const char** out_json);
+
+/* Builds a network of the given kind ("unet", "taesd", "clip_text", "midas", "ops", ...) from a
+ * JSON config and named weights (the map is only read; it may be freed afterwards). */
+L2D_API l2d_status l2d_model_create(l2d_context* ctx, const char* kind, const char* config_json,
+                                    const l2d_tmap* weights, l2d_model** out_model);
+L2D_API l2d_status l2d_model_free(l2d_model* model);
+/* Runs a stateless method: reads its inputs from io by name and writes its outputs into io. */
+L2D_API l2d_status l2d_model_run(l2d_model* model, const char* method, l2d_tmap* io);
+
+/* Per-stream state of a model (config_json sizes it: steps, height, width, ...). */
+L2D_API l2d_status l2d_session_create(l2d_model* model, const char* config_json, l2d_session** out_session);
+L2D_API l2d_status l2d_session_free(l2d_session* session);
+/* Runs a stateful method (e.g. "warmup", "step", "get_state", "set_state") against io. */
+L2D_API l2d_status l2d_session_run(l2d_session* session, const char* method, l2d_tmap* io);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* L2D_H */

@@ -1,0 +1,320 @@
+// api.cpp: the C ABI shims. Each function checks its arguments, calls into the core inside a
+// try/catch, and turns exceptions into an l2d_status plus the per-thread last-error message.
+// No math lives here.
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+
+#include "backends/backends.h"
+#include "core/error.h"
+#include "core/philox.h"
+#include "l2d.h"
+#include "models/model.h"
+
+struct l2d_tmap {
+  l2d::TensorMap map;
+};
+
+namespace {
+struct ContextImpl {
+  std::unique_ptr<l2d::Backend> backend;
+};
+struct ModelImpl {
+  std::shared_ptr<ContextImpl> ctx;  // keeps the backend alive while the model lives
+  std::unique_ptr<l2d::Model> impl;
+};
+}  // namespace
+
+// Handles hold shared_ptrs so a model may outlive its freed context handle and a session its
+// freed model handle. Destruction order inside: session state, then weights, then the backend.
+struct l2d_context {
+  std::shared_ptr<ContextImpl> ptr;
+};
+struct l2d_model {
+  std::shared_ptr<ModelImpl> ptr;
+};
+struct l2d_session {
+  std::shared_ptr<ModelImpl> model;
+  std::unique_ptr<l2d::Session> impl;
+  ~l2d_session() { impl.reset(); }  // state before the model it points into
+};
+
+namespace {
+
+thread_local std::string g_last_error;
+thread_local std::string g_scratch_json;
+
+template <typename F>
+l2d_status guarded(F&& f) {
+  try {
+    g_last_error.clear();
+    f();
+    return L2D_OK;
+  } catch (const l2d::Error& e) {
+    g_last_error = e.what();
+    return e.status();
+  } catch (const std::bad_alloc&) {
+    g_last_error = "out of host memory";
+    return L2D_ERR_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    g_last_error = std::string("internal error: ") + e.what();
+    return L2D_ERR_INTERNAL;
+  } catch (...) {
+    g_last_error = "internal error: unknown exception";
+    return L2D_ERR_INTERNAL;
+  }
+}
+
+#define REQUIRE_ARG(p) L2D_REQUIRE((p) != nullptr, "argument \"", #p, "\" must not be null")
+
+l2d::Json parse_optional_json(const char* text) {
+  if (text == nullptr || *text == '\0') return l2d::Json::parse("{}");
+  return l2d::Json::parse(text);
+}
+
+l2d::Shape read_shape(int32_t ndim, const int64_t* shape) {
+  L2D_REQUIRE(ndim >= 0 && ndim <= L2D_MAX_DIMS, "ndim must be 0..", L2D_MAX_DIMS, ", got ", ndim);
+  L2D_REQUIRE(ndim == 0 || shape != nullptr, "shape must not be null");
+  l2d::Shape s(shape, shape + ndim);
+  for (int64_t d : s) L2D_REQUIRE(d >= 0, "negative dimension in shape ", l2d::shape_str(s));
+  l2d::shape_numel(s);  // throws on overflow
+  return s;
+}
+
+l2d_dtype checked_dtype(int32_t dtype) {
+  L2D_REQUIRE(dtype >= L2D_F32 && dtype <= L2D_BOOL, "unknown dtype code ", dtype);
+  return l2d_dtype(dtype);
+}
+
+}  // namespace
+
+extern "C" {
+
+uint32_t l2d_abi_version(void) { return L2D_ABI_VERSION; }
+
+const char* l2d_status_string(int32_t status) {
+  switch (status) {
+    case L2D_OK: return "ok";
+    case L2D_ERR_INVALID_ARGUMENT: return "invalid argument";
+    case L2D_ERR_NOT_FOUND: return "not found";
+    case L2D_ERR_FORMAT: return "format error";
+    case L2D_ERR_UNSUPPORTED: return "unsupported";
+    case L2D_ERR_OUT_OF_MEMORY: return "out of memory";
+    case L2D_ERR_BACKEND: return "backend error";
+    case L2D_ERR_INTERNAL: return "internal error";
+    default: return "unknown status";
+  }
+}
+
+const char* l2d_last_error(void) { return g_last_error.c_str(); }
+
+l2d_status l2d_backend_available(const char* backend, int32_t* out_available) {
+  return guarded([&] {
+    REQUIRE_ARG(backend);
+    REQUIRE_ARG(out_available);
+    const std::string name = backend;
+    if (name == "cpu") *out_available = 1;
+    else if (name == "cuda") *out_available = l2d::cuda_backend_available() ? 1 : 0;
+    else l2d::fail(L2D_ERR_INVALID_ARGUMENT, "unknown backend \"", name, "\" (expected \"cpu\" or \"cuda\")");
+  });
+}
+
+// ---- tensor maps ----
+
+l2d_status l2d_tmap_create(l2d_tmap** out_map) {
+  return guarded([&] {
+    REQUIRE_ARG(out_map);
+    *out_map = new l2d_tmap();
+  });
+}
+
+l2d_status l2d_tmap_free(l2d_tmap* map) {
+  return guarded([&] { delete map; });
+}
+
+l2d_status l2d_tmap_set(l2d_tmap* map, const char* name, int32_t dtype, int32_t ndim, const int64_t* shape,
+                        const void* data, uint64_t nbytes) {
+  return guarded([&] {
+    REQUIRE_ARG(map);
+    REQUIRE_ARG(name);
+    l2d::HostTensor t;
+    t.dtype = checked_dtype(dtype);
+    t.shape = read_shape(ndim, shape);
+    const uint64_t expected = uint64_t(l2d::shape_numel(t.shape)) * l2d::dtype_size(t.dtype);
+    L2D_REQUIRE(nbytes == expected, "tensor \"", name, "\" ", l2d::dtype_name(t.dtype), l2d::shape_str(t.shape),
+                " needs ", expected, " bytes, got ", nbytes);
+    L2D_REQUIRE(nbytes == 0 || data != nullptr, "data must not be null");
+    t.bytes.resize(nbytes);
+    if (nbytes) std::memcpy(t.bytes.data(), data, nbytes);
+    map->map.put(name, std::move(t));
+  });
+}
+
+l2d_status l2d_tmap_set_philox(l2d_tmap* map, const char* name, int32_t ndim, const int64_t* shape, int32_t kind,
+                               uint32_t seed, uint32_t stream, uint32_t draw) {
+  return guarded([&] {
+    REQUIRE_ARG(map);
+    REQUIRE_ARG(name);
+    L2D_REQUIRE(kind == 0 || kind == 1, "philox kind must be 0 (weight) or 1 (normal), got ", kind);
+    const l2d::Shape s = read_shape(ndim, shape);
+    const int64_t n = l2d::shape_numel(s);
+    std::vector<float> values(static_cast<size_t>(n));
+    if (kind == 0) {
+      namespace px = l2d::philox;
+      const uint32_t hash = px::fnv1a32(name);
+      const int rule = int(px::weight_rule(name, ndim));
+      double fan_in = 1;
+      for (int i = 1; i < ndim; ++i) fan_in *= double(s[size_t(i)]);
+      for (int64_t e = 0; e < n; ++e) values[size_t(e)] = px::weight_at(uint64_t(e), seed, hash, rule, fan_in);
+    } else {
+      for (int64_t e = 0; e < n; ++e) values[size_t(e)] = l2d::philox::normal_at(uint64_t(e), seed, stream, draw);
+    }
+    map->map.put(name, l2d::HostTensor::from_f32(s, values.data()));
+  });
+}
+
+l2d_status l2d_tmap_info(const l2d_tmap* map, const char* name, int32_t* out_dtype, int32_t* out_ndim,
+                         int64_t* out_shape) {
+  return guarded([&] {
+    REQUIRE_ARG(map);
+    REQUIRE_ARG(name);
+    REQUIRE_ARG(out_dtype);
+    REQUIRE_ARG(out_ndim);
+    REQUIRE_ARG(out_shape);
+    const l2d::HostTensor& t = map->map.at(name, "l2d_tmap_info");
+    *out_dtype = t.dtype;
+    *out_ndim = int32_t(t.shape.size());
+    for (size_t i = 0; i < t.shape.size(); ++i) out_shape[i] = t.shape[i];
+  });
+}
+
+l2d_status l2d_tmap_get(const l2d_tmap* map, const char* name, void* dst, uint64_t nbytes) {
+  return guarded([&] {
+    REQUIRE_ARG(map);
+    REQUIRE_ARG(name);
+    const l2d::HostTensor& t = map->map.at(name, "l2d_tmap_get");
+    L2D_REQUIRE(nbytes == t.bytes.size(), "tensor \"", name, "\" has ", t.bytes.size(), " bytes, buffer has ", nbytes);
+    L2D_REQUIRE(nbytes == 0 || dst != nullptr, "dst must not be null");
+    if (nbytes) std::memcpy(dst, t.bytes.data(), nbytes);
+  });
+}
+
+l2d_status l2d_tmap_remove(l2d_tmap* map, const char* name) {
+  return guarded([&] {
+    REQUIRE_ARG(map);
+    REQUIRE_ARG(name);
+    map->map.entries.erase(name);
+  });
+}
+
+l2d_status l2d_tmap_count(const l2d_tmap* map, int32_t* out_count) {
+  return guarded([&] {
+    REQUIRE_ARG(map);
+    REQUIRE_ARG(out_count);
+    *out_count = int32_t(map->map.entries.size());
+  });
+}
+
+l2d_status l2d_tmap_name(const l2d_tmap* map, int32_t index, char* buf, uint64_t buf_size) {
+  return guarded([&] {
+    REQUIRE_ARG(map);
+    REQUIRE_ARG(buf);
+    L2D_REQUIRE(index >= 0 && size_t(index) < map->map.entries.size(), "tensor index ", index, " out of range");
+    auto it = map->map.entries.begin();
+    std::advance(it, index);
+    L2D_REQUIRE(it->first.size() + 1 <= buf_size, "name buffer too small: need ", it->first.size() + 1, " bytes");
+    std::memcpy(buf, it->first.c_str(), it->first.size() + 1);
+  });
+}
+
+// ---- contexts ----
+
+l2d_status l2d_context_create(const char* backend, const char* options_json, l2d_context** out_ctx) {
+  return guarded([&] {
+    REQUIRE_ARG(backend);
+    REQUIRE_ARG(out_ctx);
+    const l2d::Json options = parse_optional_json(options_json);
+    auto ctx = std::make_shared<ContextImpl>();
+    const std::string name = backend;
+    if (name == "cpu") ctx->backend = l2d::make_cpu_backend(options);
+    else if (name == "cuda") ctx->backend = l2d::make_cuda_backend(options);
+    else l2d::fail(L2D_ERR_INVALID_ARGUMENT, "unknown backend \"", name, "\" (expected \"cpu\" or \"cuda\")");
+    *out_ctx = new l2d_context{std::move(ctx)};
+  });
+}
+
+l2d_status l2d_context_free(l2d_context* ctx) {
+  return guarded([&] { delete ctx; });
+}
+
+l2d_status l2d_context_stats(l2d_context* ctx, const char** out_json) {
+  return guarded([&] {
+    REQUIRE_ARG(ctx);
+    REQUIRE_ARG(out_json);
+    const l2d::Backend& be = *ctx->ptr->backend;
+    g_scratch_json = "{\"backend\":\"" + be.name() + "\",\"bytes_in_use\":" + std::to_string(be.bytes_in_use()) +
+                     ",\"peak_bytes\":" + std::to_string(be.peak_bytes()) + "}";
+    *out_json = g_scratch_json.c_str();
+  });
+}
+
+// ---- models ----
+
+l2d_status l2d_model_create(l2d_context* ctx, const char* kind, const char* config_json, const l2d_tmap* weights,
+                            l2d_model** out_model) {
+  return guarded([&] {
+    REQUIRE_ARG(ctx);
+    REQUIRE_ARG(kind);
+    REQUIRE_ARG(out_model);
+    const l2d::Json config = parse_optional_json(config_json);
+    static const l2d::TensorMap kEmpty;
+    const l2d::TensorMap& w = weights ? weights->map : kEmpty;
+    auto model = std::make_shared<ModelImpl>();
+    model->ctx = ctx->ptr;
+    model->impl = l2d::find_model_factory(kind)(*model->ctx->backend, config, w);
+    *out_model = new l2d_model{std::move(model)};
+  });
+}
+
+l2d_status l2d_model_free(l2d_model* model) {
+  return guarded([&] { delete model; });
+}
+
+l2d_status l2d_model_run(l2d_model* model, const char* method, l2d_tmap* io) {
+  return guarded([&] {
+    REQUIRE_ARG(model);
+    REQUIRE_ARG(method);
+    REQUIRE_ARG(io);
+    model->ptr->impl->run(method, io->map);
+  });
+}
+
+// ---- sessions ----
+
+l2d_status l2d_session_create(l2d_model* model, const char* config_json, l2d_session** out_session) {
+  return guarded([&] {
+    REQUIRE_ARG(model);
+    REQUIRE_ARG(out_session);
+    const l2d::Json config = parse_optional_json(config_json);
+    auto session = std::make_unique<l2d_session>();
+    session->model = model->ptr;
+    session->impl = session->model->impl->create_session(config);
+    *out_session = session.release();
+  });
+}
+
+l2d_status l2d_session_free(l2d_session* session) {
+  return guarded([&] { delete session; });
+}
+
+l2d_status l2d_session_run(l2d_session* session, const char* method, l2d_tmap* io) {
+  return guarded([&] {
+    REQUIRE_ARG(session);
+    REQUIRE_ARG(method);
+    REQUIRE_ARG(io);
+    session->impl->run(method, io->map);
+  });
+}
+
+}  // extern "C"

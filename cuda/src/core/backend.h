@@ -1,0 +1,140 @@
+// backend.h: the interface every model is written against. A Backend owns device memory and
+// implements a fixed list of tensor ops; the CPU backend (fp32, the oracle) and the CUDA backend
+// (fp16 storage / fp32 accumulation, or fp32 for verification) implement the same list, so model
+// code runs unchanged on both.
+//
+// Conventions for every op:
+//   - inputs are contiguous, C-order; outputs are freshly allocated (backends pool allocations, so
+//     this is cheap and deterministic, which CUDA-graph capture relies on);
+//   - images are NCHW; "tokens" are [B, L, C] with C innermost;
+//   - float tensors are stored in float_dtype(); index tensors are I32;
+//   - shape errors are bugs in model code and throw L2D_ERR_INTERNAL; data errors are caught earlier.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "host_tensor.h"
+#include "tensor.h"
+
+namespace l2d {
+
+// Explicit padding so TF "SAME" (asymmetric) padding and PyTorch padding share one op.
+struct Conv2dParams {
+  int stride_h = 1, stride_w = 1;
+  int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  static Conv2dParams same_pad(int stride, int pad) { return {stride, stride, pad, pad, pad, pad}; }
+};
+
+enum class Unary {
+  Silu,       // x * sigmoid(x)
+  Relu,       // max(x, 0)
+  GeluErf,    // 0.5 x (1 + erf(x / sqrt 2)), the exact GELU
+  GeluTanh,   // tanh approximation of GELU
+  QuickGelu,  // x * sigmoid(1.702 x) (CLIP)
+  Tanh,
+  Sigmoid,
+  Affine,  // a * x + b
+  Clamp,   // min(max(x, a), b)
+};
+
+enum class Binary { Add, Sub, Mul, Div };
+
+enum class AttnMask { None, Causal };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string name() const = 0;
+  // Storage type of float tensors (F32 on CPU; F16 or F32 on CUDA).
+  virtual DType float_dtype() const = 0;
+
+  // ---- memory (used by Buffer) ----
+  virtual void* raw_alloc(size_t bytes) = 0;
+  virtual void raw_free(void* ptr, size_t bytes) = 0;
+  // Bytes currently allocated and the high-water mark.
+  virtual size_t bytes_in_use() const = 0;
+  virtual size_t peak_bytes() const = 0;
+
+  // ---- host transfer ----
+  // A tensor on this backend from host data (floats -> float_dtype(), integers -> I32).
+  virtual Tensor from_host(const HostTensor& host) = 0;
+  // Float tensors come back as F32, I32 tensors as I32 (int32 values).
+  virtual HostTensor to_host(const Tensor& t) = 0;
+  virtual void synchronize() = 0;
+
+  // ---- creation ----
+  Tensor empty(const Shape& shape) { return Tensor(this, float_dtype(), shape); }
+  virtual Tensor zeros(const Shape& shape, DType dtype) = 0;
+  virtual void fill(Tensor& t, float value) = 0;
+
+  // ---- dense ops ----
+  // x [N, C, H, W], w [O, C, kh, kw], bias [O] or null -> [N, O, Ho, Wo]. Zero padding.
+  virtual Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) = 0;
+  // x [N, C, H, W], w [C, O, k, k] (PyTorch ConvTranspose2d layout), stride == k, no padding
+  // -> [N, O, H*k, W*k]. (The only transposed conv the models need: MiDaS reassemble.)
+  virtual Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride) = 0;
+  // x [..., K], w [N, K] (PyTorch Linear layout), bias [N] or null -> [..., N].
+  virtual Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) = 0;
+  // Batched a [B, M, K] @ b [B, K, N] -> [B, M, N] (B may be 1 for either operand: broadcast).
+  virtual Tensor matmul(const Tensor& a, const Tensor& b) = 0;
+
+  // ---- normalisation ----
+  // x [N, C, *spatial]: statistics per (n, group) over C/groups channels and all spatial
+  // positions (biased variance); gamma/beta [C]; optional fused SiLU.
+  virtual Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                            bool fuse_silu) = 0;
+  // x [..., C]: normalised over the last dimension; gamma/beta [C].
+  virtual Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) = 0;
+
+  // ---- attention ----
+  // Multi-head softmax(q k^T / sqrt(D) [+ causal mask]) v. q [B, Lq, H*D], k/v [B, Lk, H*D]
+  // -> [B, Lq, H*D]. (k and v may have a batch of 1, broadcast over B: cross-attention to one prompt.)
+  virtual Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, AttnMask mask) = 0;
+
+  // Streaming temporal attention over a KV-cache ring, one new frame per row (denoising step).
+  // q, k, v: [R, P, C] PE-free projections of the new frame (P = pixels of the level).
+  // cache: [R, 2, P, W, C] (K then V), written IN PLACE: slot update_idx[r] of row r gets k/v.
+  // qpe, kpe, vpe: [max_len, C] positional encodings already projected by W_q/W_k/W_v.
+  // pe_idx: I32 [R, W]; update_idx: I32 [R]; bias: float [R, W] (0 or -inf), added to the scores.
+  // Per row r, pixel p, head h: query = q + qpe[pe_idx[r, update_idx[r]]],
+  // keys[s] = cache_k[s] + kpe[pe_idx[r, s]], values[s] = cache_v[s] + vpe[pe_idx[r, s]].
+  // Returns [R, P, C].
+  virtual Tensor stream_temporal_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& cache,
+                                           const Tensor& qpe, const Tensor& kpe, const Tensor& vpe,
+                                           const Tensor& pe_idx, const Tensor& update_idx, const Tensor& bias,
+                                           int heads) = 0;
+
+  // ---- elementwise ----
+  virtual Tensor unary(const Tensor& x, Unary op, float a = 0.f, float b = 0.f) = 0;
+  // NumPy broadcasting (shapes aligned at the right).
+  virtual Tensor binary(const Tensor& a, const Tensor& b, Binary op) = 0;
+  // x [..., 2C] -> x[..., :C] * gelu_erf(x[..., C:]) (diffusers GEGLU).
+  virtual Tensor geglu(const Tensor& x) = 0;
+
+  // ---- layout ----
+  virtual Tensor permute(const Tensor& x, const std::vector<int>& perm) = 0;
+  virtual Tensor concat(const std::vector<Tensor>& xs, int dim) = 0;
+  // x[..., start:end:step, ...] along dim.
+  virtual Tensor slice(const Tensor& x, int dim, int64_t start, int64_t end, int64_t step = 1) = 0;
+  // dst[starts[0] + i0, starts[1] + i1, ...] = src[i0, i1, ...] (same ndim). In place.
+  virtual void write_slice(Tensor& dst, const Tensor& src, const std::vector<int64_t>& starts) = 0;
+
+  // ---- resampling ----
+  // x [N, C, H, W] -> [N, C, out_h, out_w], PyTorch "nearest" (src = floor(dst * in / out)).
+  virtual Tensor upsample_nearest(const Tensor& x, int out_h, int out_w) = 0;
+  // PyTorch bilinear (no antialias) with align_corners as given.
+  virtual Tensor resize_bilinear(const Tensor& x, int out_h, int out_w, bool align_corners) = 0;
+  // Max pooling, padding with -inf (only the pad_* and stride fields of p are used).
+  virtual Tensor max_pool2d(const Tensor& x, int kernel, const Conv2dParams& p) = 0;
+
+  // ---- lookup / reduce ----
+  // ids I32 [...], table [V, D] -> [..., D]; out-of-range ids throw L2D_ERR_INVALID_ARGUMENT.
+  virtual Tensor embedding(const Tensor& ids, const Tensor& table) = 0;
+  // (x - min(x)) / (max(x) - min(x)) with ONE min and max over the whole tensor, no epsilon
+  // (Live2Diff's depth normalisation). Computed on the device: no host sync.
+  virtual Tensor minmax_normalize(const Tensor& x) = 0;
+};
+
+}  // namespace l2d
