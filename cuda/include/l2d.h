@@ -5,7 +5,9 @@
  * Rules every function follows:
  *   - it returns an l2d_status; L2D_OK (0) means success, outputs go through out-pointers;
  *   - on failure l2d_last_error() describes what went wrong (per thread, valid until the next
- *     l2d_* call on that thread);
+ *     l2d_* call on that thread); calls that take a context, model or session also record the
+ *     message in that handle (l2d_*_last_error), because an FFI caller may run slow calls on a
+ *     worker thread and read the error from another;
  *   - it never aborts, exits or prints: C++ exceptions stop at this boundary;
  *   - handles are opaque; *_free(NULL) is a no-op; a handle must not be used after it is freed.
  *   - a model keeps its context alive and a session keeps its model alive, so handles may be freed
@@ -106,6 +108,8 @@ L2D_API l2d_status l2d_context_free(l2d_context* ctx);
 /* Memory statistics as a JSON object {"bytes_in_use", "peak_bytes", ...}; the string lives until the
  * next call on this thread. */
 L2D_API l2d_status l2d_context_stats(l2d_context* ctx, const char** out_json);
+/* The message of the last failed call made on this handle ("" if none). Never NULL. */
+L2D_API const char* l2d_context_last_error(const l2d_context* ctx);
 
 /* Builds a network of the given kind ("unet", "taesd", "clip_text", "midas", "ops", ...) from a
  * JSON config and named weights (the map is only read; it may be freed afterwards). */
@@ -114,12 +118,14 @@ L2D_API l2d_status l2d_model_create(l2d_context* ctx, const char* kind, const ch
 L2D_API l2d_status l2d_model_free(l2d_model* model);
 /* Runs a stateless method: reads its inputs from io by name and writes its outputs into io. */
 L2D_API l2d_status l2d_model_run(l2d_model* model, const char* method, l2d_tmap* io);
+L2D_API const char* l2d_model_last_error(const l2d_model* model);
 
 /* Per-stream state of a model (config_json sizes it: steps, height, width, ...). */
 L2D_API l2d_status l2d_session_create(l2d_model* model, const char* config_json, l2d_session** out_session);
 L2D_API l2d_status l2d_session_free(l2d_session* session);
 /* Runs a stateful method (e.g. "warmup", "step", "get_state", "set_state") against io. */
 L2D_API l2d_status l2d_session_run(l2d_session* session, const char* method, l2d_tmap* io);
+L2D_API const char* l2d_session_last_error(const l2d_session* session);
 
 #ifdef __cplusplus
 }

@@ -30,11 +30,14 @@ struct ModelImpl {
 // freed model handle. Destruction order inside: session state, then weights, then the backend.
 struct l2d_context {
   std::shared_ptr<ContextImpl> ptr;
+  std::string last_error;
 };
 struct l2d_model {
   std::shared_ptr<ModelImpl> ptr;
+  std::string last_error;
 };
 struct l2d_session {
+  std::string last_error;
   std::shared_ptr<ModelImpl> model;
   std::unique_ptr<l2d::Session> impl;
   ~l2d_session() { impl.reset(); }  // state before the model it points into
@@ -64,6 +67,14 @@ l2d_status guarded(F&& f) {
     g_last_error = "internal error: unknown exception";
     return L2D_ERR_INTERNAL;
   }
+}
+
+// Records the message of a failed call in a handle too (see l2d.h: errors of worker-thread calls).
+template <typename H, typename F>
+l2d_status guarded_on(H* handle, F&& f) {
+  const l2d_status status = guarded(std::forward<F>(f));
+  if (handle) handle->last_error = status == L2D_OK ? std::string() : g_last_error;
+  return status;
 }
 
 #define REQUIRE_ARG(p) L2D_REQUIRE((p) != nullptr, "argument \"", #p, "\" must not be null")
@@ -240,7 +251,7 @@ l2d_status l2d_context_create(const char* backend, const char* options_json, l2d
     if (name == "cpu") ctx->backend = l2d::make_cpu_backend(options);
     else if (name == "cuda") ctx->backend = l2d::make_cuda_backend(options);
     else l2d::fail(L2D_ERR_INVALID_ARGUMENT, "unknown backend \"", name, "\" (expected \"cpu\" or \"cuda\")");
-    *out_ctx = new l2d_context{std::move(ctx)};
+    *out_ctx = new l2d_context{std::move(ctx), {}};
   });
 }
 
@@ -263,7 +274,7 @@ l2d_status l2d_context_stats(l2d_context* ctx, const char** out_json) {
 
 l2d_status l2d_model_create(l2d_context* ctx, const char* kind, const char* config_json, const l2d_tmap* weights,
                             l2d_model** out_model) {
-  return guarded([&] {
+  return guarded_on(ctx, [&] {
     REQUIRE_ARG(ctx);
     REQUIRE_ARG(kind);
     REQUIRE_ARG(out_model);
@@ -273,7 +284,7 @@ l2d_status l2d_model_create(l2d_context* ctx, const char* kind, const char* conf
     auto model = std::make_shared<ModelImpl>();
     model->ctx = ctx->ptr;
     model->impl = l2d::find_model_factory(kind)(*model->ctx->backend, config, w);
-    *out_model = new l2d_model{std::move(model)};
+    *out_model = new l2d_model{std::move(model), {}};
   });
 }
 
@@ -282,7 +293,7 @@ l2d_status l2d_model_free(l2d_model* model) {
 }
 
 l2d_status l2d_model_run(l2d_model* model, const char* method, l2d_tmap* io) {
-  return guarded([&] {
+  return guarded_on(model, [&] {
     REQUIRE_ARG(model);
     REQUIRE_ARG(method);
     REQUIRE_ARG(io);
@@ -293,7 +304,7 @@ l2d_status l2d_model_run(l2d_model* model, const char* method, l2d_tmap* io) {
 // ---- sessions ----
 
 l2d_status l2d_session_create(l2d_model* model, const char* config_json, l2d_session** out_session) {
-  return guarded([&] {
+  return guarded_on(model, [&] {
     REQUIRE_ARG(model);
     REQUIRE_ARG(out_session);
     const l2d::Json config = parse_optional_json(config_json);
@@ -309,12 +320,16 @@ l2d_status l2d_session_free(l2d_session* session) {
 }
 
 l2d_status l2d_session_run(l2d_session* session, const char* method, l2d_tmap* io) {
-  return guarded([&] {
+  return guarded_on(session, [&] {
     REQUIRE_ARG(session);
     REQUIRE_ARG(method);
     REQUIRE_ARG(io);
     session->impl->run(method, io->map);
   });
 }
+
+const char* l2d_context_last_error(const l2d_context* ctx) { return ctx ? ctx->last_error.c_str() : ""; }
+const char* l2d_model_last_error(const l2d_model* model) { return model ? model->last_error.c_str() : ""; }
+const char* l2d_session_last_error(const l2d_session* session) { return session ? session->last_error.c_str() : ""; }
 
 }  // extern "C"
