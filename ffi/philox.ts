@@ -45,7 +45,16 @@ export function philox4x32(
   key: readonly [number, number],
 ): [number, number, number, number] {
   const out = new Uint32Array(4);
-  philoxBlock(counter[0] >>> 0, counter[1] >>> 0, counter[2] >>> 0, counter[3] >>> 0, key[0] >>> 0, key[1] >>> 0, out, 0);
+  philoxBlock(
+    counter[0] >>> 0,
+    counter[1] >>> 0,
+    counter[2] >>> 0,
+    counter[3] >>> 0,
+    key[0] >>> 0,
+    key[1] >>> 0,
+    out,
+    0,
+  );
   return [out[0]!, out[1]!, out[2]!, out[3]!];
 }
 
@@ -97,7 +106,9 @@ export function philoxWords(n: number, seed: number, c1: number, c2: number, c3:
 }
 
 function checkCount(n: number): void {
-  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`Philox element count must be a non-negative integer, got ${n}`);
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new RangeError(`Philox element count must be a non-negative integer, got ${n}`);
+  }
 }
 
 /** Maps a uint32 word to the open interval (0, 1) as in the README: `(x + 0.5) / 2^32`. */
@@ -127,7 +138,12 @@ function shapeNumel(shape: readonly number[]): number {
  * Standard normal draw `normal(shape, seed, stream, draw)`: key `(seed, 0)`, counter `(b, 0, stream, draw)`,
  * Box-Muller on each block's uniforms in float64, rounded to float32 (C-contiguous order).
  */
-export function philoxNormal(shape: readonly number[], seed: number, stream: number, draw: number): Float32Array {
+export function philoxNormal(
+  shape: readonly number[],
+  seed: number,
+  stream: number,
+  draw: number,
+): Float32Array {
   const n = shapeNumel(shape);
   const words = philoxWords(Math.ceil(n / 4) * 4, seed, 0, stream, draw);
   const out = new Float32Array(n);

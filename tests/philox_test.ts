@@ -4,7 +4,15 @@
  */
 import assert from "node:assert/strict";
 import { goldenPath } from "./_fixtures/golden_root.ts";
-import { fnv1a32, isNormWeight, philox4x32, philoxNormal, philoxUniform, philoxWeight, philoxWords } from "../ffi/philox.ts";
+import {
+  fnv1a32,
+  isNormWeight,
+  philox4x32,
+  philoxNormal,
+  philoxUniform,
+  philoxWeight,
+  philoxWords,
+} from "../ffi/philox.ts";
 
 type Vectors = Record<string, unknown>;
 const vectors: Vectors = JSON.parse(await Deno.readTextFile(goldenPath("philox_test_vectors.json")));
@@ -49,10 +57,12 @@ Deno.test("philox uniform", () => {
 });
 
 Deno.test("philox normal within 1 float32 ulp", () => {
-  for (const [prefix, shape, seed, stream, draw] of [
-    ["normal(shape [8],", [8], 1, 2, 3],
-    ["normal(shape [1,4,8,8],", [1, 4, 8, 8], 3001, 1, 8],
-  ] as const) {
+  for (
+    const [prefix, shape, seed, stream, draw] of [
+      ["normal(shape [8],", [8], 1, 2, 3],
+      ["normal(shape [1,4,8,8],", [1, 4, 8, 8], 3001, 1, 8],
+    ] as const
+  ) {
     const [key, expected] = group<number[]>(prefix);
     const got = philoxNormal(shape, seed, stream, draw);
     expected.forEach((v, i) => assert.ok(ulps(got[i]!, v) <= 1, `${key}[${i}]: ${got[i]} vs ${v}`));

@@ -36,7 +36,9 @@ export type CheckpointFormat = "safetensors" | "torch" | "torch-legacy" | "unkno
 
 /** Classifies a file by its first bytes (at least 9 are needed to recognise safetensors). */
 export function detectFormat(head: Uint8Array): CheckpointFormat {
-  if (head.length >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04) return "torch";
+  if (head.length >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04) {
+    return "torch";
+  }
   if (isLegacyTorchMagic(head)) return "torch-legacy";
   // safetensors: u64 header length whose upper bytes are zero for any sane header, then "{".
   if (head.length >= 9 && head[8] === 0x7b && head[6] === 0 && head[7] === 0) return "safetensors";

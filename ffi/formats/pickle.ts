@@ -89,7 +89,9 @@ const BUILTIN_REDUCERS: Readonly<Record<string, Reducer>> = {
   },
   "torch.Size": (args, label) => {
     const dims = args[0];
-    if (args.length !== 1 || !Array.isArray(dims)) fail(label, "a torch.Size built from unsupported arguments");
+    if (args.length !== 1 || !Array.isArray(dims)) {
+      fail(label, "a torch.Size built from unsupported arguments");
+    }
     return tuple([...dims]);
   },
   "builtins.set": (args, label) => makeSet(args, label),
@@ -123,7 +125,9 @@ function fail(label: string, what: string): never {
 
 /** Names from a file, made safe to quote in an error message. */
 function quoteName(s: string): string {
-  const clean = s.replace(/[\x00-\x1f\x7f]/g, "?");
+  // Control characters could forge extra lines in logs; replace them instead of quoting raw.
+  let clean = "";
+  for (const ch of s) clean += ch < " " || ch === "\x7f" ? "?" : ch;
   return clean.length > 200 ? clean.slice(0, 200) + "…" : clean;
 }
 
@@ -157,7 +161,11 @@ class Unpickler {
 
   #need(n: number, what: string): number {
     if (!Number.isSafeInteger(n) || n < 0 || this.#pos + n > this.#b.byteLength) {
-      this.#fail(`${what} of ${n} bytes at offset ${this.#pos}, more than the ${this.#b.byteLength - this.#pos} bytes left`);
+      this.#fail(
+        `${what} of ${n} bytes at offset ${this.#pos}, more than the ${
+          this.#b.byteLength - this.#pos
+        } bytes left`,
+      );
     }
     const at = this.#pos;
     this.#pos += n;
@@ -210,7 +218,9 @@ class Unpickler {
     return this.#stack.splice(m);
   }
   #memoPut(i: number): void {
-    if (this.#memo.size >= this.#max && !this.#memo.has(i)) this.#fail(`a memo larger than ${this.#max} entries`);
+    if (this.#memo.size >= this.#max && !this.#memo.has(i)) {
+      this.#fail(`a memo larger than ${this.#max} entries`);
+    }
     this.#memo.set(i, this.#top());
   }
   #memoGet(i: number): void {
@@ -222,7 +232,9 @@ class Unpickler {
     const q = `${module}.${name}`;
     if (!ALLOWED_GLOBALS.has(q)) {
       throw new CheckpointError(
-        `Cannot load checkpoint "${this.#label}": it references "${quoteName(q)}", which is not allowed in a weights-only checkpoint`,
+        `Cannot load checkpoint "${this.#label}": it references "${
+          quoteName(q)
+        }", which is not allowed in a weights-only checkpoint`,
       );
     }
     return new PickleGlobal(module, name);
@@ -243,7 +255,9 @@ class Unpickler {
   }
 
   #append(target: unknown, items: unknown[]): void {
-    if (!Array.isArray(target) || Object.isFrozen(target)) this.#fail("APPEND(S) on something that is not a list");
+    if (!Array.isArray(target) || Object.isFrozen(target)) {
+      this.#fail("APPEND(S) on something that is not a list");
+    }
     if (items.includes(target)) this.#fail("a list that contains itself");
     for (const it of items) target.push(it);
   }
@@ -263,7 +277,9 @@ class Unpickler {
           break;
         }
         case 0x95: // FRAME: framing is only a read-ahead hint; its length must still fit.
-          if (this.#u64() > b.byteLength - this.#pos) this.#fail("a FRAME longer than the rest of the pickle");
+          if (this.#u64() > b.byteLength - this.#pos) {
+            this.#fail("a FRAME longer than the rest of the pickle");
+          }
           break;
         case 0x2e: { // STOP
           if (this.#marks.length) this.#fail("a MARK that is never closed");
@@ -324,7 +340,9 @@ class Unpickler {
           this.#push(this.#str(this.#u64()));
           break;
         case 0x54: // BINSTRING (Python 2 str): bytes as latin1 text
-          this.#push(latin1(this.#bytes(this.#v.getInt32(this.#need(4, "a truncated BINSTRING"), true), "a string")));
+          this.#push(
+            latin1(this.#bytes(this.#v.getInt32(this.#need(4, "a truncated BINSTRING"), true), "a string")),
+          );
           break;
         case 0x55: // SHORT_BINSTRING
           this.#push(latin1(this.#bytes(this.#u8(), "a string")));
@@ -429,7 +447,9 @@ class Unpickler {
         }
         case 0x93: { // STACK_GLOBAL
           const name = this.#pop(), module = this.#pop();
-          if (typeof module !== "string" || typeof name !== "string") this.#fail("a STACK_GLOBAL whose names are not strings");
+          if (typeof module !== "string" || typeof name !== "string") {
+            this.#fail("a STACK_GLOBAL whose names are not strings");
+          }
           this.#push(this.#global(module, name));
           break;
         }
@@ -457,13 +477,17 @@ class Unpickler {
         }
         case 0x51: { // BINPERSID
           const pid = this.#pop();
-          if (!this.options.persistentLoad) this.#fail("a persistent id, which this file type does not allow");
+          if (!this.options.persistentLoad) {
+            this.#fail("a persistent id, which this file type does not allow");
+          }
           this.#push(this.options.persistentLoad(pid));
           break;
         }
         case 0x69: // INST
         case 0x6f: // OBJ
-          this.#fail(`an INST/OBJ opcode (class instantiation), which is not allowed in a weights-only checkpoint`);
+          this.#fail(
+            `an INST/OBJ opcode (class instantiation), which is not allowed in a weights-only checkpoint`,
+          );
           break;
         case 0x82: // EXT1
         case 0x83: // EXT2
@@ -471,7 +495,9 @@ class Unpickler {
           this.#fail("an extension-registry opcode, which is not allowed in a weights-only checkpoint");
           break;
         default:
-          this.#fail(`an unsupported opcode 0x${op.toString(16).padStart(2, "0")} at offset ${this.#pos - 1}`);
+          this.#fail(
+            `an unsupported opcode 0x${op.toString(16).padStart(2, "0")} at offset ${this.#pos - 1}`,
+          );
       }
     }
     return this.#fail("no STOP opcode (the pickle is truncated)");

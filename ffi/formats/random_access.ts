@@ -36,12 +36,16 @@ export class RandomAccessFile implements Disposable {
   /** Reads exactly `length` bytes at `offset`; a range past the end of the file is a {@linkcode CheckpointError}. */
   readAt(offset: number, length: number): Promise<Uint8Array> {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
-      return Promise.reject(new CheckpointError(`Invalid read of ${length} bytes at ${offset} in "${this.path}"`));
+      return Promise.reject(
+        new CheckpointError(`Invalid read of ${length} bytes at ${offset} in "${this.path}"`),
+      );
     }
     if (offset + length > this.size) {
       return Promise.reject(
         new CheckpointError(
-          `Checkpoint "${this.path}" is truncated: needs bytes ${offset}..${offset + length} but has ${this.size}`,
+          `Checkpoint "${this.path}" is truncated: needs bytes ${offset}..${
+            offset + length
+          } but has ${this.size}`,
         ),
       );
     }
@@ -60,7 +64,9 @@ export class RandomAccessFile implements Disposable {
       const n = await file.read(out.subarray(done));
       // The file shrank after open: report it as truncation instead of looping forever.
       if (n === null || n === 0) {
-        throw new CheckpointError(`Checkpoint "${this.path}" is truncated: unexpected end of file at ${offset + done}`);
+        throw new CheckpointError(
+          `Checkpoint "${this.path}" is truncated: unexpected end of file at ${offset + done}`,
+        );
       }
       done += n;
     }

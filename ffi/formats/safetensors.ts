@@ -66,7 +66,9 @@ export class SafetensorsFile implements CheckpointFile {
 
   async read(name: string): Promise<HostTensor> {
     const e = this.info(name);
-    if (this.source.closed) throw new CheckpointError(`Cannot read "${name}": checkpoint "${this.path}" is closed`);
+    if (this.source.closed) {
+      throw new CheckpointError(`Cannot read "${name}": checkpoint "${this.path}" is closed`);
+    }
     const data = await this.source.readAt(this.dataStart + e.begin, e.end - e.begin);
     return { dtype: e.dtype, shape: e.shape, data };
   }
@@ -84,7 +86,11 @@ export class SafetensorsFile implements CheckpointFile {
 export async function openSafetensors(path: string): Promise<SafetensorsFile> {
   const file = await RandomAccessFile.open(path);
   try {
-    if (file.size < 8) throw new CheckpointError(`Checkpoint "${path}" is truncated: ${file.size} bytes, no safetensors header`);
+    if (file.size < 8) {
+      throw new CheckpointError(
+        `Checkpoint "${path}" is truncated: ${file.size} bytes, no safetensors header`,
+      );
+    }
     const headerLength = readHeaderLength(await file.readAt(0, 8), file.size, path);
     const header = await file.readAt(8, headerLength);
     const dataStart = 8 + headerLength;
@@ -98,15 +104,25 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
 
 /** Parses a whole safetensors file held in memory (reads return copies). */
 export function parseSafetensorsBytes(bytes: Uint8Array, label = "<memory>"): SafetensorsFile {
-  if (bytes.byteLength < 8) throw new CheckpointError(`Checkpoint "${label}" is truncated: ${bytes.byteLength} bytes, no safetensors header`);
+  if (bytes.byteLength < 8) {
+    throw new CheckpointError(
+      `Checkpoint "${label}" is truncated: ${bytes.byteLength} bytes, no safetensors header`,
+    );
+  }
   const headerLength = readHeaderLength(bytes.subarray(0, 8), bytes.byteLength, label);
   const dataStart = 8 + headerLength;
-  const { entries, metadata } = parseSafetensorsHeader(bytes.subarray(8, dataStart), bytes.byteLength - dataStart, label);
+  const { entries, metadata } = parseSafetensorsHeader(
+    bytes.subarray(8, dataStart),
+    bytes.byteLength - dataStart,
+    label,
+  );
   let closed = false;
   const source: ByteSource = {
     readAt: (offset, length) => {
       if (offset + length > bytes.byteLength) {
-        return Promise.reject(new CheckpointError(`Checkpoint "${label}" is truncated at ${offset + length}`));
+        return Promise.reject(
+          new CheckpointError(`Checkpoint "${label}" is truncated at ${offset + length}`),
+        );
       }
       return Promise.resolve(bytes.slice(offset, offset + length));
     },
@@ -124,10 +140,14 @@ export function parseSafetensorsBytes(bytes: Uint8Array, label = "<memory>"): Sa
 function readHeaderLength(first8: Uint8Array, fileSize: number, path: string): number {
   const n = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
   if (n > BigInt(MAX_HEADER_BYTES)) {
-    throw new CheckpointError(`Checkpoint "${path}" declares a safetensors header of ${n} bytes (limit ${MAX_HEADER_BYTES})`);
+    throw new CheckpointError(
+      `Checkpoint "${path}" declares a safetensors header of ${n} bytes (limit ${MAX_HEADER_BYTES})`,
+    );
   }
   if (8n + n > BigInt(fileSize)) {
-    throw new CheckpointError(`Checkpoint "${path}" is truncated: its ${n}-byte header does not fit in ${fileSize} bytes`);
+    throw new CheckpointError(
+      `Checkpoint "${path}" is truncated: its ${n}-byte header does not fit in ${fileSize} bytes`,
+    );
   }
   if (n < 2n) throw new CheckpointError(`Checkpoint "${path}" has an empty safetensors header`);
   return Number(n);
@@ -145,16 +165,24 @@ export function parseSafetensorsHeader(
   try {
     json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(header));
   } catch (e) {
-    throw new CheckpointError(`Checkpoint "${path}" has a safetensors header that is not valid UTF-8 JSON: ${(e as Error).message}`);
+    throw new CheckpointError(
+      `Checkpoint "${path}" has a safetensors header that is not valid UTF-8 JSON: ${(e as Error).message}`,
+    );
   }
-  if (!isPlainObject(json)) throw new CheckpointError(`Checkpoint "${path}" has a safetensors header that is not a JSON object`);
+  if (!isPlainObject(json)) {
+    throw new CheckpointError(`Checkpoint "${path}" has a safetensors header that is not a JSON object`);
+  }
   const metadata: Record<string, string> = {};
   const list: [string, SafetensorsEntry][] = [];
   for (const [name, value] of Object.entries(json)) {
     if (name === "__metadata__") {
-      if (!isPlainObject(value)) throw new CheckpointError(`Checkpoint "${path}" has a "__metadata__" that is not an object`);
+      if (!isPlainObject(value)) {
+        throw new CheckpointError(`Checkpoint "${path}" has a "__metadata__" that is not an object`);
+      }
       for (const [k, v] of Object.entries(value)) {
-        if (typeof v !== "string") throw new CheckpointError(`Checkpoint "${path}" has non-string metadata "${k}"`);
+        if (typeof v !== "string") {
+          throw new CheckpointError(`Checkpoint "${path}" has non-string metadata "${k}"`);
+        }
         metadata[k] = v;
       }
       continue;
@@ -167,7 +195,9 @@ export function parseSafetensorsHeader(
   for (const [name, e] of list) {
     if (e.end === e.begin) continue;
     if (e.begin < lastEnd) {
-      throw new CheckpointError(`Checkpoint "${path}": tensor "${name}" overlaps tensor "${lastName}" in the data area`);
+      throw new CheckpointError(
+        `Checkpoint "${path}": tensor "${name}" overlaps tensor "${lastName}" in the data area`,
+      );
     }
     lastEnd = e.end;
     lastName = name;
@@ -180,7 +210,9 @@ function parseEntry(name: string, value: unknown, dataLength: number, path: stri
   if (!isPlainObject(value)) throw new CheckpointError(`${where} has a header entry that is not an object`);
   const { dtype, shape, data_offsets: offsets } = value;
   if (typeof dtype !== "string" || !DTYPES.has(dtype)) {
-    throw new CheckpointError(`${where} has unsupported dtype ${JSON.stringify(dtype)} (supported: ${[...DTYPES].join(", ")})`);
+    throw new CheckpointError(
+      `${where} has unsupported dtype ${JSON.stringify(dtype)} (supported: ${[...DTYPES].join(", ")})`,
+    );
   }
   if (!Array.isArray(shape)) throw new CheckpointError(`${where} has no shape array`);
   const dims: number[] = [];
@@ -194,27 +226,39 @@ function parseEntry(name: string, value: unknown, dataLength: number, path: stri
   if (!dims.includes(0)) {
     for (const d of dims) {
       numel *= d;
-      if (numel > Number.MAX_SAFE_INTEGER) throw new CheckpointError(`${where} has an absurd shape [${dims}]`);
+      if (numel > Number.MAX_SAFE_INTEGER) {
+        throw new CheckpointError(`${where} has an absurd shape [${dims}]`);
+      }
     }
   } else numel = 0;
   const size = DTYPE_SIZE[dtype as DType];
   const byteLength = numel * size;
   if (byteLength > dataLength) {
-    throw new CheckpointError(`${where} needs ${byteLength} bytes for shape [${dims}] but the data area has ${dataLength}`);
+    throw new CheckpointError(
+      `${where} needs ${byteLength} bytes for shape [${dims}] but the data area has ${dataLength}`,
+    );
   }
-  if (!Array.isArray(offsets) || offsets.length !== 2) throw new CheckpointError(`${where} has no [begin, end] data_offsets`);
+  if (!Array.isArray(offsets) || offsets.length !== 2) {
+    throw new CheckpointError(`${where} has no [begin, end] data_offsets`);
+  }
   const [begin, end] = offsets;
   for (const o of [begin, end]) {
     if (typeof o !== "number" || !Number.isSafeInteger(o) || o < 0) {
       throw new CheckpointError(`${where} has invalid data offset ${JSON.stringify(o)}`);
     }
   }
-  if (end < begin) throw new CheckpointError(`${where} has data_offsets [${begin}, ${end}] that end before they begin`);
+  if (end < begin) {
+    throw new CheckpointError(`${where} has data_offsets [${begin}, ${end}] that end before they begin`);
+  }
   if (end > dataLength) {
-    throw new CheckpointError(`${where} has data_offsets [${begin}, ${end}] past the end of the data area (${dataLength} bytes)`);
+    throw new CheckpointError(
+      `${where} has data_offsets [${begin}, ${end}] past the end of the data area (${dataLength} bytes)`,
+    );
   }
   if (end - begin !== byteLength) {
-    throw new CheckpointError(`${where} spans ${end - begin} bytes but ${dtype} [${dims}] needs ${byteLength}`);
+    throw new CheckpointError(
+      `${where} spans ${end - begin} bytes but ${dtype} [${dims}] needs ${byteLength}`,
+    );
   }
   return { dtype: dtype as DType, shape: dims, byteLength, begin, end };
 }
@@ -237,13 +281,15 @@ function buildHeader(
     const t = tensors[name]!;
     const expected = t.shape.reduce((a, b) => a * b, 1) * (DTYPE_SIZE[t.dtype] ?? NaN);
     if (t.data.byteLength !== expected) {
-      throw new CheckpointError(`Cannot write tensor "${name}": ${t.data.byteLength} bytes for ${t.dtype} [${t.shape}]`);
+      throw new CheckpointError(
+        `Cannot write tensor "${name}": ${t.data.byteLength} bytes for ${t.dtype} [${t.shape}]`,
+      );
     }
     // Built by hand: JSON.stringify of an object would move integer-like names to the front.
     parts.push(
-      `${JSON.stringify(name)}:{"dtype":"${t.dtype}","shape":${JSON.stringify(t.shape)},"data_offsets":[${offset},${
-        offset + expected
-      }]}`,
+      `${JSON.stringify(name)}:{"dtype":"${t.dtype}","shape":${
+        JSON.stringify(t.shape)
+      },"data_offsets":[${offset},${offset + expected}]}`,
     );
     offset += expected;
   }
@@ -257,7 +303,10 @@ function buildHeader(
 }
 
 /** Serialises `tensors` (sorted by name) and optional string `metadata` to safetensors bytes. */
-export function encodeSafetensors(tensors: Record<string, HostTensor>, metadata?: Record<string, string>): Uint8Array {
+export function encodeSafetensors(
+  tensors: Record<string, HostTensor>,
+  metadata?: Record<string, string>,
+): Uint8Array {
   const { header, order } = buildHeader(tensors, metadata);
   const total = order.reduce((n, k) => n + tensors[k]!.data.byteLength, header.byteLength);
   const out = new Uint8Array(total);

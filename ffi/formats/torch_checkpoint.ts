@@ -113,7 +113,9 @@ export class TorchCheckpointFile implements CheckpointFile {
 
   async read(name: string): Promise<HostTensor> {
     const t = this.#ref(name);
-    if (this.zip.file.closed) throw new CheckpointError(`Cannot read "${name}": checkpoint "${this.path}" is closed`);
+    if (this.zip.file.closed) {
+      throw new CheckpointError(`Cannot read "${name}": checkpoint "${this.path}" is closed`);
+    }
     const { kind } = t.storage;
     const n = product(t.shape);
     let raw: Uint8Array;
@@ -122,7 +124,7 @@ export class TorchCheckpointFile implements CheckpointFile {
       raw = await this.zip.read(t.storage.entry, t.offset * kind.size, n * kind.size);
     } else {
       // Read the span the view touches, then gather it into C order.
-      const span = extent(t) - t.offset;
+      const span = extent(t, this.path) - t.offset;
       const src = await this.zip.read(t.storage.entry, t.offset * kind.size, span * kind.size);
       raw = gather(src, t.shape, t.stride, kind.size);
     }
@@ -177,14 +179,23 @@ export async function openTorchCheckpoint(path: string): Promise<TorchCheckpoint
   }
 }
 
-async function load(zip: ZipArchive, path: string): Promise<{ root: unknown; tensors: Map<string, TorchTensorRef> }> {
+async function load(
+  zip: ZipArchive,
+  path: string,
+): Promise<{ root: unknown; tensors: Map<string, TorchTensorRef> }> {
   const pkl = [...zip.entries.keys()].find((n) => /^[^/]+\/data\.pkl$/.test(n));
-  if (!pkl) throw new CheckpointError(`Checkpoint "${path}" is a ZIP archive but not a torch.save file (no <root>/data.pkl)`);
+  if (!pkl) {
+    throw new CheckpointError(
+      `Checkpoint "${path}" is a ZIP archive but not a torch.save file (no <root>/data.pkl)`,
+    );
+  }
   const prefix = pkl.slice(0, -"data.pkl".length);
   const byteorder = zip.entries.get(`${prefix}byteorder`);
   if (byteorder && byteorder.size < 16) {
     const order = new TextDecoder().decode(await zip.read(byteorder.name)).trim();
-    if (order !== "little") throw new CheckpointError(`Checkpoint "${path}" stores ${order}-endian data, which is not supported`);
+    if (order !== "little") {
+      throw new CheckpointError(`Checkpoint "${path}" stores ${order}-endian data, which is not supported`);
+    }
   }
   const pklEntry = zip.entry(pkl);
   if (pklEntry.size > MAX_PICKLE_BYTES) {
@@ -199,11 +210,15 @@ async function load(zip: ZipArchive, path: string): Promise<{ root: unknown; ten
     if (!(type instanceof PickleGlobal) || type.module !== "torch" || !(type.name in STORAGE_KINDS)) {
       throw new CheckpointError(`Checkpoint "${path}" has a storage of unsupported type`);
     }
-    if (typeof key !== "string" || !/^[\w.-]{1,64}$/.test(key)) throw new CheckpointError(`Checkpoint "${path}" has a malformed storage key`);
+    if (typeof key !== "string" || !/^[\w.-]{1,64}$/.test(key)) {
+      throw new CheckpointError(`Checkpoint "${path}" has a malformed storage key`);
+    }
     const kind = STORAGE_KINDS[type.name]!;
     const known = storages.get(key);
     if (known) {
-      if (known.kind !== kind) throw new CheckpointError(`Checkpoint "${path}": storage "${key}" is used with two types`);
+      if (known.kind !== kind) {
+        throw new CheckpointError(`Checkpoint "${path}": storage "${key}" is used with two types`);
+      }
       return known;
     }
     if (typeof numel !== "number" || !Number.isSafeInteger(numel) || numel < 0) {
@@ -232,7 +247,9 @@ async function load(zip: ZipArchive, path: string): Promise<{ root: unknown; ten
       "torch._utils._rebuild_parameter_with_state": (args) => parameterData(args, path),
     },
   });
-  if (!(root instanceof Map)) throw new CheckpointError(`Checkpoint "${path}" does not hold a dict at its top level`);
+  if (!(root instanceof Map)) {
+    throw new CheckpointError(`Checkpoint "${path}" does not hold a dict at its top level`);
+  }
   const sd = root.get("state_dict");
   const tensors = new Map<string, TorchTensorRef>();
   flatten(sd instanceof Map ? sd : root, "", tensors, { path, visits: 0, onPath: new Set() }, 0);
@@ -240,7 +257,9 @@ async function load(zip: ZipArchive, path: string): Promise<{ root: unknown; ten
 }
 
 function parameterData(args: readonly unknown[], path: string): TorchTensorRef {
-  if (!(args[0] instanceof TorchTensorRef)) throw new CheckpointError(`Checkpoint "${path}" has a parameter without tensor data`);
+  if (!(args[0] instanceof TorchTensorRef)) {
+    throw new CheckpointError(`Checkpoint "${path}" has a parameter without tensor data`);
+  }
   return args[0];
 }
 
@@ -250,16 +269,21 @@ function rebuildTensor(args: readonly unknown[], path: string): TorchTensorRef {
   const bad = (what: string) => new CheckpointError(`Checkpoint "${path}" has a tensor with ${what}`);
   if (!(storage instanceof TorchStorage)) throw bad("no storage");
   const s = storage;
-  if (typeof offset !== "number" || !Number.isSafeInteger(offset) || offset < 0) throw bad("an invalid storage offset");
+  if (typeof offset !== "number" || !Number.isSafeInteger(offset) || offset < 0) {
+    throw bad("an invalid storage offset");
+  }
   const ints = (v: unknown, what: string): number[] => {
     if (!Array.isArray(v) || v.length > 64) throw bad(`an invalid ${what}`);
-    for (const d of v) if (typeof d !== "number" || !Number.isSafeInteger(d) || d < 0) throw bad(`an invalid ${what}`);
+    for (const d of v) {
+      if (typeof d !== "number" || !Number.isSafeInteger(d) || d < 0) throw bad(`an invalid ${what}`);
+    }
     return [...v] as number[];
   };
   const shape = ints(size, "size"), strides = ints(stride, "stride");
   if (shape.length !== strides.length) throw bad("a stride of the wrong rank");
   const t = new TorchTensorRef(s, offset, shape, strides);
-  if (product(shape) > 0 && extent(t) > s.numel) {
+  if (!Number.isSafeInteger(shape.reduce((a, b) => a * b, 1))) throw bad(`an absurd shape [${shape}]`);
+  if (product(shape) > 0 && extent(t, path) > s.numel) {
     throw new CheckpointError(
       `Checkpoint "${path}" has a tensor of shape [${shape}] at offset ${offset} that runs past the end of storage "${s.key}" (${s.numel} elements)`,
     );
@@ -273,12 +297,24 @@ interface WalkState {
   onPath: Set<unknown>;
 }
 
-function flatten(dict: Map<unknown, unknown>, prefix: string, out: Map<string, TorchTensorRef>, st: WalkState, depth: number): void {
-  if (depth > MAX_DEPTH) throw new CheckpointError(`Checkpoint "${st.path}" nests dicts more than ${MAX_DEPTH} levels deep`);
-  if (st.onPath.has(dict)) throw new CheckpointError(`Checkpoint "${st.path}" contains a recursive structure at "${prefix}"`);
+function flatten(
+  dict: Map<unknown, unknown>,
+  prefix: string,
+  out: Map<string, TorchTensorRef>,
+  st: WalkState,
+  depth: number,
+): void {
+  if (depth > MAX_DEPTH) {
+    throw new CheckpointError(`Checkpoint "${st.path}" nests dicts more than ${MAX_DEPTH} levels deep`);
+  }
+  if (st.onPath.has(dict)) {
+    throw new CheckpointError(`Checkpoint "${st.path}" contains a recursive structure at "${prefix}"`);
+  }
   st.onPath.add(dict);
   for (const [k, v] of dict) {
-    if (++st.visits > MAX_VISITS) throw new CheckpointError(`Checkpoint "${st.path}" has more than ${MAX_VISITS} entries`);
+    if (++st.visits > MAX_VISITS) {
+      throw new CheckpointError(`Checkpoint "${st.path}" has more than ${MAX_VISITS} entries`);
+    }
     if (typeof k !== "string" && typeof k !== "number") continue;
     const name = prefix + String(k);
     if (v instanceof TorchTensorRef) {
@@ -297,10 +333,12 @@ function product(shape: readonly number[]): number {
 }
 
 /** One past the largest storage element a (non-empty) view touches. */
-function extent(t: TorchTensorRef): number {
+function extent(t: TorchTensorRef, path: string): number {
   let last = t.offset;
   for (let i = 0; i < t.shape.length; i++) last += (t.shape[i]! - 1) * t.stride[i]!;
-  if (!Number.isSafeInteger(last + 1)) throw new CheckpointError(`Absurd tensor strides [${t.stride}]`);
+  if (!Number.isSafeInteger(last + 1)) {
+    throw new CheckpointError(`Checkpoint "${path}" has a tensor with absurd strides [${t.stride}]`);
+  }
   return last + 1;
 }
 
@@ -316,7 +354,12 @@ function isContiguous(shape: readonly number[], stride: readonly number[]): bool
 }
 
 /** Copies a strided view (`src` starts at the view's first element) into C order. */
-function gather(src: Uint8Array, shape: readonly number[], stride: readonly number[], size: number): Uint8Array {
+function gather(
+  src: Uint8Array,
+  shape: readonly number[],
+  stride: readonly number[],
+  size: number,
+): Uint8Array {
   const n = product(shape);
   const out = new Uint8Array(n * size);
   const rank = shape.length;

@@ -44,7 +44,11 @@ export class ZipArchive implements Disposable {
   #dataOffsets = new Map<string, Promise<number>>();
 
   /** @internal use {@linkcode openZip}. */
-  constructor(readonly file: RandomAccessFile, entries: Map<string, ZipEntry>, private readonly centralStart: number) {
+  constructor(
+    readonly file: RandomAccessFile,
+    entries: Map<string, ZipEntry>,
+    private readonly centralStart: number,
+  ) {
     this.entries = entries;
   }
 
@@ -77,7 +81,10 @@ export class ZipArchive implements Disposable {
     const e = this.entry(name);
     this.checkReadable(e);
     const len = length ?? e.size - offset;
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(len) || offset < 0 || len < 0 || offset + len > e.size) {
+    if (
+      !Number.isSafeInteger(offset) || !Number.isSafeInteger(len) || offset < 0 || len < 0 ||
+      offset + len > e.size
+    ) {
       throw new CheckpointError(
         `Checkpoint "${this.path}": read of ${len} bytes at ${offset} is outside archive entry "${name}" (${e.size} bytes)`,
       );
@@ -98,15 +105,21 @@ export class ZipArchive implements Disposable {
 
   async #readLocalHeader(e: ZipEntry): Promise<number> {
     const where = `Checkpoint "${this.path}": archive entry "${e.name}"`;
-    if (e.localHeaderOffset + LOCAL_SIZE > this.centralStart) throw new CheckpointError(`${where} has a local header past the data area`);
+    if (e.localHeaderOffset + LOCAL_SIZE > this.centralStart) {
+      throw new CheckpointError(`${where} has a local header past the data area`);
+    }
     const h = await this.file.readAt(e.localHeaderOffset, LOCAL_SIZE);
     const v = view(h);
-    if (v.getUint32(0, true) !== SIG_LOCAL) throw new CheckpointError(`${where} has no local file header at ${e.localHeaderOffset}`);
+    if (v.getUint32(0, true) !== SIG_LOCAL) {
+      throw new CheckpointError(`${where} has no local file header at ${e.localHeaderOffset}`);
+    }
     const nameLen = v.getUint16(26, true), extraLen = v.getUint16(28, true);
     const nameStart = e.localHeaderOffset + LOCAL_SIZE;
     const dataStart = nameStart + nameLen + extraLen;
     if (dataStart + e.compressedSize > this.centralStart) {
-      throw new CheckpointError(`${where} is truncated: its ${e.compressedSize} bytes run past the data area`);
+      throw new CheckpointError(
+        `${where} is truncated: its ${e.compressedSize} bytes run past the data area`,
+      );
     }
     const localName = decodeName(await this.file.readAt(nameStart, nameLen));
     if (localName !== e.name) throw new CheckpointError(`${where} has a local header named "${localName}"`);
@@ -149,13 +162,19 @@ function decodeName(b: Uint8Array): string {
 
 function u64(v: DataView, at: number, what: string, path: string): number {
   const n = v.getBigUint64(at, true);
-  if (n > BigInt(Number.MAX_SAFE_INTEGER)) throw new CheckpointError(`Checkpoint "${path}" has an absurd ZIP ${what} (${n})`);
+  if (n > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new CheckpointError(`Checkpoint "${path}" has an absurd ZIP ${what} (${n})`);
+  }
   return Number(n);
 }
 
-async function readCentralDirectory(file: RandomAccessFile): Promise<{ entries: Map<string, ZipEntry>; centralStart: number }> {
+async function readCentralDirectory(
+  file: RandomAccessFile,
+): Promise<{ entries: Map<string, ZipEntry>; centralStart: number }> {
   const path = file.path;
-  if (file.size < EOCD_SIZE) throw new CheckpointError(`Checkpoint "${path}" is truncated: too short to be a ZIP archive`);
+  if (file.size < EOCD_SIZE) {
+    throw new CheckpointError(`Checkpoint "${path}" is truncated: too short to be a ZIP archive`);
+  }
   const tailLen = Math.min(file.size, EOCD_SEARCH);
   const tail = await file.readAt(file.size - tailLen, tailLen);
   const tv = view(tail);
@@ -168,7 +187,9 @@ async function readCentralDirectory(file: RandomAccessFile): Promise<{ entries: 
     }
   }
   if (at < 0) {
-    throw new CheckpointError(`Checkpoint "${path}" is truncated or not a ZIP archive: no end-of-central-directory record`);
+    throw new CheckpointError(
+      `Checkpoint "${path}" is truncated or not a ZIP archive: no end-of-central-directory record`,
+    );
   }
   const eocdPos = file.size - tailLen + at;
   let count = tv.getUint16(at + 10, true);
@@ -180,26 +201,38 @@ async function readCentralDirectory(file: RandomAccessFile): Promise<{ entries: 
   }
   if (count === 0xffff || cdSize === 0xffffffff || cdOffset === 0xffffffff) {
     // ZIP64: the locator sits right before the classic record and points at the 64-bit record.
-    if (eocdPos < 20) throw new CheckpointError(`Checkpoint "${path}" lacks its ZIP64 end-of-central-directory locator`);
+    if (eocdPos < 20) {
+      throw new CheckpointError(`Checkpoint "${path}" lacks its ZIP64 end-of-central-directory locator`);
+    }
     const loc = view(await file.readAt(eocdPos - 20, 20));
     if (loc.getUint32(0, true) !== SIG_ZIP64_LOCATOR) {
       throw new CheckpointError(`Checkpoint "${path}" lacks its ZIP64 end-of-central-directory locator`);
     }
     const z64Pos = u64(loc, 8, "ZIP64 record offset", path);
-    if (z64Pos + 56 > eocdPos - 20) throw new CheckpointError(`Checkpoint "${path}" has a ZIP64 record past its locator`);
+    if (z64Pos + 56 > eocdPos - 20) {
+      throw new CheckpointError(`Checkpoint "${path}" has a ZIP64 record past its locator`);
+    }
     const z = view(await file.readAt(z64Pos, 56));
-    if (z.getUint32(0, true) !== SIG_ZIP64_EOCD) throw new CheckpointError(`Checkpoint "${path}" has a broken ZIP64 record`);
+    if (z.getUint32(0, true) !== SIG_ZIP64_EOCD) {
+      throw new CheckpointError(`Checkpoint "${path}" has a broken ZIP64 record`);
+    }
     count = u64(z, 32, "entry count", path);
     cdSize = u64(z, 40, "central directory size", path);
     cdOffset = u64(z, 48, "central directory offset", path);
     cdLimit = z64Pos;
   }
   if (cdOffset + cdSize > cdLimit) {
-    throw new CheckpointError(`Checkpoint "${path}" is truncated: its central directory lies past the end of the archive`);
+    throw new CheckpointError(
+      `Checkpoint "${path}" is truncated: its central directory lies past the end of the archive`,
+    );
   }
-  if (cdSize > MAX_CENTRAL_DIR) throw new CheckpointError(`Checkpoint "${path}" has an absurd central directory (${cdSize} bytes)`);
+  if (cdSize > MAX_CENTRAL_DIR) {
+    throw new CheckpointError(`Checkpoint "${path}" has an absurd central directory (${cdSize} bytes)`);
+  }
   if (count * CENTRAL_SIZE > cdSize) {
-    throw new CheckpointError(`Checkpoint "${path}" declares ${count} entries but its central directory holds fewer`);
+    throw new CheckpointError(
+      `Checkpoint "${path}" declares ${count} entries but its central directory holds fewer`,
+    );
   }
   const cd = await file.readAt(cdOffset, cdSize);
   return { entries: parseCentral(cd, count, cdOffset, path), centralStart: cdOffset };
@@ -213,19 +246,32 @@ function parseCentral(cd: Uint8Array, count: number, cdOffset: number, path: str
     if (p + CENTRAL_SIZE > cd.byteLength || v.getUint32(p, true) !== SIG_CENTRAL) {
       throw new CheckpointError(`Checkpoint "${path}" has a broken central directory (entry ${i})`);
     }
-    const nameLen = v.getUint16(p + 28, true), extraLen = v.getUint16(p + 30, true), commentLen = v.getUint16(p + 32, true);
+    const nameLen = v.getUint16(p + 28, true),
+      extraLen = v.getUint16(p + 30, true),
+      commentLen = v.getUint16(p + 32, true);
     const end = p + CENTRAL_SIZE + nameLen + extraLen + commentLen;
-    if (end > cd.byteLength) throw new CheckpointError(`Checkpoint "${path}" has a broken central directory (entry ${i})`);
+    if (end > cd.byteLength) {
+      throw new CheckpointError(`Checkpoint "${path}" has a broken central directory (entry ${i})`);
+    }
     const name = decodeName(cd.subarray(p + CENTRAL_SIZE, p + CENTRAL_SIZE + nameLen));
-    let csize = v.getUint32(p + 20, true), size = v.getUint32(p + 24, true), offset = v.getUint32(p + 42, true);
+    let csize = v.getUint32(p + 20, true),
+      size = v.getUint32(p + 24, true),
+      offset = v.getUint32(p + 42, true);
     if (csize === 0xffffffff || size === 0xffffffff || offset === 0xffffffff) {
       // ZIP64 extra field: only the saturated fields are present, in this fixed order.
-      const z = findExtra(cd.subarray(p + CENTRAL_SIZE + nameLen, p + CENTRAL_SIZE + nameLen + extraLen), 0x0001);
-      if (!z) throw new CheckpointError(`Checkpoint "${path}": archive entry "${name}" lacks its ZIP64 sizes`);
+      const z = findExtra(
+        cd.subarray(p + CENTRAL_SIZE + nameLen, p + CENTRAL_SIZE + nameLen + extraLen),
+        0x0001,
+      );
+      if (!z) {
+        throw new CheckpointError(`Checkpoint "${path}": archive entry "${name}" lacks its ZIP64 sizes`);
+      }
       const zv = view(z);
       let q = 0;
       const next = (what: string) => {
-        if (q + 8 > z.byteLength) throw new CheckpointError(`Checkpoint "${path}": archive entry "${name}" has a short ZIP64 field`);
+        if (q + 8 > z.byteLength) {
+          throw new CheckpointError(`Checkpoint "${path}": archive entry "${name}" has a short ZIP64 field`);
+        }
         const n = u64(zv, q, what, path);
         q += 8;
         return n;
@@ -235,7 +281,9 @@ function parseCentral(cd: Uint8Array, count: number, cdOffset: number, path: str
       if (offset === 0xffffffff) offset = next("local header offset");
     }
     if (offset + LOCAL_SIZE + csize > cdOffset) {
-      throw new CheckpointError(`Checkpoint "${path}" is truncated: archive entry "${name}" runs past the data area`);
+      throw new CheckpointError(
+        `Checkpoint "${path}" is truncated: archive entry "${name}" runs past the data area`,
+      );
     }
     if (!entries.has(name)) {
       entries.set(name, {

@@ -10,9 +10,12 @@ export const OP = {
   PROTO: 0x80,
   STOP: 0x2e,
   MARK: 0x28,
+  POP: 0x30,
   EMPTY_DICT: 0x7d,
   EMPTY_LIST: 0x5d,
   EMPTY_TUPLE: 0x29,
+  LIST: 0x6c,
+  DICT: 0x64,
   TUPLE: 0x74,
   TUPLE1: 0x85,
   TUPLE2: 0x86,
@@ -82,7 +85,9 @@ export class PickleWriter {
     do {
       bytes.push(Number(BigInt.asUintN(8, x)));
       x >>= 8n;
-    } while (!((x === 0n && !(bytes[bytes.length - 1]! & 0x80)) || (x === -1n && bytes[bytes.length - 1]! & 0x80)));
+    } while (
+      !((x === 0n && !(bytes[bytes.length - 1]! & 0x80)) || (x === -1n && bytes[bytes.length - 1]! & 0x80))
+    );
     return this.raw(0x8a, bytes.length, ...bytes);
   }
 
@@ -151,7 +156,9 @@ export function writeTensor(w: PickleWriter, t: TorchTensorSpec): PickleWriter {
   w.global("torch._utils", "_rebuild_tensor_v2");
   w.op(OP.MARK);
   // Persistent id tuple ("storage", torch.<Type>, key, "cpu", numel).
-  w.op(OP.MARK).str("storage").global("torch", t.storageType).str(t.key).str("cpu").int(t.storageNumel).op(OP.TUPLE)
+  w.op(OP.MARK).str("storage").global("torch", t.storageType).str(t.key).str("cpu").int(t.storageNumel).op(
+    OP.TUPLE,
+  )
     .op(OP.BINPERSID);
   w.int(t.offset);
   w.op(OP.MARK);

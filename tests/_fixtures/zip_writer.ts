@@ -39,7 +39,9 @@ export function crc32(b: Uint8Array): number {
 }
 
 async function deflateRaw(b: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([b as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new CompressionStream("deflate-raw"));
+  const stream = new Blob([b as Uint8Array<ArrayBuffer>]).stream().pipeThrough(
+    new CompressionStream("deflate-raw"),
+  );
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
@@ -82,8 +84,12 @@ export async function buildZip(files: ZipInput[], opts: ZipOptions = {}): Promis
     const offset = pos;
     chunks.push(new Uint8Array(local.parts), payload);
     pos += local.parts.length + payload.length;
-    const cExtra = z64 ? new Bytes().u16(0x0001).u16(24).u64(f.data.length).u64(payload.length).u64(offset) : new Bytes();
-    central.u32(0x02014b50).u16(0x031e).u16(z64 ? 45 : 20).u16(f.flags ?? 0).u16(f.method ?? 0).u16(0).u16(0x21)
+    const cExtra = z64
+      ? new Bytes().u16(0x0001).u16(24).u64(f.data.length).u64(payload.length).u64(offset)
+      : new Bytes();
+    central.u32(0x02014b50).u16(0x031e).u16(z64 ? 45 : 20).u16(f.flags ?? 0).u16(f.method ?? 0).u16(0).u16(
+      0x21,
+    )
       .u32(crc).u32(z64 ? 0xffffffff : payload.length).u32(z64 ? 0xffffffff : f.data.length).u16(name.length)
       .u16(cExtra.parts.length).u16(0).u16(0).u16(0).u32(0).u32(z64 ? 0xffffffff : offset).bytes(name);
     central.parts.push(...cExtra.parts);
