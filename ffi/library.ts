@@ -72,10 +72,12 @@ const encoder = new TextEncoder();
 
 /** A NUL-terminated UTF-8 copy of a string for `const char*` parameters. */
 export function cString(s: string): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(encoder.encodeLen?.(s) ?? s.length * 3 + 1);
-  const { written } = encoder.encodeInto(s, bytes);
-  const out = new Uint8Array(written + 1);
-  out.set(bytes.subarray(0, written));
+  const bytes = encoder.encode(s);
+  if (bytes.includes(0)) {
+    throw new TypeError(`Cannot pass a string with a NUL character to the native library`);
+  }
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
   return out;
 }
 
@@ -94,7 +96,10 @@ export function unwrap(status: number, action: string, handleError?: () => Deno.
   const lib = native();
   const code = STATUS_CODES[status as keyof typeof STATUS_CODES] ?? "INTERNAL";
   const detail = readCString(handleError ? handleError() : lib.l2d_last_error());
-  throw new EngineError(code === "OK" ? "INTERNAL" : code, `${action}: ${detail || readCString(lib.l2d_status_string(status))}`);
+  throw new EngineError(
+    code === "OK" ? "INTERNAL" : code,
+    `${action}: ${detail || readCString(lib.l2d_status_string(status))}`,
+  );
 }
 
 /** A `void*` out-parameter slot. */

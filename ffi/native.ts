@@ -23,7 +23,7 @@
  */
 
 import { EngineError } from "./errors.ts";
-import { DTYPE_SIZE, type DType, type HostTensor, numel } from "./host_tensor.ts";
+import { type DType, DTYPE_SIZE, type HostTensor, numel } from "./host_tensor.ts";
 import { cString, native, pointerSlot, readCString, slotPointer, unwrap } from "./library.ts";
 
 const DTYPE_CODES: Record<DType, number> = { F32: 0, F16: 1, BF16: 2, I64: 3, I32: 4, U8: 5, BOOL: 6 };
@@ -154,7 +154,11 @@ export class TensorMap extends NativeHandle {
 
   /** Stores float32 values with a shape. */
   setF32(name: string, values: Float32Array, shape: number[]): void {
-    this.set(name, { dtype: "F32", shape, data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) });
+    this.set(name, {
+      dtype: "F32",
+      shape,
+      data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength),
+    });
   }
 
   /** Stores integers as I64. */
@@ -188,7 +192,10 @@ export class TensorMap extends NativeHandle {
   /** dtype and shape of an entry. */
   info(name: string): { dtype: DType; shape: number[] } {
     const dtype = new Int32Array(1), ndim = new Int32Array(1), shape = new BigInt64Array(8);
-    unwrap(native().l2d_tmap_info(this.handle(), cString(name), dtype, ndim, shape), `Cannot read tensor "${name}"`);
+    unwrap(
+      native().l2d_tmap_info(this.handle(), cString(name), dtype, ndim, shape),
+      `Cannot read tensor "${name}"`,
+    );
     return { dtype: DTYPE_NAMES[dtype[0]!]!, shape: Array.from(shape.subarray(0, ndim[0]!), Number) };
   }
 
@@ -196,7 +203,10 @@ export class TensorMap extends NativeHandle {
   get(name: string): HostTensor {
     const { dtype, shape } = this.info(name);
     const data = new Uint8Array(numel(shape) * DTYPE_SIZE[dtype]);
-    unwrap(native().l2d_tmap_get(this.handle(), cString(name), data, BigInt(data.byteLength)), `Cannot read tensor "${name}"`);
+    unwrap(
+      native().l2d_tmap_get(this.handle(), cString(name), data, BigInt(data.byteLength)),
+      `Cannot read tensor "${name}"`,
+    );
     return { dtype, shape, data };
   }
 
@@ -315,7 +325,13 @@ export class Model extends NativeHandle {
     const ctxPtr = ctx.rawHandle();
     const slot = pointerSlot();
     const kindStr = cString(kind), configStr = cString(JSON.stringify(config ?? {}));
-    const status = await native().l2d_model_create(ctxPtr, kindStr, configStr, weights?.unsafeHandle ?? null, slot);
+    const status = await native().l2d_model_create(
+      ctxPtr,
+      kindStr,
+      configStr,
+      weights?.unsafeHandle ?? null,
+      slot,
+    );
     unwrap(status, `Cannot create the ${kind} model`, () => native().l2d_context_last_error(ctxPtr));
     return new Model(slotPointer(slot), kind);
   }
@@ -364,7 +380,11 @@ export class Session extends NativeHandle {
     return this.exclusive(async (ptr) => {
       const methodStr = cString(method);
       const status = await native().l2d_session_run(ptr, methodStr, io.unsafeHandle);
-      unwrap(status, `Cannot run ${this.kind} method "${method}"`, () => native().l2d_session_last_error(ptr));
+      unwrap(
+        status,
+        `Cannot run ${this.kind} method "${method}"`,
+        () => native().l2d_session_last_error(ptr),
+      );
     });
   }
 }
