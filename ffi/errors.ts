@@ -18,7 +18,11 @@ export const STATUS_CODES = {
 } as const;
 
 /** Name of a native status code. */
-export type EngineErrorCode = (typeof STATUS_CODES)[keyof typeof STATUS_CODES] | "CLOSED" | "BUSY" | "LIBRARY";
+export type EngineErrorCode =
+  | (typeof STATUS_CODES)[keyof typeof STATUS_CODES]
+  | "CLOSED"
+  | "BUSY"
+  | "LIBRARY";
 
 /**
  * An error reported by the native core (or by the TS layer about a native resource).

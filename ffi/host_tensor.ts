@@ -62,7 +62,9 @@ export function toFloat32(t: HostTensor): Float32Array {
       for (let i = 0; i < n; i++) out[i] = halfToFloat(view.getUint16(i * 2, true));
       break;
     case "BF16":
-      for (let i = 0; i < n; i++) out[i] = new Float32Array(new Uint32Array([view.getUint16(i * 2, true) << 16]).buffer)[0]!;
+      for (let i = 0; i < n; i++) {
+        out[i] = new Float32Array(new Uint32Array([view.getUint16(i * 2, true) << 16]).buffer)[0]!;
+      }
       break;
     case "I64":
       for (let i = 0; i < n; i++) out[i] = Number(view.getBigInt64(i * 8, true));

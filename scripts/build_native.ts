@@ -39,14 +39,20 @@ async function run(cmd: string, args: string[]): Promise<void> {
   try {
     child = new Deno.Command(cmd, { args, stdout: "inherit", stderr: "inherit" }).spawn();
   } catch (e) {
-    throw new Error(`Cannot run "${cmd}": ${e instanceof Error ? e.message : e}. Install it (Debian: apt-get install cmake g++)`);
+    throw new Error(
+      `Cannot run "${cmd}": ${
+        e instanceof Error ? e.message : e
+      }. Install it (Debian: apt-get install cmake g++)`,
+    );
   }
   const { code } = await child.status;
   if (code !== 0) throw new Error(`"${cmd} ${args.join(" ")}" failed with exit code ${code}`);
 }
 
 /** Builds the native library (or checks it is current). */
-export async function buildNative(options: { ifNeeded?: boolean; cuda?: string; jobs?: number } = {}): Promise<string> {
+export async function buildNative(
+  options: { ifNeeded?: boolean; cuda?: string; jobs?: number } = {},
+): Promise<string> {
   if (options.ifNeeded && await upToDate()) return libPath;
   const configure = ["-S", cudaDir, "-B", buildDir, "-DCMAKE_BUILD_TYPE=Release"];
   if (options.cuda) configure.push(`-DL2D_CUDA=${options.cuda.toUpperCase()}`);

@@ -37,7 +37,15 @@ export async function runCase(dir: string, options: RunOptions, log = console.lo
     json = await readCaseJson(dir);
     name = String(json.case ?? name);
   } catch (e) {
-    return { case: name, dir, kind: null, passed: false, seconds: seconds(), error: `cannot read case.json: ${e}`, tensors: [] };
+    return {
+      case: name,
+      dir,
+      kind: null,
+      passed: false,
+      seconds: seconds(),
+      error: `cannot read case.json: ${e}`,
+      tensors: [],
+    };
   }
   const kind = kindOf(name) ?? kindOf(dir.split("/").filter(Boolean).pop() ?? "") ?? null;
   using run = new CaseRun(dir, json, options);
@@ -68,7 +76,9 @@ export async function runCase(dir: string, options: RunOptions, log = console.lo
 /** Every case directory under a golden root, sorted. */
 export async function listCases(root = defaultGoldenRoot()): Promise<string[]> {
   const dirs: string[] = [];
-  for await (const e of Deno.readDir(join(root, "cases"))) if (e.isDirectory) dirs.push(join(root, "cases", e.name));
+  for await (const e of Deno.readDir(join(root, "cases"))) {
+    if (e.isDirectory) dirs.push(join(root, "cases", e.name));
+  }
   return dirs.sort();
 }
 
@@ -83,7 +93,9 @@ if (import.meta.main) {
     },
   });
   const device = values.device as RunOptions["device"];
-  if (device !== "cpu" && device !== "cuda") throw new TypeError(`--device must be cpu or cuda, got "${device}"`);
+  if (device !== "cpu" && device !== "cuda") {
+    throw new TypeError(`--device must be cpu or cuda, got "${device}"`);
+  }
   const precision = (values.precision ?? (device === "cuda" ? "fp16" : "fp32")) as RunOptions["precision"];
   if (precision !== "fp32" && precision !== "fp16") throw new TypeError(`--precision must be fp32 or fp16`);
   const excluded = new Set(values.exclude.split(",").filter(Boolean));

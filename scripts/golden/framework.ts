@@ -20,7 +20,8 @@ import type { Context } from "../../ffi/native.ts";
 
 /** Where the public golden set lives unless L2D_GOLDEN_DIR says otherwise. */
 export function defaultGoldenRoot(): string {
-  return Deno.env.get("L2D_GOLDEN_DIR") ?? resolve(fileURLToPath(new URL("../../../shared/golden", import.meta.url)));
+  return Deno.env.get("L2D_GOLDEN_DIR") ??
+    resolve(fileURLToPath(new URL("../../../shared/golden", import.meta.url)));
 }
 
 /** Options every runner sees. */
@@ -118,10 +119,22 @@ export class CaseRun implements Disposable {
   }
 
   /** Judges float values against a reference (recorded name `refName`, reported as `name`). */
-  compare(name: string, actual: ArrayLike<number>, reference: HostTensor | Float32Array, bound?: number): TensorResult {
+  compare(
+    name: string,
+    actual: ArrayLike<number>,
+    reference: HostTensor | Float32Array,
+    bound?: number,
+  ): TensorResult {
     const ref = reference instanceof Float32Array ? reference : toFloat32(reference);
     if (actual.length !== ref.length) {
-      return this.#push({ name, maxAbs: Infinity, relL2: Infinity, bound: 0, metric: "max_abs", pass: false });
+      return this.#push({
+        name,
+        maxAbs: Infinity,
+        relL2: Infinity,
+        bound: 0,
+        metric: "max_abs",
+        pass: false,
+      });
     }
     let maxAbs = 0, diff2 = 0, ref2 = 0;
     for (let i = 0; i < ref.length; i++) {
@@ -146,20 +159,33 @@ export class CaseRun implements Disposable {
   }
 
   /** Judges integer (or 0/-inf) values: they must match exactly. */
-  compareExact(name: string, actual: ArrayLike<number>, reference: HostTensor | ArrayLike<number>): TensorResult {
+  compareExact(
+    name: string,
+    actual: ArrayLike<number>,
+    reference: HostTensor | ArrayLike<number>,
+  ): TensorResult {
     const ref = "dtype" in reference ? toFloat32(reference as HostTensor) : reference;
     let maxAbs = actual.length === ref.length ? 0 : Infinity;
     for (let i = 0; i < Math.min(actual.length, ref.length); i++) {
       if (actual[i] !== ref[i]) maxAbs = Math.max(maxAbs, Math.abs(actual[i]! - ref[i]!) || Infinity);
     }
-    return this.#push({ name, maxAbs, relL2: maxAbs === 0 ? 0 : NaN, bound: 0, metric: "exact", pass: maxAbs === 0 });
+    return this.#push({
+      name,
+      maxAbs,
+      relL2: maxAbs === 0 ? 0 : NaN,
+      bound: 0,
+      metric: "exact",
+      pass: maxAbs === 0,
+    });
   }
 
   /** Judges uint8 frames: every value within 1 of the reference. */
   compareU8(name: string, actual: ArrayLike<number>, reference: HostTensor): TensorResult {
     const ref = toFloat32(reference);
     let maxAbs = actual.length === ref.length ? 0 : Infinity;
-    for (let i = 0; i < Math.min(actual.length, ref.length); i++) maxAbs = Math.max(maxAbs, Math.abs(actual[i]! - ref[i]!));
+    for (let i = 0; i < Math.min(actual.length, ref.length); i++) {
+      maxAbs = Math.max(maxAbs, Math.abs(actual[i]! - ref[i]!));
+    }
     return this.#push({ name, maxAbs, relL2: NaN, bound: 1, metric: "u8", pass: maxAbs <= 1 });
   }
 

@@ -37,7 +37,9 @@ export async function loadRunner(kind: string): Promise<CaseRunner> {
   try {
     mod = await import(path);
   } catch (e) {
-    throw new Error(`the ${kind} runner is not implemented yet (${e instanceof Error ? e.message.split("\n")[0] : e})`);
+    throw new Error(
+      `the ${kind} runner is not implemented yet (${e instanceof Error ? e.message.split("\n")[0] : e})`,
+    );
   }
   const runner = mod.runners?.[kind];
   if (!runner) throw new Error(`module ${path} has no runner for "${kind}"`);
