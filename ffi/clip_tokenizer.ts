@@ -94,11 +94,9 @@ const MAX_MERGES = 49152 - 256 - 2;
 const CACHE_LIMIT = 50_000;
 
 /** The CLIP pre-tokenisation regex (HF compiles it with `re.IGNORECASE` using the `regex` module). */
-const CLIP_PATTERN =
-  /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+/giu;
+const CLIP_PATTERN = /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+/giu;
 /** Characters Python's `str.split()` / `str.strip()` treat as whitespace. */
-const PY_WS_CLASS =
-  "[\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+const PY_WS_CLASS = "[\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
 const PY_WHITESPACE_ALL = new RegExp(`${PY_WS_CLASS}+`, "gu");
 const PY_STRIP = new RegExp(`^${PY_WS_CLASS}+|${PY_WS_CLASS}+$`, "gu");
 const CATEGORY_C = /^\p{C}$/u;
@@ -368,9 +366,7 @@ export class ClipTokenizer {
       if (parts.length === 0) return; // HF keeps an empty tuple that never matches: the rank is just used up
       if (parts.length !== 2) {
         throw new Error(
-          `clip tokenizer: ${mergesName}: line ${rank + 2} is not a merge of two symbols: ${
-            JSON.stringify(line)
-          }`,
+          `clip tokenizer: ${mergesName}: line ${rank + 2} is not a merge of two symbols: ${JSON.stringify(line)}`,
         );
       }
       const key = `${parts[0]} ${parts[1]}`;

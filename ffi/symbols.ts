@@ -151,6 +151,31 @@ export const symbols = {
     nonblocking: true,
   },
   l2d_session_last_error: { parameters: ["pointer" /* const l2d_session* session */], result: "pointer" },
+
+  l2d_stream_create: {
+    parameters: [
+      "pointer", // l2d_model* unet
+      "pointer", // l2d_model* vae
+      "pointer", // l2d_model* depth
+      "buffer", // const char* config_json
+      "buffer", // l2d_session** out_stream
+    ],
+    result: "i32",
+  },
+  l2d_stream_push: {
+    parameters: [
+      "pointer", // l2d_session* stream
+      "buffer", // const uint8_t* frame
+      "i32", // int32_t width
+      "i32", // int32_t height
+      "i32", // int32_t channels
+      "buffer", // uint8_t* out_rgb
+      "u64", // uint64_t out_size
+      "buffer", // int32_t* out_ready
+    ],
+    result: "i32",
+    nonblocking: true,
+  },
 } as const;
 
 /** The ABI version this symbol table was written for (must equal `L2D_ABI_VERSION`). */

@@ -40,9 +40,7 @@ async function run(cmd: string, args: string[]): Promise<void> {
     child = new Deno.Command(cmd, { args, stdout: "inherit", stderr: "inherit" }).spawn();
   } catch (e) {
     throw new Error(
-      `Cannot run "${cmd}": ${
-        e instanceof Error ? e.message : e
-      }. Install it (Debian: apt-get install cmake g++)`,
+      `Cannot run "${cmd}": ${e instanceof Error ? e.message : e}. Install it (Debian: apt-get install cmake g++)`,
     );
   }
   const { code } = await child.status;

@@ -23,13 +23,7 @@ import {
   writeSafetensors,
 } from "../ffi/formats/mod.ts";
 import { goldenPath, goldenSeeds } from "./_fixtures/golden_root.ts";
-import {
-  OP,
-  PickleWriter,
-  stateDictPickle,
-  type TorchTensorSpec,
-  writeTensor,
-} from "./_fixtures/pickle_writer.ts";
+import { OP, PickleWriter, stateDictPickle, type TorchTensorSpec, writeTensor } from "./_fixtures/pickle_writer.ts";
 import { buildTorchZip, buildZip } from "./_fixtures/zip_writer.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -658,9 +652,7 @@ Deno.test("torch zip: broken archives fail with CheckpointError", async () => {
   new DataView(badLocal.buffer).setUint32(cdOffset + 42, 5, true);
   cases.push(["bad local header", badLocal, /no local file header|local header/]);
   for (const [what, bytes, re] of cases) {
-    await rejectsCheckpoint(() => openAndReadAll(bytes, ".pt"), re).catch((e) =>
-      assert.fail(`${what}: ${e}`)
-    );
+    await rejectsCheckpoint(() => openAndReadAll(bytes, ".pt"), re).catch((e) => assert.fail(`${what}: ${e}`));
   }
   await rejectsCheckpoint(async () => openTorchCheckpoint(await tmpFile(cases[6]![1], ".pt")), /legacy/);
 });

@@ -127,6 +127,23 @@ L2D_API l2d_status l2d_session_free(l2d_session* session);
 L2D_API l2d_status l2d_session_run(l2d_session* session, const char* method, l2d_tmap* io);
 L2D_API const char* l2d_session_last_error(const l2d_session* session);
 
+/* ---- live streams ---------------------------------------------------------------------------- */
+
+/* A live stream (the Live2Diff streaming pipeline) over three models of one context: a "unet", a
+ * "taesd" and a "midas". It is a session: l2d_session_run methods "set_prompt" (prompt_embeds
+ * [1, L, C]), "warmup" (frames U8 [8, H, W, 3|4]), "push" (frame U8 [H, W, 3|4]), "get_state",
+ * "schedule", "reset"; free it with l2d_session_free. config_json: {"width", "height", "seed",
+ * "scheduler": {"t_index_list" | "strength" + "steps", "num_inference_steps", "beta_schedule", ...},
+ * "similar_image_filter": {"threshold", "max_skip_frames"}, "debug"}. */
+L2D_API l2d_status l2d_stream_create(l2d_model* unet, l2d_model* vae, l2d_model* depth, const char* config_json,
+                                     l2d_session** out_stream);
+/* The per-frame hot path: one frame in (uint8 [height, width, channels], channels 3 = RGB or
+ * 4 = RGBA, any size: scaled to cover the stream size and centre-cropped), maybe one frame out.
+ * The first 8 frames are the warm-up. *out_ready = 1 when out_rgb (stream height * width * 3
+ * bytes, out_size must equal that) received a frame. Set a prompt first. */
+L2D_API l2d_status l2d_stream_push(l2d_session* stream, const uint8_t* frame, int32_t width, int32_t height,
+                                   int32_t channels, uint8_t* out_rgb, uint64_t out_size, int32_t* out_ready);
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,6 +11,7 @@
 #include "core/philox.h"
 #include "l2d.h"
 #include "models/model.h"
+#include "pipeline/stream.h"
 
 struct l2d_tmap {
   l2d::TensorMap map;
@@ -38,7 +39,7 @@ struct l2d_model {
 };
 struct l2d_session {
   std::string last_error;
-  std::shared_ptr<ModelImpl> model;
+  std::vector<std::shared_ptr<ModelImpl>> models;  // every model the session reads
   std::unique_ptr<l2d::Session> impl;
   ~l2d_session() { impl.reset(); }  // state before the model it points into
 };
@@ -309,8 +310,8 @@ l2d_status l2d_session_create(l2d_model* model, const char* config_json, l2d_ses
     REQUIRE_ARG(out_session);
     const l2d::Json config = parse_optional_json(config_json);
     auto session = std::make_unique<l2d_session>();
-    session->model = model->ptr;
-    session->impl = session->model->impl->create_session(config);
+    session->models.push_back(model->ptr);
+    session->impl = model->ptr->impl->create_session(config);
     *out_session = session.release();
   });
 }
@@ -325,6 +326,45 @@ l2d_status l2d_session_run(l2d_session* session, const char* method, l2d_tmap* i
     REQUIRE_ARG(method);
     REQUIRE_ARG(io);
     session->impl->run(method, io->map);
+  });
+}
+
+l2d_status l2d_stream_create(l2d_model* unet, l2d_model* vae, l2d_model* depth, const char* config_json,
+                             l2d_session** out_stream) {
+  return guarded_on(unet, [&] {
+    REQUIRE_ARG(unet);
+    REQUIRE_ARG(vae);
+    REQUIRE_ARG(depth);
+    REQUIRE_ARG(out_stream);
+    L2D_REQUIRE(unet->ptr->ctx == vae->ptr->ctx && unet->ptr->ctx == depth->ptr->ctx,
+                "the unet, vae and depth models of a stream must share one context");
+    const auto* u = dynamic_cast<const l2d::unet::UnetModel*>(unet->ptr->impl.get());
+    const auto* v = l2d::model_component<l2d::Taesd>(*vae->ptr->impl);
+    const auto* d = l2d::model_component<l2d::midas::Midas>(*depth->ptr->impl);
+    L2D_REQUIRE(u, "the first model of a stream must be a \"unet\" model");
+    L2D_REQUIRE(v, "the second model of a stream must be a \"taesd\" model");
+    L2D_REQUIRE(d, "the third model of a stream must be a \"midas\" model");
+    const l2d::Json config = parse_optional_json(config_json);
+    auto session = std::make_unique<l2d_session>();
+    session->models = {unet->ptr, vae->ptr, depth->ptr};
+    session->impl = std::make_unique<l2d::LiveStream>(*u, *v, *d, config);
+    *out_stream = session.release();
+  });
+}
+
+l2d_status l2d_stream_push(l2d_session* stream, const uint8_t* frame, int32_t width, int32_t height, int32_t channels,
+                           uint8_t* out_rgb, uint64_t out_size, int32_t* out_ready) {
+  return guarded_on(stream, [&] {
+    REQUIRE_ARG(stream);
+    REQUIRE_ARG(frame);
+    REQUIRE_ARG(out_rgb);
+    REQUIRE_ARG(out_ready);
+    auto* live = dynamic_cast<l2d::LiveStream*>(stream->impl.get());
+    L2D_REQUIRE(live, "l2d_stream_push needs a stream created by l2d_stream_create");
+    L2D_REQUIRE(out_size == uint64_t(live->width() * live->height() * 3), "out_rgb must hold ",
+                live->width() * live->height() * 3, " bytes (stream ", live->width(), "x", live->height(), " RGB), got ",
+                out_size);
+    *out_ready = live->push_frame({frame, width, height, channels}, out_rgb) ? 1 : 0;
   });
 }
 

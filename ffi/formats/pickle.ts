@@ -162,9 +162,7 @@ class Unpickler {
   #need(n: number, what: string): number {
     if (!Number.isSafeInteger(n) || n < 0 || this.#pos + n > this.#b.byteLength) {
       this.#fail(
-        `${what} of ${n} bytes at offset ${this.#pos}, more than the ${
-          this.#b.byteLength - this.#pos
-        } bytes left`,
+        `${what} of ${n} bytes at offset ${this.#pos}, more than the ${this.#b.byteLength - this.#pos} bytes left`,
       );
     }
     const at = this.#pos;

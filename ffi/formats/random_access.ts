@@ -43,9 +43,7 @@ export class RandomAccessFile implements Disposable {
     if (offset + length > this.size) {
       return Promise.reject(
         new CheckpointError(
-          `Checkpoint "${this.path}" is truncated: needs bytes ${offset}..${
-            offset + length
-          } but has ${this.size}`,
+          `Checkpoint "${this.path}" is truncated: needs bytes ${offset}..${offset + length} but has ${this.size}`,
         ),
       );
     }

@@ -287,9 +287,9 @@ function buildHeader(
     }
     // Built by hand: JSON.stringify of an object would move integer-like names to the front.
     parts.push(
-      `${JSON.stringify(name)}:{"dtype":"${t.dtype}","shape":${
-        JSON.stringify(t.shape)
-      },"data_offsets":[${offset},${offset + expected}]}`,
+      `${JSON.stringify(name)}:{"dtype":"${t.dtype}","shape":${JSON.stringify(t.shape)},"data_offsets":[${offset},${
+        offset + expected
+      }]}`,
     );
     offset += expected;
   }

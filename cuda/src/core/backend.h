@@ -135,6 +135,17 @@ class Backend {
   // (x - min(x)) / (max(x) - min(x)) with ONE min and max over the whole tensor, no epsilon
   // (Live2Diff's depth normalisation). Computed on the device: no host sync.
   virtual Tensor minmax_normalize(const Tensor& x) = 0;
+
+  // ---- streaming I/O ----
+  // normal(shape, seed, stream, draw) of the golden README's Philox spec, generated on the device
+  // (diffusion noise never crosses the bus).
+  virtual Tensor random_normal(const Shape& shape, uint32_t seed, uint32_t stream, uint32_t draw) = 0;
+  // Host frames uint8 [N, H, W, channels] (channels 3 = RGB or 4 = RGBA, alpha ignored)
+  // -> float [N, 3, H, W] = value / 255. The only per-frame host-to-device copy.
+  virtual Tensor image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) = 0;
+  // x [N, 3, H, W] -> host float [N, H, W, 3] (when out_f32 is non-null) and uint8
+  // round(255 * clamp(x, 0, 1)) [N, H, W, 3] (when out_u8 is non-null). Synchronises.
+  virtual void image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) = 0;
 };
 
 }  // namespace l2d

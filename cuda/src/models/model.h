@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <typeinfo>
 
 #include "../core/backend.h"
 #include "../core/host_tensor.h"
@@ -28,7 +29,16 @@ class Model {
   virtual void run(const std::string& method, TensorMap& io) = 0;
   // Models without per-stream state refuse sessions.
   virtual std::unique_ptr<Session> create_session(const Json& config);
+  // The typed network behind this model (e.g. Taesd), or nullptr when `type` does not match; lets
+  // the streaming pipeline chain networks on the device without tensor-map round trips.
+  virtual const void* component(const std::type_info& type) const { return nullptr; }
 };
+
+// model_component<Taesd>(model): the typed network, or nullptr.
+template <typename T>
+const T* model_component(const Model& model) {
+  return static_cast<const T*>(model.component(typeid(T)));
+}
 
 using ModelFactory = std::function<std::unique_ptr<Model>(Backend& backend, const Json& config,
                                                           const TensorMap& weights)>;

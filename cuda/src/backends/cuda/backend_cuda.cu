@@ -26,12 +26,19 @@ namespace cuda {
 CudaBackend::CudaBackend(int device, bool fp16) : device_(device), fp16_(fp16) {
   CUDA_CHECK(cudaSetDevice(device_));
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaMalloc(&dev_error_, sizeof(DeviceError)));
+  CUDA_CHECK(cudaMallocHost(&host_error_, sizeof(DeviceError)));
+  CUDA_CHECK(cudaMemsetAsync(dev_error_, 0, sizeof(DeviceError), stream_));
+  *host_error_ = DeviceError{};
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
   cudaStreamSynchronize(stream_);
   for (auto& [size, ptr] : free_blocks_) cudaFree(ptr);
+  if (dev_error_) cudaFree(dev_error_);
+  if (host_error_) cudaFreeHost(host_error_);
   cudaStreamDestroy(stream_);
 }
 
@@ -75,7 +82,28 @@ void CudaBackend::raw_free(void* ptr, size_t bytes) {
   free_blocks_.emplace(size, ptr);  // stream-ordered reuse: later work on stream_ sees it free
 }
 
-void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+// Waits for the stream and reports the first data error a kernel recorded since the last call
+// (an out-of-range token id or KV-cache index: the kernel clamped it and went on), so the error
+// surfaces at the next synchronize()/to_host()/from_host() after the op that met it.
+void CudaBackend::synchronize() {
+  CUDA_CHECK(cudaMemcpyAsync(host_error_, dev_error_, sizeof(DeviceError), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const DeviceError e = *host_error_;
+  if (e.code == kErrNone) return;
+  host_error_->code = kErrNone;
+  CUDA_CHECK(cudaMemsetAsync(dev_error_, 0, sizeof(DeviceError), stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  switch (e.code) {
+    case kErrEmbeddingId:
+      fail(L2D_ERR_INVALID_ARGUMENT, "token id ", e.value, " is outside the vocabulary (", e.limit, ")");
+    case kErrStreamUpdateIdx:
+      fail(L2D_ERR_INVALID_ARGUMENT, "update_idx = ", e.value, " is outside the window (", e.limit, " slots)");
+    case kErrStreamPeIdx:
+      fail(L2D_ERR_INVALID_ARGUMENT, "pe_idx = ", e.value, " is outside 0..", e.limit - 1);
+    default:
+      fail(L2D_ERR_BACKEND, "unknown device error code ", e.code);
+  }
+}
 
 Tensor CudaBackend::from_host(const HostTensor& host) {
   const bool integer = host.dtype == L2D_I64 || host.dtype == L2D_I32 || host.dtype == L2D_U8 || host.dtype == L2D_BOOL;

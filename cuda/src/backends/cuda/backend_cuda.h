@@ -14,6 +14,8 @@
 
 namespace l2d::cuda {
 
+struct DeviceError;  // common.cuh
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, bool fp16);
@@ -55,9 +57,15 @@ class CudaBackend final : public Backend {
   Tensor max_pool2d(const Tensor& x, int kernel, const Conv2dParams& p) override;
   Tensor embedding(const Tensor& ids, const Tensor& table) override;
   Tensor minmax_normalize(const Tensor& x) override;
+  Tensor random_normal(const Shape& shape, uint32_t seed, uint32_t stream, uint32_t draw) override;
+  Tensor image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) override;
+  void image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) override;
 
   cudaStream_t stream() const { return stream_; }
   bool fp16() const { return fp16_; }
+  // Where kernels record data errors (clamped indices); synchronize() turns one into an
+  // L2D_ERR_INVALID_ARGUMENT throw.
+  DeviceError* device_error() const { return dev_error_; }
 
  private:
   int device_;
@@ -66,6 +74,8 @@ class CudaBackend final : public Backend {
   std::mutex pool_mutex_;
   std::multimap<size_t, void*> free_blocks_;  // rounded size -> block
   size_t in_use_ = 0, peak_ = 0, reserved_ = 0;
+  DeviceError* dev_error_ = nullptr;   // device word written by kernels
+  DeviceError* host_error_ = nullptr;  // pinned copy read after each synchronize()
 };
 
 // Philox values computed on the device (checks the shared philox.h in device code).

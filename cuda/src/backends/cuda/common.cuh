@@ -38,4 +38,42 @@ __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <>
 __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
 
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float warp_min(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Data errors found inside kernels (an index outside its table): kernels cannot throw, so they
+// clamp the index, keep computing, and record the FIRST error here; CudaBackend::synchronize()
+// (and so to_host) reads it, clears it and throws L2D_ERR_INVALID_ARGUMENT.
+enum DeviceErrorCode : int {
+  kErrNone = 0,
+  kErrEmbeddingId = 1,       // value = token id, limit = vocabulary size
+  kErrStreamUpdateIdx = 2,   // value = update_idx[r], limit = window
+  kErrStreamPeIdx = 3,       // value = pe_idx[r, s], limit = max_len
+};
+struct DeviceError {
+  int code;
+  int value;
+  int limit;
+  int pad;
+};
+__device__ __forceinline__ void report_error(DeviceError* err, int code, int value, int limit) {
+  if (atomicCAS(&err->code, 0, code) == 0) {
+    err->value = value;
+    err->limit = limit;
+  }
+}
+
 }  // namespace l2d::cuda

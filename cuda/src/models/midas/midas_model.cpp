@@ -108,6 +108,7 @@ class MidasModel final : public Model {
     io.put("depth", be_.to_host(d));
     for (size_t i = 0; i < layers.size(); ++i) io.put("layer_" + std::to_string(i + 1), be_.to_host(layers[i]));
   }
+  const void* component(const std::type_info& type) const override { return type == typeid(Midas) ? net_.get() : nullptr; }
 
  private:
   Backend& be_;

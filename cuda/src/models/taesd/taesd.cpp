@@ -179,6 +179,7 @@ class TaesdModel final : public Model {
       unknown_method("taesd", method);
     }
   }
+  const void* component(const std::type_info& type) const override { return type == typeid(Taesd) ? &net_ : nullptr; }
 
  private:
   static Taesd make(Backend& be, const Json& config, const TensorMap& weights) {

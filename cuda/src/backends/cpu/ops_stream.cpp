@@ -1,0 +1,44 @@
+// Streaming I/O ops of the CPU backend: device-side noise and frame conversion.
+#include <algorithm>
+#include <cmath>
+
+#include "../../core/philox.h"
+#include "backend_cpu.h"
+
+namespace l2d::cpu {
+
+Tensor CpuBackend::random_normal(const Shape& shape, uint32_t seed, uint32_t stream, uint32_t draw) {
+  Tensor y = empty(shape);
+  float* p = y.ptr<float>();
+  pool_.parallel_for(y.numel(), 4096, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) p[i] = philox::normal_at(uint64_t(i), seed, stream, draw);
+  });
+  return y;
+}
+
+Tensor CpuBackend::image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) {
+  L2D_REQUIRE(channels == 3 || channels == 4, "frames must have 3 (RGB) or 4 (RGBA) channels, got ", channels);
+  Tensor y = empty({n, 3, h, w});
+  float* p = y.ptr<float>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t px = 0; px < h * w; ++px)
+        p[(i * 3 + c) * h * w + px] = float(host[(i * h * w + px) * channels + c]) / 255.f;
+  return y;
+}
+
+void CpuBackend::image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) {
+  L2D_ASSERT(x.ndim() == 4 && x.dim(1) == 3);
+  const int64_t n = x.dim(0), hw = x.dim(2) * x.dim(3);
+  const float* p = x.ptr<float>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t px = 0; px < hw; ++px)
+      for (int64_t c = 0; c < 3; ++c) {
+        const float v = p[(i * 3 + c) * hw + px];
+        const size_t o = size_t((i * hw + px) * 3 + c);
+        if (out_f32) out_f32[o] = v;
+        if (out_u8) out_u8[o] = uint8_t(std::nearbyint(255.f * std::min(1.f, std::max(0.f, v))));
+      }
+}
+
+}  // namespace l2d::cpu

@@ -1,0 +1,205 @@
+// Convolutions, linear layers, batched matmul and attention of the CUDA backend: shape checks
+// (the same as the CPU oracle's) and one kernel launch each, no scratch memory, no host sync.
+#include <algorithm>
+
+#include "backend_cuda.h"
+#include "common.cuh"
+#include "kernels/attention.cuh"
+#include "kernels/gemm.cuh"
+#include "ops_util.h"
+
+namespace l2d::cuda {
+
+// Implicit GEMM per image: y[n] [O, Ho*Wo] = w [O, C*KH*KW] @ im2col(x[n]) + bias (per row).
+Tensor CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) {
+  L2D_ASSERT(x.ndim() == 4 && w.ndim() == 4 && x.dim(1) == w.dim(1));
+  L2D_ASSERT(x.dtype() == float_dtype() && w.dtype() == float_dtype());
+  L2D_ASSERT(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_top >= 0 && p.pad_bottom >= 0 && p.pad_left >= 0 &&
+             p.pad_right >= 0);
+  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
+  const int64_t O = w.dim(0), KH = w.dim(2), KW = w.dim(3);
+  const int64_t Ho = (H + p.pad_top + p.pad_bottom - KH) / p.stride_h + 1;
+  const int64_t Wo = (W + p.pad_left + p.pad_right - KW) / p.stride_w + 1;
+  L2D_ASSERT(Ho > 0 && Wo > 0);
+  if (bias) L2D_ASSERT(bias->numel() == O && bias->dtype() == float_dtype());
+  Tensor y = empty({N, O, Ho, Wo});
+  dim_or_fail(C * H * W, "conv2d input plane");
+  GemmParams g;
+  g.M = O;
+  g.N = Ho * Wo;
+  g.K = C * KH * KW;
+  g.batch = int(N);
+  g.A = w.data();
+  g.lda = g.K;
+  g.a_bs = 0;
+  g.B = x.data();
+  g.b_bs = C * H * W;
+  const bool pointwise = KH == 1 && KW == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
+                         p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0;
+  if (pointwise) {
+    g.b_mode = kGemmB_KN;  // x[n] is already [C, H*W]
+    g.ldb = H * W;
+  } else {
+    g.b_mode = kGemmB_Im2col;
+    g.conv_C = int(C);
+    g.conv_H = int(H);
+    g.conv_W = int(W);
+    g.conv_KH = int(KH);
+    g.conv_KW = int(KW);
+    g.conv_sh = p.stride_h;
+    g.conv_sw = p.stride_w;
+    g.conv_pt = p.pad_top;
+    g.conv_pl = p.pad_left;
+    g.conv_Wo = int(Wo);
+  }
+  g.C = y.data();
+  g.ldc = Ho * Wo;
+  g.c_bs = O * Ho * Wo;
+  g.bias = bias ? bias->data() : nullptr;
+  g.bias_mode = bias ? kBiasPerM : kBiasNone;
+  gemm_cuda(g, fp16_, stream_);
+  return y;
+}
+
+// stride == kernel: T[(o,i,j), (y,x)] = w^T [(o,i,j), c] @ x[n] [c, (y,x)], scattered by the GEMM
+// epilogue straight into y[n, o, y*k + i, x*k + j] (+ bias[o]).
+Tensor CudaBackend::conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride) {
+  L2D_ASSERT(x.ndim() == 4 && w.ndim() == 4 && x.dim(1) == w.dim(0) && w.dim(2) == stride && w.dim(3) == stride);
+  L2D_ASSERT(x.dtype() == float_dtype() && w.dtype() == float_dtype() && stride >= 1);
+  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), O = w.dim(1), k = stride;
+  if (bias) L2D_ASSERT(bias->numel() == O && bias->dtype() == float_dtype());
+  Tensor y = empty({N, O, H * k, W * k});
+  GemmParams g;
+  g.M = O * k * k;
+  g.N = H * W;
+  g.K = C;
+  g.batch = int(N);
+  g.A = w.data();
+  g.trans_a = true;  // w is [C, O*k*k]: A(m, c) = w[c * (O*k*k) + m]
+  g.lda = O * k * k;
+  g.a_bs = 0;
+  g.B = x.data();
+  g.b_mode = kGemmB_KN;
+  g.ldb = H * W;
+  g.b_bs = C * H * W;
+  g.C = y.data();
+  g.c_bs = O * H * k * W * k;
+  g.bias = bias ? bias->data() : nullptr;
+  g.epilogue = kEpiConvT;
+  g.ct_k = int(k);
+  g.ct_H = int(dim_or_fail(H, "conv_transpose2d height"));
+  g.ct_W = int(dim_or_fail(W, "conv_transpose2d width"));
+  gemm_cuda(g, fp16_, stream_);
+  return y;
+}
+
+Tensor CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  const int64_t K = x.dim(-1), N = w.dim(0);
+  L2D_ASSERT(w.ndim() == 2 && w.dim(1) == K && K > 0);
+  L2D_ASSERT(x.dtype() == float_dtype() && w.dtype() == float_dtype());
+  if (bias) L2D_ASSERT(bias->numel() == N && bias->dtype() == float_dtype());
+  const int64_t M = x.numel() / K;
+  Shape out = x.shape();
+  out.back() = N;
+  Tensor y = empty(out);
+  GemmParams g;
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.A = x.data();
+  g.lda = K;
+  g.B = w.data();
+  g.b_mode = kGemmB_NK;
+  g.ldb = K;
+  g.C = y.data();
+  g.ldc = N;
+  g.bias = bias ? bias->data() : nullptr;
+  g.bias_mode = bias ? kBiasPerN : kBiasNone;
+  gemm_cuda(g, fp16_, stream_);
+  return y;
+}
+
+Tensor CudaBackend::matmul(const Tensor& a, const Tensor& b) {
+  L2D_ASSERT(a.ndim() == 3 && b.ndim() == 3 && a.dim(2) == b.dim(1));
+  L2D_ASSERT(a.dtype() == float_dtype() && b.dtype() == float_dtype());
+  const int64_t Ba = a.dim(0), Bb = b.dim(0), M = a.dim(1), K = a.dim(2), N = b.dim(2);
+  L2D_ASSERT(Ba == Bb || Ba == 1 || Bb == 1);
+  const int64_t B = std::max(Ba, Bb);
+  if (B > 65535) fail(L2D_ERR_UNSUPPORTED, "CUDA matmul supports batches up to 65535, got ", B);
+  Tensor y = empty({B, M, N});
+  if (K == 0) {  // empty sum
+    if (y.bytes()) CUDA_CHECK(cudaMemsetAsync(y.data(), 0, y.bytes(), stream_));
+    return y;
+  }
+  GemmParams g;
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.batch = int(B);
+  g.A = a.data();
+  g.lda = K;
+  g.a_bs = Ba == 1 ? 0 : M * K;
+  g.B = b.data();
+  g.b_mode = kGemmB_KN;
+  g.ldb = N;
+  g.b_bs = Bb == 1 ? 0 : K * N;
+  g.C = y.data();
+  g.ldc = N;
+  g.c_bs = M * N;
+  gemm_cuda(g, fp16_, stream_);
+  return y;
+}
+
+Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, AttnMask mask) {
+  L2D_ASSERT(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3);
+  L2D_ASSERT(q.dtype() == float_dtype() && k.dtype() == float_dtype() && v.dtype() == float_dtype());
+  const int64_t B = q.dim(0), Lq = q.dim(1), HD = q.dim(2), Lk = k.dim(1), Bk = k.dim(0);
+  L2D_ASSERT(k.dim(2) == HD && v.dim(2) == HD && v.dim(1) == Lk && (Bk == B || Bk == 1) && v.dim(0) == Bk);
+  L2D_ASSERT(heads > 0 && HD % heads == 0 && Lk > 0);
+  Tensor y = empty({B, Lq, HD});
+  attention_cuda(q.data(), k.data(), v.data(), y.data(), int(dim_or_fail(B, "attention batch")),
+                 int(dim_or_fail(Lq, "attention Lq")), int(dim_or_fail(Lk, "attention Lk")), int(Bk), heads,
+                 int(HD / heads), mask == AttnMask::Causal, fp16_, stream_);
+  return y;
+}
+
+Tensor CudaBackend::stream_temporal_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& cache,
+                                              const Tensor& qpe, const Tensor& kpe, const Tensor& vpe,
+                                              const Tensor& pe_idx, const Tensor& update_idx, const Tensor& bias,
+                                              int heads) {
+  L2D_ASSERT(q.ndim() == 3 && cache.ndim() == 5);
+  const int64_t R = q.dim(0), P = q.dim(1), C = q.dim(2), Wn = cache.dim(3), max_len = qpe.dim(0);
+  L2D_ASSERT(k.shape() == q.shape() && v.shape() == q.shape());
+  L2D_ASSERT(cache.dim(0) == R && cache.dim(1) == 2 && cache.dim(2) == P && cache.dim(4) == C);
+  L2D_ASSERT(qpe.ndim() == 2 && qpe.dim(1) == C && kpe.shape() == qpe.shape() && vpe.shape() == qpe.shape());
+  L2D_ASSERT(pe_idx.dtype() == DType::I32 && update_idx.dtype() == DType::I32);
+  L2D_ASSERT(pe_idx.ndim() == 2 && pe_idx.dim(0) == R && pe_idx.dim(1) == Wn && update_idx.numel() == R);
+  L2D_ASSERT(bias.ndim() == 2 && bias.dim(0) == R && bias.dim(1) == Wn);
+  L2D_ASSERT(heads > 0 && C % heads == 0 && Wn > 0 && max_len > 0);
+  for (const Tensor* t : {&q, &k, &v, static_cast<const Tensor*>(&cache), &qpe, &kpe, &vpe, &bias})
+    L2D_ASSERT(t->dtype() == float_dtype());
+  Tensor y = empty({R, P, C});
+  StreamAttnArgs a{};
+  a.q = q.data();
+  a.k = k.data();
+  a.v = v.data();
+  a.cache = cache.data();
+  a.qpe = qpe.data();
+  a.kpe = kpe.data();
+  a.vpe = vpe.data();
+  a.pe_idx = pe_idx.ptr<int32_t>();
+  a.update_idx = update_idx.ptr<int32_t>();
+  a.bias = bias.data();
+  a.y = y.data();
+  a.R = int(dim_or_fail(R, "rows"));
+  a.P = int(dim_or_fail(P, "pixels"));
+  a.C = int(dim_or_fail(C, "channels"));
+  a.W = int(dim_or_fail(Wn, "window"));
+  a.heads = heads;
+  a.max_len = int(dim_or_fail(max_len, "max_len"));
+  a.err = dev_error_;
+  stream_temporal_attention_cuda(a, fp16_, stream_);
+  return y;
+}
+
+}  // namespace l2d::cuda

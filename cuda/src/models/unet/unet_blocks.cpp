@@ -1,0 +1,261 @@
+#include "unet_blocks.h"
+
+#include <cmath>
+
+namespace l2d::unet {
+
+// ---- loading helpers ----
+
+Linear Loader::linear(const std::string& name, int64_t out, int64_t in, bool bias) {
+  Linear l;
+  l.w = w_.get(name + ".weight", {out, in});
+  if (bias) l.b = w_.get(name + ".bias", {out});
+  return l;
+}
+
+Conv Loader::conv(const std::string& name, int64_t out, int64_t in, int k, int stride, int pad) {
+  Conv c;
+  c.w = w_.get(name + ".weight", {out, in, k, k});
+  c.b = w_.get(name + ".bias", {out});
+  c.p = Conv2dParams::same_pad(stride, pad);
+  return c;
+}
+
+Norm Loader::norm(const std::string& name, int64_t channels) {
+  return {w_.get(name + ".weight", {channels}), w_.get(name + ".bias", {channels})};
+}
+
+// ---- host-side sinusoids (tiny; computed in float32 like the PyTorch code) ----
+
+std::vector<float> sinusoidal_pe(int max_len, int64_t channels) {
+  // div_term = exp(arange(0, C, 2) * (-ln(10000) / C)); pe[p, 2i] = sin(p * div), pe[p, 2i+1] = cos(p * div)
+  std::vector<float> pe(size_t(max_len) * size_t(channels), 0.f);
+  const float scale = float(-std::log(10000.0) / double(channels));
+  for (int64_t i = 0; 2 * i < channels; ++i) {
+    const float div = std::exp(float(2 * i) * scale);
+    for (int p = 0; p < max_len; ++p) {
+      const float a = float(p) * div;
+      pe[size_t(p * channels + 2 * i)] = std::sin(a);
+      if (2 * i + 1 < channels) pe[size_t(p * channels + 2 * i + 1)] = std::cos(a);
+    }
+  }
+  return pe;
+}
+
+std::vector<float> timestep_embedding(const std::vector<float>& t, int64_t channels, bool flip_sin_to_cos,
+                                      float freq_shift) {
+  // diffusers get_timestep_embedding (max_period 10000, scale 1).
+  const int64_t half = channels / 2;
+  std::vector<float> freq(static_cast<size_t>(half));
+  const float neg_log = float(-std::log(10000.0));
+  for (int64_t k = 0; k < half; ++k) freq[size_t(k)] = std::exp(neg_log * float(k) / (float(half) - freq_shift));
+  std::vector<float> emb(t.size() * size_t(channels), 0.f);
+  for (size_t n = 0; n < t.size(); ++n) {
+    float* row = emb.data() + n * size_t(channels);
+    for (int64_t k = 0; k < half; ++k) {
+      const float a = t[n] * freq[size_t(k)];
+      const float s = std::sin(a), co = std::cos(a);
+      row[flip_sin_to_cos ? k + half : k] = s;
+      row[flip_sin_to_cos ? k : k + half] = co;
+    }
+    // odd channel counts are zero-padded at the end, as in diffusers
+  }
+  return emb;
+}
+
+// ---- resnet ----
+
+void Resnet::load(Loader& L, const std::string& p, int64_t in, int64_t out, int64_t temb, int groups_, float eps_,
+                  float output_scale_) {
+  groups = groups_;
+  eps = eps_;
+  output_scale = output_scale_;
+  norm1 = L.norm(p + ".norm1", in);
+  conv1 = L.conv(p + ".conv1", out, in, 3, 1, 1);
+  time_proj = L.linear(p + ".time_emb_proj", out, temb);
+  norm2 = L.norm(p + ".norm2", out);
+  conv2 = L.conv(p + ".conv2", out, out, 3, 1, 1);
+  if (in != out) shortcut = L.conv(p + ".conv_shortcut", out, in, 1, 1, 0);
+}
+
+Tensor Resnet::operator()(RunCtx& c, const Tensor& x) const {
+  Backend& be = c.be;
+  Tensor h = be.group_norm(x, groups, norm1.g, norm1.b, eps, /*fuse_silu=*/true);
+  h = conv1(be, h);
+  const int64_t N = h.dim(0), C = h.dim(1), H = h.dim(2), W = h.dim(3);
+  Tensor t = time_proj(be, c.temb_silu);  // [B, C], broadcast over the frames and pixels of each b
+  h = be.binary(h.reshape({c.B, c.F, C, H * W}), t.reshape({c.B, 1, C, 1}), Binary::Add).reshape({N, C, H, W});
+  h = be.group_norm(h, groups, norm2.g, norm2.b, eps, /*fuse_silu=*/true);
+  h = conv2(be, h);
+  Tensor skip = shortcut.w.defined() ? shortcut(be, x) : x;
+  Tensor y = be.binary(skip, h, Binary::Add);
+  if (output_scale != 1.f) y = be.unary(y, Unary::Affine, 1.f / output_scale, 0.f);
+  return y;
+}
+
+// ---- spatial transformer ----
+
+void Attention::load(Loader& L, const std::string& p, int64_t dim, int64_t context_dim, int heads_) {
+  heads = heads_;
+  q = L.linear(p + ".to_q", dim, dim, false);
+  k = L.linear(p + ".to_k", dim, context_dim, false);
+  v = L.linear(p + ".to_v", dim, context_dim, false);
+  out = L.linear(p + ".to_out.0", dim, dim, true);
+}
+
+void SpatialTransformer::load(Loader& L, const std::string& p, int64_t ch, int64_t context_dim, int heads, int groups_,
+                              bool linear_projection) {
+  if (ch % heads != 0) fail(L2D_ERR_FORMAT, "unet: ", p, " has ", ch, " channels, not divisible by ", heads, " heads");
+  groups = groups_;
+  linear_proj = linear_projection;
+  norm = L.norm(p + ".norm", ch);
+  if (linear_proj) proj_in_lin = L.linear(p + ".proj_in", ch, ch);
+  else proj_in_conv = L.conv(p + ".proj_in", ch, ch, 1, 1, 0);
+  const std::string b = p + ".transformer_blocks.0";
+  norm1 = L.norm(b + ".norm1", ch);
+  attn1.load(L, b + ".attn1", ch, ch, heads);
+  norm2 = L.norm(b + ".norm2", ch);
+  attn2.load(L, b + ".attn2", ch, context_dim, heads);
+  norm3 = L.norm(b + ".norm3", ch);
+  ff_in = L.linear(b + ".ff.net.0.proj", 8 * ch, ch);
+  ff_out = L.linear(b + ".ff.net.2", ch, 4 * ch);
+  if (linear_proj) proj_out_lin = L.linear(p + ".proj_out", ch, ch);
+  else proj_out_conv = L.conv(p + ".proj_out", ch, ch, 1, 1, 0);
+}
+
+Tensor SpatialTransformer::operator()(RunCtx& c, const Tensor& x) const {
+  Backend& be = c.be;
+  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
+  Tensor h = be.group_norm(x, groups, norm.g, norm.b, 1e-6f, false);
+  if (!linear_proj) h = proj_in_conv(be, h);
+  h = be.permute(h, {0, 2, 3, 1}).reshape({N, H * W, C});
+  if (linear_proj) h = proj_in_lin(be, h);
+
+  Tensor n = be.layer_norm(h, norm1.g, norm1.b, 1e-5f);
+  Tensor a = be.attention(attn1.q(be, n), attn1.k(be, n), attn1.v(be, n), attn1.heads, AttnMask::None);
+  h = be.binary(attn1.out(be, a), h, Binary::Add);
+
+  n = be.layer_norm(h, norm2.g, norm2.b, 1e-5f);
+  a = be.attention(attn2.q(be, n), attn2.k(be, c.context), attn2.v(be, c.context), attn2.heads, AttnMask::None);
+  h = be.binary(attn2.out(be, a), h, Binary::Add);
+
+  n = be.layer_norm(h, norm3.g, norm3.b, 1e-5f);
+  h = be.binary(ff_out(be, be.geglu(ff_in(be, n))), h, Binary::Add);
+
+  if (linear_proj) h = proj_out_lin(be, h);
+  h = be.permute(h.reshape({N, H, W, C}), {0, 3, 1, 2});
+  if (!linear_proj) h = proj_out_conv(be, h);
+  return be.binary(h, x, Binary::Add);
+}
+
+// ---- motion module ----
+
+void MotionModule::load(Loader& L, const std::string& p, int64_t ch, const MotionConfig& m, int level_,
+                        size_t& next_cache) {
+  level = level_;
+  groups = m.norm_groups;
+  if (ch % groups != 0 || ch / m.heads / m.dim_div < 1)
+    fail(L2D_ERR_FORMAT, "unet: motion module ", p, " cannot split ", ch, " channels into ", groups, " groups / ",
+         m.heads, " heads");
+  inner = int64_t(m.heads) * (ch / m.heads / m.dim_div);
+  const std::string t = p + ".temporal_transformer";
+  norm = L.norm(t + ".norm", ch);
+  Backend& backend = *norm.g.backend();
+  proj_in = L.linear(t + ".proj_in", inner, ch);
+  const std::vector<float> pe_host = sinusoidal_pe(m.max_len, inner);
+  for (int bi = 0; bi < m.transformer_blocks; ++bi) {
+    const std::string b = t + ".transformer_blocks." + std::to_string(bi);
+    Block blk;
+    for (int ai = 0; ai < m.attention_blocks; ++ai) {
+      const std::string a = b + ".attention_blocks." + std::to_string(ai);
+      TemporalAttention ta;
+      ta.heads = m.heads;
+      ta.q = L.linear(a + ".to_q", inner, inner, false);
+      ta.k = L.linear(a + ".to_k", inner, inner, false);
+      ta.v = L.linear(a + ".to_v", inner, inner, false);
+      ta.out = L.linear(a + ".to_out.0", inner, inner, true);
+      // The sinusoidal buffer: the checkpoint's copy when it has one (shape-checked), else computed.
+      Tensor pe;
+      const std::string pe_name = a + ".pos_encoder.pe";
+      if (L.raw().has(pe_name)) pe = L.raw().get(pe_name, {1, m.max_len, inner}).reshape({m.max_len, inner});
+      else pe = backend.from_host(HostTensor::from_f32({m.max_len, inner}, pe_host.data()));
+      ta.qpe = backend.linear(pe, ta.q.w, nullptr);
+      ta.kpe = backend.linear(pe, ta.k.w, nullptr);
+      ta.vpe = backend.linear(pe, ta.v.w, nullptr);
+      ta.cache_layer = next_cache++;
+      blk.norms.push_back(L.norm(b + ".norms." + std::to_string(ai), inner));
+      blk.attn.push_back(std::move(ta));
+    }
+    blk.ff_norm = L.norm(b + ".ff_norm", inner);
+    blk.ff_in = L.linear(b + ".ff.net.0.proj", 8 * inner, inner);
+    blk.ff_out = L.linear(b + ".ff.net.2", inner, 4 * inner);
+    blocks.push_back(std::move(blk));
+  }
+  proj_out = L.linear(t + ".proj_out", ch, inner);
+}
+
+Tensor MotionModule::operator()(RunCtx& c, const Tensor& x) const {
+  Backend& be = c.be;
+  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), P = H * W;
+  L2D_ASSERT(N == c.B * c.F && c.cache != nullptr);
+  Tensor h = be.group_norm(x, groups, norm.g, norm.b, 1e-6f, false);
+  h = proj_in(be, be.permute(h, {0, 2, 3, 1}).reshape({c.B, c.F, P, C}));  // [B, F, P, inner]
+  for (const Block& blk : blocks) {
+    for (size_t ai = 0; ai < blk.attn.size(); ++ai) {
+      const TemporalAttention& ta = blk.attn[ai];
+      L2D_ASSERT(c.cache->spec(ta.cache_layer).pixels == P && c.cache->spec(ta.cache_layer).channels == inner);
+      Tensor n = be.layer_norm(h, blk.norms[ai].g, blk.norms[ai].b, 1e-5f);
+      Tensor o;
+      if (c.mode == Mode::Warmup) {
+        // Every pixel is a sequence over the F frames: [(b d), f, c] with b = 1.
+        L2D_ASSERT(c.B == 1);
+        Tensor seq = be.permute(n, {0, 2, 1, 3}).reshape({P, c.F, inner});
+        Tensor q = ta.q(be, seq), k = ta.k(be, seq), v = ta.v(be, seq);
+        c.cache->write_frames(ta.cache_layer, c.warmup_row, k, v);  // PE-free K/V -> slots 0..F-1
+        q = be.binary(q, be.slice(ta.qpe, 0, 0, c.F), Binary::Add);
+        k = be.binary(k, be.slice(ta.kpe, 0, 0, c.F), Binary::Add);
+        v = be.binary(v, be.slice(ta.vpe, 0, 0, c.F), Binary::Add);
+        o = ta.out(be, be.attention(q, k, v, ta.heads, AttnMask::None));  // [P, F, inner]
+        o = be.permute(o.reshape({1, P, c.F, inner}), {0, 2, 1, 3});
+      } else {
+        L2D_ASSERT(c.F == 1 && c.state != nullptr);
+        Tensor rows = n.reshape({c.B, P, inner});
+        Tensor q = ta.q(be, rows), k = ta.k(be, rows), v = ta.v(be, rows);
+        o = be.stream_temporal_attention(q, k, v, c.cache->cache(ta.cache_layer), ta.qpe, ta.kpe, ta.vpe,
+                                         c.state->pe_idx, c.state->update_idx, c.state->bias, ta.heads);
+        o = ta.out(be, o).reshape({c.B, 1, P, inner});
+      }
+      h = be.binary(o, h, Binary::Add);
+    }
+    Tensor n = be.layer_norm(h, blk.ff_norm.g, blk.ff_norm.b, 1e-5f);
+    h = be.binary(blk.ff_out(be, be.geglu(blk.ff_in(be, n))), h, Binary::Add);
+  }
+  h = proj_out(be, h);  // [B, F, P, C]
+  h = be.permute(h.reshape({N, H, W, C}), {0, 3, 1, 2});
+  return be.binary(h, x, Binary::Add);
+}
+
+// ---- depth mapping network ----
+
+void MappingNetwork::load(Loader& L, const std::string& p, int64_t in, int64_t out) {
+  // Channels (16, 32, 96, 256 in the original) are read from the checkpoint, chained and checked.
+  WeightLoader& w = L.raw();
+  const int64_t c0 = w.shape_of(p + ".conv_in.weight").at(0);
+  conv_in = L.conv(p + ".conv_in", c0, in, 3, 1, 1);
+  int64_t ch = c0;
+  for (int i = 0; w.has(p + ".blocks." + std::to_string(i) + ".weight"); ++i) {
+    const std::string name = p + ".blocks." + std::to_string(i);
+    const int64_t o = w.shape_of(name + ".weight").at(0);
+    blocks.push_back(L.conv(name, o, ch, 3, 1, 1));
+    ch = o;
+  }
+  conv_out = L.conv(p + ".conv_out", out, ch, 3, 1, 1);
+}
+
+Tensor MappingNetwork::operator()(Backend& be, const Tensor& x) const {
+  Tensor h = be.unary(conv_in(be, x), Unary::Silu);
+  for (const Conv& b : blocks) h = be.unary(b(be, h), Unary::Silu);
+  return conv_out(be, h);
+}
+
+}  // namespace l2d::unet

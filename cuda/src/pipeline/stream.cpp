@@ -1,0 +1,342 @@
+#include "stream.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "../core/philox.h"
+
+namespace l2d {
+
+namespace {
+
+constexpr int kDepthSize = 384;  // MiDaS DPT-Hybrid input (encode_depth resizes to 384x384)
+
+std::vector<float> host_values(Backend& be, const Tensor& t) { return be.to_host(t).to_f32(); }
+
+}  // namespace
+
+LiveStream::LiveStream(const unet::UnetModel& unet, const Taesd& vae, const midas::Midas& depth, const Json& config)
+    : be_(unet.backend()),
+      unet_(unet),
+      vae_(vae),
+      depth_(depth),
+      width_(config.get_int("width", 512)),
+      height_(config.get_int("height", 512)),
+      lh_(0),
+      lw_(0),
+      seed_(uint32_t(config.get_int("seed", 0))),
+      debug_(config.get_bool("debug", false)),
+      sched_(make_lcm_schedule(config.has("scheduler") ? config["scheduler"] : config)),
+      T_(sched_.steps()),
+      cache_(be_, T_, unet.config().motion.window, unet.config().motion.sink,
+             unet.cache_specs(config.get_int("height", 512) / vae.downsampling_factor(),
+                              config.get_int("width", 512) / vae.downsampling_factor())) {
+  const int f = vae.downsampling_factor();
+  L2D_REQUIRE(width_ > 0 && height_ > 0 && width_ % f == 0 && height_ % f == 0, "stream size ", width_, "x", height_,
+              " must be a positive multiple of ", f);
+  lh_ = height_ / f;
+  lw_ = width_ / f;
+  // The scheduler config may also sit at the top level (t_index_list, strength, steps).
+  if (config.has("scheduler")) {
+    for (const char* key : {"t_index_list", "strength", "steps"})
+      L2D_REQUIRE(!config.has(key), "stream config: put \"", key, "\" inside \"scheduler\" or outside, not both");
+  }
+  std::vector<float> a(sched_.alpha_prod_t_sqrt), b(sched_.beta_prod_t_sqrt), co(sched_.c_out), cs(sched_.c_skip);
+  const Shape rows{int64_t(T_), 1, 1, 1};
+  row_alpha_ = be_.from_host(HostTensor::from_f32(rows, a.data()));
+  row_beta_ = be_.from_host(HostTensor::from_f32(rows, b.data()));
+  row_c_out_ = be_.from_host(HostTensor::from_f32(rows, co.data()));
+  row_c_skip_ = be_.from_host(HostTensor::from_f32(rows, cs.data()));
+  if (config.has("similar_image_filter")) {
+    const Json& s = config["similar_image_filter"];
+    sim_threshold_ = s.get_number("threshold", 0.98);
+    sim_max_skip_ = int(s.get_int("max_skip_frames", 10));
+    L2D_REQUIRE(sim_threshold_ > 0 && sim_threshold_ <= 1, "similar_image_filter.threshold must be in (0, 1]");
+  }
+  reset();
+}
+
+Tensor LiveStream::scalar(float v) const { return be_.from_host(HostTensor::from_f32({1}, &v)); }
+
+void LiveStream::reset() {
+  cache_.reset();
+  const int64_t rest = std::max(0, T_ - 1);
+  x_buffer_ = be_.zeros({rest, 4, lh_, lw_}, be_.float_dtype());
+  depth_buffer_ = be_.zeros({rest, 4, lh_, lw_}, be_.float_dtype());
+  warmed_up_ = false;
+  frame_index_ = 0;
+  streamed_ = 0;
+  pending_.clear();
+  sim_prev_.clear();
+  sim_skipped_ = 0;
+  last_output_ = Tensor();
+}
+
+void LiveStream::set_prompt(const HostTensor& embeds) {
+  const int64_t cx = unet_.config().cross_attention_dim;
+  L2D_REQUIRE(embeds.shape.size() == 3 && embeds.shape[0] >= 1 && embeds.shape[2] == cx,
+              "prompt_embeds must be [1, L, ", cx, "], got ", shape_str(embeds.shape));
+  Tensor all = be_.from_host(embeds);
+  prompt_ = embeds.shape[0] == 1 ? all : be_.slice(all, 0, 0, 1);  // the original uses row 0 only
+  std::vector<Tensor> rows(size_t(T_), prompt_);
+  prompt_rows_ = T_ == 1 ? prompt_ : be_.concat(rows, 0);
+}
+
+// TAESD-encode [-1, 1] images and add the first (noisiest) step's noise: x_t = a0 * lat + b0 * n,
+// noise of frame k = normal([4, h, w], seed, 1, first_frame + k).
+Tensor LiveStream::encode_latent(const Tensor& images, int64_t first_frame, TensorMap* debug) {
+  const Tensor lat = vae_.encode(images);  // [N, 4, h, w]
+  const int64_t n = lat.dim(0);
+  std::vector<Tensor> noise;
+  for (int64_t k = 0; k < n; ++k)
+    noise.push_back(be_.random_normal({1, lat.dim(1), lat.dim(2), lat.dim(3)}, seed_, 1, uint32_t(first_frame + k)));
+  const Tensor nz = n == 1 ? noise[0] : be_.concat(noise, 0);
+  const Tensor x_t = be_.binary(be_.binary(lat, scalar(sched_.alpha_prod_t_sqrt[0]), Binary::Mul),
+                                be_.binary(nz, scalar(sched_.beta_prod_t_sqrt[0]), Binary::Mul), Binary::Add);
+  if (debug) debug->put("x_t_latent", be_.to_host(x_t));
+  return x_t;
+}
+
+// Live2Diff encode_depth: bilinear to 384x384, MiDaS, ONE min/max over the whole call batch,
+// 3 channels in [-1, 1], bilinear back to the frame size, TAESD-encoded (no noise).
+Tensor LiveStream::encode_depth(const Tensor& images, TensorMap* debug) {
+  const int64_t n = images.dim(0);
+  const Tensor small = be_.resize_bilinear(images, kDepthSize, kDepthSize, false);
+  const Tensor raw = depth_.depth(small);  // [N, 384, 384]
+  if (debug) {
+    const std::vector<float> v = host_values(be_, raw);
+    float mn = v[0], mx = v[0];
+    for (float x : v) mn = std::min(mn, x), mx = std::max(mx, x);
+    debug->put("midas_depth_min", HostTensor::from_f32({1}, &mn));
+    debug->put("midas_depth_max", HostTensor::from_f32({1}, &mx));
+    std::vector<float> corner;
+    for (int64_t i = 0; i < n; ++i)
+      for (int y = 0; y < 8; ++y)
+        for (int x = 0; x < 8; ++x) corner.push_back(v[size_t((i * kDepthSize + y) * kDepthSize + x)]);
+    debug->put("midas_depth_raw_corner", HostTensor::from_f32({n, 8, 8}, corner.data()));
+  }
+  const Tensor norm = be_.minmax_normalize(raw).reshape({n, 1, kDepthSize, kDepthSize});
+  const Tensor rgb = be_.unary(be_.concat({norm, norm, norm}, 1), Unary::Affine, 2.f, -1.f);
+  const Tensor full = be_.resize_bilinear(rgb, int(height_), int(width_), false);
+  const Tensor lat = vae_.encode(full);
+  if (debug) debug->put("depth_latent", be_.to_host(lat));
+  return lat;
+}
+
+// decode -> clip(-1, 1) -> (x + 1) / 2, i.e. the [0, 1] frames both wrappers return.
+Tensor LiveStream::decode_to_unit(const Tensor& x0) {
+  const Tensor img = be_.unary(vae_.decode(x0), Unary::Clamp, -1.f, 1.f);
+  return be_.unary(img, Unary::Affine, 0.5f, 0.5f);
+}
+
+LiveStream::Output LiveStream::warmup(const uint8_t* frames, int64_t n, int channels, TensorMap* debug) {
+  const int sink = unet_.config().motion.sink;
+  L2D_REQUIRE(n == sink, "warm-up takes exactly ", sink, " frames, got ", n);
+  L2D_REQUIRE(prompt_.defined(), "set a prompt before warming up the stream");
+  cache_.reset();
+  const Tensor images = be_.unary(be_.image_from_u8(frames, n, height_, width_, channels), Unary::Affine, 2.f, -1.f);
+  Tensor x_t = encode_latent(images, 0, debug);  // [8, 4, h, w], frames 0..7
+  const Tensor depth = encode_depth(images, debug);
+  Tensor x0;
+  for (int idx = 0; idx < T_; ++idx) {
+    unet::RunCtx ctx(be_, unet::Mode::Warmup);
+    ctx.B = 1;
+    ctx.F = n;
+    ctx.cache = &cache_;
+    ctx.warmup_row = idx;
+    ctx.context = prompt_;
+    const Tensor eps = unet_.forward(ctx, x_t, depth, {float(sched_.timesteps[size_t(idx)])});
+    // x0 = c_out * ((x_t - beta * eps) / alpha) + c_skip * x_t, with the step's scalars.
+    const Tensor pred = be_.binary(be_.binary(x_t, be_.binary(eps, scalar(sched_.beta_prod_t_sqrt[size_t(idx)]), Binary::Mul),
+                                              Binary::Sub),
+                                   scalar(sched_.alpha_prod_t_sqrt[size_t(idx)]), Binary::Div);
+    x0 = be_.binary(be_.binary(pred, scalar(sched_.c_out[size_t(idx)]), Binary::Mul),
+                    be_.binary(x_t, scalar(sched_.c_skip[size_t(idx)]), Binary::Mul), Binary::Add);
+    if (idx + 1 < T_) {
+      // randn_like(x0) in the original's [1, 4, F, h, w] layout, folded to frames.
+      const Tensor nz = be_.permute(be_.random_normal({4, n, lh_, lw_}, seed_, 2, uint32_t(idx)), {1, 0, 2, 3});
+      x_t = be_.binary(be_.binary(x0, scalar(sched_.alpha_prod_t_sqrt[size_t(idx + 1)]), Binary::Mul),
+                       be_.binary(nz, scalar(sched_.beta_prod_t_sqrt[size_t(idx + 1)]), Binary::Mul), Binary::Add);
+    }
+  }
+  if (debug) debug->put("x0_pred_to_decode", be_.to_host(x0));
+  warmed_up_ = true;
+  frame_index_ = n;
+  streamed_ = 0;
+  return {decode_to_unit(x0)};
+}
+
+LiveStream::Output LiveStream::step(const uint8_t* frame, int channels, TensorMap* debug) {
+  L2D_REQUIRE(warmed_up_, "the stream must be warmed up (8 frames) before streaming");
+  const Tensor image = be_.unary(be_.image_from_u8(frame, 1, height_, width_, channels), Unary::Affine, 2.f, -1.f);
+  const int64_t i = frame_index_;
+  const Tensor x_new = encode_latent(image, i, debug);  // [1, 4, h, w]
+  const Tensor d_new = encode_depth(image, debug);
+  const Tensor sample = T_ > 1 ? be_.concat({x_new, x_buffer_}, 0) : x_new;  // [T, 4, h, w]
+  const Tensor depth = T_ > 1 ? be_.concat({d_new, depth_buffer_}, 0) : d_new;
+  if (debug) {
+    const Shape s5{int64_t(T_), 4, 1, lh_, lw_};
+    debug->put("unet_in_sample", be_.to_host(sample.reshape(s5)));
+    debug->put("unet_in_depth", be_.to_host(depth.reshape(s5)));
+    std::vector<int64_t> pe(cache_.pe_idx().begin(), cache_.pe_idx().end());
+    std::vector<int64_t> up(cache_.update_idx().begin(), cache_.update_idx().end());
+    debug->put("unet_in_attn_bias", HostTensor::from_f32({int64_t(T_), cache_.window()}, cache_.attn_bias().data()));
+    debug->put("unet_in_pe_idx", HostTensor::from_i64({int64_t(T_), cache_.window()}, pe.data()));
+    debug->put("unet_in_update_idx", HostTensor::from_i64({int64_t(T_)}, up.data()));
+  }
+  unet::RunCtx ctx(be_, unet::Mode::Stream);
+  ctx.B = T_;
+  ctx.F = 1;
+  ctx.cache = &cache_;
+  const KvCache::DeviceState state = cache_.upload_state();
+  ctx.state = &state;
+  ctx.context = prompt_rows_;
+  std::vector<float> t;
+  for (int64_t v : sched_.timesteps) t.push_back(float(v));
+  const Tensor eps = unet_.forward(ctx, sample, depth, t);
+  cache_.advance();
+  if (debug) debug->put("unet_noise_pred", be_.to_host(eps.reshape({int64_t(T_), 4, 1, lh_, lw_})));
+  // x0 of every row with that row's scalars.
+  const Tensor pred = be_.binary(be_.binary(sample, be_.binary(eps, row_beta_, Binary::Mul), Binary::Sub), row_alpha_,
+                                 Binary::Div);
+  const Tensor x0 = be_.binary(be_.binary(pred, row_c_out_, Binary::Mul), be_.binary(sample, row_c_skip_, Binary::Mul),
+                               Binary::Add);
+  const Tensor out_latent = be_.slice(x0, 0, T_ - 1, T_);
+  if (debug) debug->put("x0_pred_to_decode", be_.to_host(out_latent));
+  if (T_ > 1) {
+    const int64_t rest = T_ - 1;
+    const Tensor nz = be_.random_normal({rest, 4, lh_, lw_}, seed_, 3, uint32_t(i));
+    const Tensor a = be_.slice(row_alpha_, 0, 1, T_), b = be_.slice(row_beta_, 0, 1, T_);
+    x_buffer_ = be_.binary(be_.binary(be_.slice(x0, 0, 0, rest), a, Binary::Mul), be_.binary(nz, b, Binary::Mul),
+                           Binary::Add);
+    depth_buffer_ = be_.slice(depth, 0, 0, rest);
+  }
+  ++frame_index_;
+  ++streamed_;
+  return {decode_to_unit(out_latent)};
+}
+
+// StreamDiffusion's similar-image filter: skip with probability max(0, 1 - (1 - sim) / (1 - thr))
+// (Philox draw instead of random.uniform, so runs are reproducible), at most max_skip in a row.
+bool LiveStream::similar_to_previous(const uint8_t* frame, int channels) {
+  if (sim_threshold_ >= 1.0) return false;
+  const size_t bytes = size_t(width_ * height_ * channels);
+  bool skip = false;
+  if (!sim_prev_.empty() && sim_prev_.size() == bytes && last_output_.defined()) {
+    const double sim = frame_cosine_similarity(sim_prev_.data(), frame, width_ * height_, channels);
+    const double p = std::max(0.0, 1.0 - (1.0 - sim) / (1.0 - sim_threshold_));
+    const double u = philox::uniform_at(uint64_t(frame_index_), seed_, 0, 5, 0);
+    skip = u < p && sim_skipped_ < sim_max_skip_;
+  }
+  if (skip) {
+    ++sim_skipped_;
+  } else {
+    sim_skipped_ = 0;
+    sim_prev_.assign(frame, frame + bytes);
+  }
+  return skip;
+}
+
+bool LiveStream::push_frame(const FrameView& in, uint8_t* out_rgb) {
+  const uint8_t* frame = fit_frame(in, width_, height_, fit_scratch_);
+  const size_t bytes = size_t(width_ * height_ * in.channels);
+  const int sink = unet_.config().motion.sink;
+  if (!warmed_up_) {
+    if (!pending_.empty() && in.channels != pending_channels_) pending_.clear();
+    pending_channels_ = in.channels;
+    pending_.insert(pending_.end(), frame, frame + bytes);
+    if (int64_t(pending_.size() / bytes) < sink) return false;
+    warmup(pending_.data(), sink, in.channels, nullptr);
+    pending_.clear();
+    return false;
+  }
+  if (similar_to_previous(frame, in.channels)) {
+    be_.image_to_host(last_output_, nullptr, out_rgb);
+    return true;
+  }
+  Output out = step(frame, in.channels, nullptr);
+  if (streamed_ < T_) return false;  // the first T-1 outputs come from the zero buffers
+  last_output_ = out.images;
+  be_.image_to_host(out.images, nullptr, out_rgb);
+  return true;
+}
+
+void LiveStream::run(const std::string& method, TensorMap& io) {
+  TensorMap* debug = debug_ ? &io : nullptr;
+  auto put_frames = [&](const Tensor& images) {
+    const int64_t n = images.dim(0);
+    std::vector<float> f(size_t(n * height_ * width_ * 3));
+    std::vector<uint8_t> u(f.size());
+    be_.image_to_host(images, f.data(), u.data());
+    io.put("frames", HostTensor::from_f32({n, height_, width_, 3}, f.data()));
+    HostTensor u8;
+    u8.dtype = L2D_U8;
+    u8.shape = {n, height_, width_, 3};
+    u8.bytes.assign(u.begin(), u.end());
+    io.put("frames_u8", std::move(u8));
+  };
+  auto frames_arg = [&](const char* name, int64_t* n, int* channels) -> const uint8_t* {
+    const HostTensor& t = io.at(name, "stream");
+    L2D_REQUIRE(t.dtype == L2D_U8, "stream: \"", name, "\" must be uint8, got ", dtype_name(t.dtype));
+    const bool batch = t.shape.size() == 4;
+    L2D_REQUIRE(t.shape.size() == 3 || batch, "stream: \"", name, "\" must be [N, H, W, C] or [H, W, C], got ",
+                shape_str(t.shape));
+    const int64_t h = t.shape[batch ? 1 : 0], w = t.shape[batch ? 2 : 1];
+    *channels = int(t.shape.back());
+    *n = batch ? t.shape[0] : 1;
+    L2D_REQUIRE(*channels == 3 || *channels == 4, "stream: frames must have 3 or 4 channels, got ", *channels);
+    const size_t frame_bytes = size_t(h * w * *channels);
+    pending_.clear();
+    std::vector<uint8_t> fitted;
+    for (int64_t k = 0; k < *n; ++k) {
+      const uint8_t* f = fit_frame({t.bytes.data() + size_t(k) * frame_bytes, w, h, *channels}, width_, height_, fit_scratch_);
+      fitted.insert(fitted.end(), f, f + size_t(width_ * height_ * *channels));
+    }
+    fit_scratch_ = std::move(fitted);
+    return fit_scratch_.data();
+  };
+  if (method == "set_prompt") {
+    set_prompt(io.at("prompt_embeds", "stream set_prompt"));
+  } else if (method == "warmup") {
+    int64_t n = 0;
+    int channels = 3;
+    const uint8_t* frames = frames_arg("frames", &n, &channels);
+    put_frames(warmup(frames, n, channels, debug).images);
+  } else if (method == "push") {
+    int64_t n = 0;
+    int channels = 3;
+    const uint8_t* frame = frames_arg("frame", &n, &channels);
+    L2D_REQUIRE(n == 1, "stream push takes one frame, got ", n);
+    const Output out = step(frame, channels, debug);
+    last_output_ = out.images;
+    put_frames(out.images);
+    const int32_t ready = streamed_ >= T_ ? 1 : 0;
+    HostTensor r;
+    r.dtype = L2D_I32;
+    r.shape = {1};
+    r.bytes.resize(4);
+    std::memcpy(r.bytes.data(), &ready, 4);
+    io.put("ready", std::move(r));
+  } else if (method == "get_state") {
+    for (size_t l = 0; l < cache_.num_layers(); ++l) {
+      char name[32];
+      std::snprintf(name, sizeof name, "kv_cache_%02zu", l);
+      io.put(name, cache_.get_cache(l));
+    }
+  } else if (method == "schedule") {
+    const int64_t n = int64_t(sched_.timesteps.size());
+    io.put("alphas_cumprod", HostTensor::from_f32({int64_t(sched_.alphas_cumprod.size())}, sched_.alphas_cumprod.data()));
+    io.put("sub_timesteps", HostTensor::from_i64({n}, sched_.timesteps.data()));
+    io.put("alpha_prod_t_sqrt", HostTensor::from_f32({n}, sched_.alpha_prod_t_sqrt.data()));
+    io.put("beta_prod_t_sqrt", HostTensor::from_f32({n}, sched_.beta_prod_t_sqrt.data()));
+    io.put("c_skip", HostTensor::from_f32({n}, sched_.c_skip.data()));
+    io.put("c_out", HostTensor::from_f32({n}, sched_.c_out.data()));
+  } else if (method == "reset") {
+    reset();
+  } else {
+    unknown_method("stream", method);
+  }
+}
+
+}  // namespace l2d

@@ -1,0 +1,96 @@
+// stream.h: the live streaming pipeline of Live2Diff (StreamAnimateDiffusionDepth), natively:
+// warm-up on 8 frames (bi-directional temporal attention, fills the sink slots of every cache row),
+// then one UNet batch per input frame holding T denoising steps (StreamDiffusion's denoising batch):
+// row 0 is the new frame at the noisiest timestep, rows 1..T-1 the latent buffer carried from the
+// previous call. Depth (MiDaS -> normalised 3-channel map -> TAESD) conditions every row.
+//
+// Latency: the output of push(i) is the most-denoised row, which entered as frame i-(T-1); the
+// first T-1 streamed outputs come from the zero-initialised buffers (the original returns them,
+// test.py drops them): push_frame() reports them as not ready; the "push" method (debug/golden)
+// returns them all.
+//
+// Noise: Philox normal draws with the golden README's semantic ids (seed per stream): stream 1
+// draw i = encode noise of video frame i, stream 2 draw idx = warm-up re-noising of step idx,
+// stream 3 draw i = latent-buffer re-noising after frame i.
+//
+// Methods (l2d_session_run on a stream): "set_prompt" (prompt_embeds [1, L, C]), "warmup"
+// (frames U8 [8, H', W', 3|4]), "push" (frame U8 [H', W', 3|4]), "get_state" (KV caches and
+// bookkeeping, like the unet session), "schedule" (scheduler constants), "reset".
+// With {"debug": true} in the config, warmup/push also return the intermediates the golden
+// pipeline case records (x_t_latent, depth_latent, midas_depth_*, unet_in_*, unet_noise_pred,
+// x0_pred_to_decode).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "../core/backend.h"
+#include "../core/json.h"
+#include "../kv_cache/kv_cache.h"
+#include "../models/midas/midas.h"
+#include "../models/model.h"
+#include "../models/taesd/taesd.h"
+#include "../models/unet/unet_model.h"
+#include "frame_prep.h"
+#include "lcm_scheduler.h"
+
+namespace l2d {
+
+class LiveStream final : public Session {
+ public:
+  LiveStream(const unet::UnetModel& unet, const Taesd& vae, const midas::Midas& depth, const Json& config);
+
+  void run(const std::string& method, TensorMap& io) override;
+
+  // The hot path: one frame in (any size, RGB/RGBA), maybe one frame out (RGB, stream size).
+  // Returns true when out_rgb was written. Implicit warm-up: the first 8 frames are collected and
+  // warmed up together (no output), then streaming starts.
+  bool push_frame(const FrameView& frame, uint8_t* out_rgb);
+
+  int64_t width() const { return width_; }
+  int64_t height() const { return height_; }
+
+ private:
+  struct Output {
+    Tensor images;  // [N, 3, H, W] in [0, 1]
+  };
+
+  void set_prompt(const HostTensor& embeds);
+  void reset();
+  // frames: N fitted frames, contiguous u8 [N, H, W, channels].
+  Output warmup(const uint8_t* frames, int64_t n, int channels, TensorMap* debug);
+  Output step(const uint8_t* frame, int channels, TensorMap* debug);
+  Tensor encode_latent(const Tensor& images, int64_t first_frame, TensorMap* debug);
+  Tensor encode_depth(const Tensor& images, TensorMap* debug);
+  Tensor scalar(float v) const;
+  Tensor decode_to_unit(const Tensor& x0);
+  bool similar_to_previous(const uint8_t* frame, int channels);
+
+  Backend& be_;
+  const unet::UnetModel& unet_;
+  const Taesd& vae_;
+  const midas::Midas& depth_;
+  int64_t width_, height_, lh_, lw_;
+  uint32_t seed_;
+  bool debug_;
+  LcmSchedule sched_;
+  int T_;
+  KvCache cache_;
+  Tensor prompt_, prompt_rows_;     // [1, L, C] and [T, L, C]
+  Tensor row_alpha_, row_beta_, row_c_out_, row_c_skip_;  // [T, 1, 1, 1]
+  Tensor x_buffer_, depth_buffer_;  // [T-1, 4, h, w]
+  bool warmed_up_ = false;
+  int64_t frame_index_ = 0;  // video index of the next frame (warm-up frames are 0..7)
+  int64_t streamed_ = 0;     // streaming calls so far
+  std::vector<uint8_t> pending_;  // implicit warm-up: fitted frames collected so far
+  int pending_channels_ = 3;
+  std::vector<uint8_t> fit_scratch_;
+  // similar-image filter (off unless threshold < 1)
+  double sim_threshold_ = 1.0;
+  int sim_max_skip_ = 10, sim_skipped_ = 0;
+  std::vector<uint8_t> sim_prev_;
+  std::vector<uint8_t> last_out_;
+  Tensor last_output_;
+};
+
+}  // namespace l2d
