@@ -27,6 +27,8 @@
  * @module
  */
 
+export { type EncodePromptOptions, Engine, type EngineLoadOptions } from "./ffi/engine.ts";
+export { type Frame, Stream, type StreamOptions, WARMUP_FRAMES } from "./ffi/stream.ts";
 export { EngineError, type EngineErrorCode } from "./ffi/errors.ts";
 export {
   backendAvailable,
@@ -34,6 +36,7 @@ export {
   Context,
   type ContextOptions,
   Model,
+  NativeStream,
   type PhiloxFill,
   Session,
   TensorMap,

@@ -388,3 +388,70 @@ export class Session extends NativeHandle {
     });
   }
 }
+
+/** Geometry of a frame given to {@linkcode NativeStream.pushFrame}. */
+export interface FrameGeometry {
+  width: number;
+  height: number;
+  /** 3 = RGB, 4 = RGBA. */
+  channels: 3 | 4;
+}
+
+/**
+ * A native live stream (`l2d_stream_create`): the Live2Diff streaming pipeline over a "unet", a
+ * "taesd" and a "midas" model of one context. {@linkcode pushFrame} is the per-frame hot path (one
+ * FFI call); {@linkcode Session.run} gives the debug/golden methods ("warmup", "push", ...).
+ */
+export class NativeStream extends Session {
+  /** Stream size in pixels. */
+  readonly width: number;
+  readonly height: number;
+
+  private constructor(ptr: Deno.PointerValue, width: number, height: number) {
+    super(ptr, "stream");
+    this.width = width;
+    this.height = height;
+  }
+
+  /** Creates a stream; `config` is the JSON object described in `l2d.h` (l2d_stream_create). */
+  static create(
+    unet: Model,
+    vae: Model,
+    depth: Model,
+    config: { width: number; height: number } & object,
+  ): NativeStream {
+    const slot = pointerSlot();
+    const u = unet.unsafeHandle, v = vae.unsafeHandle, d = depth.unsafeHandle;
+    if (u === null || v === null || d === null) {
+      throw new EngineError("CLOSED", "Cannot create a stream: a model is closed");
+    }
+    unwrap(
+      native().l2d_stream_create(u, v, d, cString(JSON.stringify(config)), slot),
+      "Cannot create a stream",
+      () => native().l2d_model_last_error(u),
+    );
+    return new NativeStream(slotPointer(slot), config.width, config.height);
+  }
+
+  /**
+   * Pushes one frame (uint8, `height * width * channels` bytes, any size) and writes the output
+   * frame (RGB, stream size) into `out` when one is ready. Resolves to whether `out` was written.
+   */
+  pushFrame(frame: Uint8Array, geometry: FrameGeometry, out: Uint8Array): Promise<boolean> {
+    return this.exclusive(async (ptr) => {
+      const ready = new Int32Array(1);
+      const status = await native().l2d_stream_push(
+        ptr,
+        frame as Uint8Array<ArrayBuffer>,
+        geometry.width,
+        geometry.height,
+        geometry.channels,
+        out as Uint8Array<ArrayBuffer>,
+        BigInt(out.byteLength),
+        ready,
+      );
+      unwrap(status, "Cannot process the frame", () => native().l2d_session_last_error(ptr));
+      return ready[0] === 1;
+    });
+  }
+}

@@ -12,6 +12,7 @@ import { buildFromStyleConfig } from "../../engines/build.ts";
 import { type EngineTarget, openEngine } from "../../engines/format.ts";
 import { toFloat32 } from "../../ffi/host_tensor.ts";
 import type { CaseRun, CaseRunner } from "./framework.ts";
+import { runPipelineFrames } from "./pipeline_frames.ts";
 
 /** Builds the case's engine into a temporary folder; returns its path (caller removes the folder). */
 export async function buildCaseEngine(run: CaseRun, target: EngineTarget = "cpu"): Promise<string> {
@@ -31,16 +32,10 @@ export async function buildCaseEngine(run: CaseRun, target: EngineTarget = "cpu"
   return out;
 }
 
-/**
- * FRAMES THROUGH THE ENGINE PATH — TO BE FILLED BY THE LEAD once the native pipeline exists:
- * create the pipeline from `enginePath`, run prepare() on video frames 0..7 and __call__ on 8..9 with the
- * case's noise draws, then `run.compare("warmup_frames", ...)`, `run.compare("stream_frames", ...)`,
- * `run.compareU8(...)`, `run.compare("prompt_embeds", ...)` and the cache sums/slices.
- * Returns false while not implemented (the runner then fails the case on purpose).
- */
-// deno-lint-ignore require-await
-export async function compareFrames(_run: CaseRun, _enginePath: string): Promise<boolean> {
-  return false;
+/** Frames through the engine path (same comparisons as the pipeline case). */
+export async function compareFrames(run: CaseRun, enginePath: string): Promise<boolean> {
+  await runPipelineFrames(run, enginePath);
+  return true;
 }
 
 const engineBuild: CaseRunner = async (run) => {
@@ -58,9 +53,7 @@ const engineBuild: CaseRunner = async (run) => {
         run.compare(name, toFloat32(await engine.read(key)), await run.expected(name));
       }
     }
-    if (!(await compareFrames(run, path))) {
-      throw new Error("pipeline not implemented yet: frames not compared (fused weights were compared)");
-    }
+    await compareFrames(run, path);
   } finally {
     await Deno.remove(join(path, ".."), { recursive: true }).catch(() => {});
   }

@@ -1,0 +1,275 @@
+/**
+ * {@linkcode Stream}: one live video stream through an {@linkcode Engine}. Frames go in as RGB or
+ * RGBA bytes of any size (scaled to cover the stream size and centre-cropped), frames come out as
+ * RGB bytes at the stream size.
+ *
+ * Timing: the first 8 frames are the warm-up (Live2Diff's sink frames: they fill the KV caches and
+ * produce no output from `push`); afterwards every push runs ONE UNet batch holding all T
+ * denoising steps, and its output is the frame pushed T-1 pushes earlier ({@linkcode Stream.latency}),
+ * so the first T-1 streamed pushes also return null, as in the original.
+ *
+ * @module
+ */
+
+import type { Engine } from "./engine.ts";
+import { type Model, NativeStream, TensorMap } from "./native.ts";
+
+/** A video frame: tightly packed RGB or RGBA bytes, row-major. */
+export interface Frame {
+  /** `width * height * channels` bytes. */
+  data: Uint8Array;
+  width: number;
+  height: number;
+  /** 3 (RGB) or 4 (RGBA). @default inferred from the data length */
+  channels?: 3 | 4;
+}
+
+/** Options of {@linkcode Engine.createStream}. */
+export interface StreamOptions {
+  /** What the video should become (wrapped in the engine's prompt template). */
+  prompt: string;
+  /** Wrap prompts in the engine's style template (`"masterpiece, ..., {}"`). @default true */
+  applyTemplate?: boolean;
+  /** Output width, a multiple of 64. @default 512 */
+  width?: number;
+  /** Output height, a multiple of 64. @default 512 */
+  height?: number;
+  /** Indices into the LCM schedule, one per denoising step. @default the engine's style */
+  tIndexList?: number[];
+  /** Alternative to tIndexList: how much of each frame is re-imagined (0..1], with `steps`. */
+  strength?: number;
+  /** Number of denoising steps with `strength`. @default 2 */
+  steps?: number;
+  /** LCM schedule length the indices refer to. @default the engine's style (50) */
+  numInferenceSteps?: number;
+  /** Noise seed of this stream. @default 0 */
+  seed?: number;
+  /**
+   * Skip the UNet when the input barely changed (StreamDiffusion's similar-image filter): a frame
+   * whose cosine similarity to the last processed one exceeds `threshold` is skipped with a
+   * probability that grows with the similarity, at most `maxSkipFrames` in a row. @default off
+   */
+  similarImageFilter?: { threshold?: number; maxSkipFrames?: number } | false;
+  /** Return the golden case's intermediates from the low-level session methods. @default false */
+  debug?: boolean;
+}
+
+/** The native models a stream runs on (given by the engine). */
+export interface StreamModels {
+  unet: Model;
+  vae: Model;
+  depth: Model;
+  scheduler: Record<string, unknown>;
+}
+
+/** Number of warm-up frames (Live2Diff's sink size). */
+export const WARMUP_FRAMES = 8;
+
+function checkSize(name: string, v: number): number {
+  if (!Number.isInteger(v) || v <= 0) {
+    throw new TypeError(`Cannot create the stream: ${name} must be a positive integer`);
+  }
+  if (v % 64 !== 0 || v > 4096) {
+    throw new RangeError(`Cannot create the stream: ${name} ${v} must be a multiple of 64 up to 4096`);
+  }
+  return v;
+}
+
+/** Validates a frame and returns its channel count. */
+export function frameChannels(frame: Frame): 3 | 4 {
+  if (!frame || !(frame.data instanceof Uint8Array)) throw new TypeError("Invalid frame: data must be a Uint8Array");
+  const { width, height } = frame;
+  if (
+    !Number.isInteger(width) || !Number.isInteger(height) || width <= 0 || height <= 0 || width > 16384 ||
+    height > 16384
+  ) {
+    throw new RangeError(`Invalid frame: size ${width}x${height} must be 1..16384 on each side`);
+  }
+  const channels = frame.channels ?? (frame.data.byteLength === width * height * 4 ? 4 : 3);
+  if (channels !== 3 && channels !== 4) throw new RangeError(`Invalid frame: channels must be 3 or 4, got ${channels}`);
+  if (frame.data.byteLength !== width * height * channels) {
+    throw new RangeError(
+      `Invalid frame: ${width}x${height}x${channels} needs ${
+        width * height * channels
+      } bytes, got ${frame.data.byteLength}`,
+    );
+  }
+  return channels;
+}
+
+/**
+ * A live stream. `push` frames one at a time (one native call each) or pipe a `ReadableStream` of
+ * frames through {@linkcode Stream.transform}.
+ *
+ * @example
+ * ```ts ignore
+ * using stream = await engine.createStream({ prompt: "an oil painting", width: 512, height: 512 });
+ * for await (const frame of camera) {
+ *   const out = await stream.push(frame); // null during warm-up and the first T-1 frames
+ *   if (out) show(out);
+ * }
+ * ```
+ */
+export class Stream implements Disposable {
+  /** Output width in pixels. */
+  readonly width: number;
+  /** Output height in pixels. */
+  readonly height: number;
+  /** Denoising steps per frame (T). */
+  readonly steps: number;
+  /** Frames between a push and the push that returns its output (T - 1). */
+  readonly latency: number;
+  readonly #engine: Engine;
+  readonly #native: NativeStream;
+  readonly #applyTemplate: boolean;
+  #out: Uint8Array;
+
+  private constructor(engine: Engine, native: NativeStream, steps: number, applyTemplate: boolean) {
+    this.#engine = engine;
+    this.#applyTemplate = applyTemplate;
+    this.#native = native;
+    this.width = native.width;
+    this.height = native.height;
+    this.steps = steps;
+    this.latency = steps - 1;
+    this.#out = new Uint8Array(this.width * this.height * 3);
+  }
+
+  /** @internal use {@linkcode Engine.createStream}. */
+  static async create(engine: Engine, models: StreamModels, options: StreamOptions): Promise<Stream> {
+    if (!options || typeof options.prompt !== "string") {
+      throw new TypeError("Cannot create the stream: options.prompt must be a string");
+    }
+    const width = checkSize("width", options.width ?? 512);
+    const height = checkSize("height", options.height ?? 512);
+    const scheduler: Record<string, unknown> = { ...models.scheduler };
+    scheduler.num_inference_steps = options.numInferenceSteps ?? engine.style.num_inference_steps;
+    if (options.strength !== undefined) {
+      if (!(options.strength > 0 && options.strength <= 1)) {
+        throw new RangeError(`Cannot create the stream: strength must be in (0, 1], got ${options.strength}`);
+      }
+      scheduler.strength = options.strength;
+      scheduler.steps = options.steps ?? 2;
+    } else {
+      scheduler.t_index_list = options.tIndexList ?? engine.style.t_index_list;
+    }
+    const steps = options.strength !== undefined
+      ? Number(scheduler.steps)
+      : (scheduler.t_index_list as number[]).length;
+    const seed = options.seed ?? 0;
+    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
+      throw new RangeError(`Cannot create the stream: seed must be an integer in 0..2^32-1, got ${seed}`);
+    }
+    const filter = options.similarImageFilter;
+    const native = NativeStream.create(models.unet, models.vae, models.depth, {
+      width,
+      height,
+      seed,
+      scheduler,
+      debug: options.debug ?? false,
+      ...(filter
+        ? { similar_image_filter: { threshold: filter.threshold ?? 0.98, max_skip_frames: filter.maxSkipFrames ?? 10 } }
+        : {}),
+    });
+    const stream = new Stream(engine, native, steps, options.applyTemplate ?? true);
+    try {
+      await stream.setPrompt(options.prompt);
+    } catch (e) {
+      native.close();
+      throw e;
+    }
+    return stream;
+  }
+
+  /** **Low-level**: the native session (debug/golden methods "warmup", "push", "get_state", ...). */
+  get session(): NativeStream {
+    return this.#native;
+  }
+
+  /** Changes the prompt mid-stream: re-encodes the text, keeps the caches (no new warm-up). */
+  async setPrompt(prompt: string): Promise<void> {
+    const embeds = await this.#engine.encodePrompt(prompt, { applyTemplate: this.#applyTemplate });
+    using io = new TensorMap();
+    io.set("prompt_embeds", embeds);
+    await this.#native.run("set_prompt", io);
+  }
+
+  /**
+   * Pushes one frame. Resolves to the output frame (RGB, stream size) or null while warming up and
+   * for the first {@linkcode latency} streamed frames. The returned bytes are a fresh copy.
+   */
+  async push(frame: Frame): Promise<Frame | null> {
+    const channels = frameChannels(frame);
+    const ready = await this.#native.pushFrame(
+      frame.data,
+      { width: frame.width, height: frame.height, channels },
+      this.#out,
+    );
+    if (!ready) return null;
+    return { data: this.#out.slice(), width: this.width, height: this.height, channels: 3 };
+  }
+
+  /**
+   * Explicit warm-up on exactly 8 frames; resolves to their 8 output frames (the original's
+   * `prepare`). Without it, the first 8 pushes warm up implicitly.
+   */
+  async warmup(frames: Frame[]): Promise<Frame[]> {
+    if (!Array.isArray(frames) || frames.length !== WARMUP_FRAMES) {
+      throw new RangeError(`Cannot warm up: exactly ${WARMUP_FRAMES} frames are needed, got ${frames?.length}`);
+    }
+    const c0 = frameChannels(frames[0]!);
+    const { width, height } = frames[0]!;
+    const data = new Uint8Array(WARMUP_FRAMES * width * height * c0);
+    frames.forEach((f, i) => {
+      if (frameChannels(f) !== c0 || f.width !== width || f.height !== height) {
+        throw new RangeError("Cannot warm up: all 8 frames must have the same size and channels");
+      }
+      data.set(f.data, i * width * height * c0);
+    });
+    using io = new TensorMap();
+    io.set("frames", { dtype: "U8", shape: [WARMUP_FRAMES, height, width, c0], data });
+    await this.#native.run("warmup", io);
+    const out = io.get("frames_u8").data;
+    const size = this.width * this.height * 3;
+    return Array.from({ length: WARMUP_FRAMES }, (_, i) => ({
+      data: out.slice(i * size, (i + 1) * size),
+      width: this.width,
+      height: this.height,
+      channels: 3 as const,
+    }));
+  }
+
+  /** Starts over: clears the caches and buffers; the next 8 frames warm up again. */
+  async reset(): Promise<void> {
+    using io = new TensorMap();
+    await this.#native.run("reset", io);
+  }
+
+  /**
+   * A TransformStream of frames: every input frame is pushed, every output frame is enqueued
+   * (warm-up and latency frames produce nothing).
+   */
+  transform(): TransformStream<Frame, Frame> {
+    return new TransformStream<Frame, Frame>({
+      transform: async (frame, controller) => {
+        const out = await this.push(frame);
+        if (out) controller.enqueue(out);
+      },
+    });
+  }
+
+  /** True after {@linkcode close}. */
+  get closed(): boolean {
+    return this.#native.closed;
+  }
+
+  /** Releases the stream's caches (idempotent). */
+  close(): void {
+    this.#native.close();
+  }
+
+  /** Calls {@linkcode close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
