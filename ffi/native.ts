@@ -418,7 +418,7 @@ export class NativeStream extends Session {
     unet: Model,
     vae: Model,
     depth: Model,
-    config: { width: number; height: number } & object,
+    config: { width: number; height: number; [key: string]: unknown },
   ): NativeStream {
     const slot = pointerSlot();
     const u = unet.unsafeHandle, v = vae.unsafeHandle, d = depth.unsafeHandle;
