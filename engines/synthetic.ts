@@ -2,9 +2,10 @@
  * Synthetic engines: every weight drawn with the Philox weight rule of the golden README (key `(seed, 0)`,
  * counter `(b, 0, fnv1a32(name), "WEIG")`), so benchmarks, full-shape tests and the demo run without real
  * weights. Presets:
- * - `tiny`: the golden tiny models (names/shapes/configs of `models/` in the golden root; seeds 1001 UNet,
- *   1002 CLIP, 1003 TAESD, 1004 reduced MiDaS) — the same weights as an engine built from those files.
- * - `sd15`: full size — the real SD1.5 + Live2Diff UNet (names/shapes from the `unet_full_shapes` manifest,
+ * - `tiny`: the golden tiny models (names/shapes/configs in presets/tiny.json, made from the golden
+ *   `models/` by scripts/make_presets.ts; seeds 1001 UNet, 1002 CLIP, 1003 TAESD, 1004 reduced MiDaS)
+ *   — the same weights as an engine built from those files.
+ * - `sd15`: full size (presets/sd15.json) — the real SD1.5 + Live2Diff UNet (names/shapes of the `unet_full_shapes` manifest,
  *   seed 1007 as in that case), a CLIP ViT-L text encoder (SD1.5 config, seed 1002), TAESD at its real
  *   default size (seed 1003), the real DPT-Hybrid (midas manifest, seed 1005).
  * Buffers are not parameters: `pos_encoder.pe` gets the sinusoidal table the module computes itself.
@@ -13,14 +14,12 @@
  * @module
  */
 
-import { join } from "node:path";
-import { openCheckpoint } from "../ffi/formats/mod.ts";
 import { fromFloat32 } from "../ffi/host_tensor.ts";
 import { TensorMap } from "../ffi/native.ts";
 import { convertTensor } from "./build.ts";
 import { type EngineHeader, type EngineTarget, EngineWriter, type TensorPlan, weightDtype } from "./format.ts";
 import { Progress } from "./progress.ts";
-import { LIVE2DIFF_DEFAULTS, readJson, SD15_TEXT_ENCODER_CONFIG, TOKENIZER_FILES } from "./sources.ts";
+import { LIVE2DIFF_DEFAULTS, SD15_TEXT_ENCODER_CONFIG, TOKENIZER_FILES } from "./sources.ts";
 
 /** Synthetic presets. */
 export type SyntheticPreset = "tiny" | "sd15";
@@ -76,23 +75,11 @@ export function sinusoidalPe(shape: readonly number[]): Float32Array {
   return out;
 }
 
-async function fileShapes(path: string, rename: (k: string) => string | null = (k) => k): Promise<Shapes> {
-  using f = await openCheckpoint(path);
-  const out: Shapes = [];
-  for (const k of f.names) {
-    const n = rename(k);
-    if (n !== null) out.push([n, f.info(k).shape]);
-  }
-  return out;
-}
-
 /** Options of {@linkcode makeSyntheticEngine}. */
 export interface SyntheticOptions {
   preset: SyntheticPreset;
   target: EngineTarget;
   out: string;
-  /** Golden root holding models/ and the manifests. */
-  goldenRoot: string;
   quiet?: boolean;
 }
 
@@ -101,36 +88,22 @@ export async function makeSyntheticEngine(
   o: SyntheticOptions,
 ): Promise<{ header: EngineHeader; bytes: number; seconds: number }> {
   const started = performance.now();
-  const models = join(o.goldenRoot, "models");
   const seeds = SYNTHETIC_SEEDS[o.preset];
-  let unet: Shapes, te: Shapes, midas: Shapes, unetConfig: Record<string, unknown>, teConfig: Record<string, unknown>;
-  let unetKwargs: Record<string, unknown> = LIVE2DIFF_DEFAULTS.unet_additional_kwargs;
-  const taesd = await fileShapes(join(models, "taesd", "diffusion_pytorch_model.safetensors"));
-  if (o.preset === "tiny") {
-    unet = [
-      ...await fileShapes(join(models, "tiny_sd15", "unet", "diffusion_pytorch_model.safetensors")),
-      ...await fileShapes(
-        join(models, "live2diff_tiny_motion_module.ckpt"),
-        (k) => k.includes("grid") ? null : k.replaceAll("module.", ""),
-      ),
-    ];
-    te = await fileShapes(join(models, "tiny_sd15", "text_encoder", "model.safetensors"));
-    midas = await fileShapes(join(models, "dpt_hybrid_reduced.pt"));
-    unetConfig = await readJson(join(models, "tiny_sd15", "unet", "config.json"));
-    teConfig = await readJson(join(models, "tiny_sd15", "text_encoder", "config.json"));
-  } else {
-    const cases = join(o.goldenRoot, "cases");
-    unet = JSON.parse(await Deno.readTextFile(join(cases, "unet_full_shapes", "unet3d_state_dict_manifest.json")));
-    midas = JSON.parse(await Deno.readTextFile(join(cases, "midas", "dpt_hybrid_384_state_dict_manifest.json")));
-    const full = await readJson(join(cases, "unet_full_shapes", "case.json"));
-    unetConfig = full.unet_config_2d as Record<string, unknown>;
-    unetKwargs = (full.unet_additional_kwargs as Record<string, unknown>) ?? unetKwargs;
-    teConfig = { ...SD15_TEXT_ENCODER_CONFIG };
-    te = clipTextShapes(SD15_TEXT_ENCODER_CONFIG);
-  }
-  const tokDir = join(models, "tiny_sd15", "tokenizer");
+  // Names, shapes and configs come from the committed presets (scripts/make_presets.ts), so no
+  // golden folder or real checkpoint is needed.
+  const preset = JSON.parse(await Deno.readTextFile(new URL(`./presets/${o.preset}.json`, import.meta.url)));
+  const taesd: Shapes = preset.taesd.shapes;
+  const unet: Shapes = preset.unet_shapes;
+  const midas: Shapes = preset.midas_shapes;
+  const unetConfig: Record<string, unknown> = preset.unet_config;
+  const unetKwargs: Record<string, unknown> = preset.unet_additional_kwargs ??
+    LIVE2DIFF_DEFAULTS.unet_additional_kwargs;
+  const teConfig: Record<string, unknown> = preset.text_encoder_config ?? { ...SD15_TEXT_ENCODER_CONFIG };
+  const te: Shapes = preset.text_encoder_shapes ?? clipTextShapes(SD15_TEXT_ENCODER_CONFIG);
   const tokenizer: Array<[string, Uint8Array]> = [];
-  for (const f of TOKENIZER_FILES) tokenizer.push([f, await Deno.readFile(join(tokDir, f))]);
+  for (const f of TOKENIZER_FILES) {
+    tokenizer.push([f, await Deno.readFile(new URL(`./presets/tokenizer/${f}`, import.meta.url))]);
+  }
 
   const wdt = weightDtype(o.target);
   const groups: Array<[string, Shapes, number]> = [
@@ -151,8 +124,13 @@ export async function makeSyntheticEngine(
       unet: { ...unetConfig, unet_additional_kwargs: unetKwargs },
       text_encoder: teConfig,
       tokenizer: { files: Object.fromEntries(TOKENIZER_FILES.map((f) => [f, `tokenizer.${f}`])) },
-      taesd: await readJson(join(models, "taesd", "config.json")),
-      midas: { architecture: "DPTDepthModel", backbone: "vitb_rn50_384", non_negative: true },
+      taesd: preset.taesd.config,
+      midas: {
+        architecture: "DPTDepthModel",
+        backbone: "vitb_rn50_384",
+        non_negative: true,
+        ...(preset.midas_spec ? { spec: preset.midas_spec } : {}),
+      },
       scheduler: { _class_name: "LCMScheduler", ...LIVE2DIFF_DEFAULTS.noise_scheduler_kwargs },
       pipeline: { vae_scale_factor: 8, warmup_frames: 8 },
       synthetic: { preset: o.preset, seeds, rule: "golden README: Philox4x32-10 weight rule" },

@@ -152,6 +152,39 @@ export class Engine implements Disposable {
     }
   }
 
+  /**
+   * The default engine used when none is configured: a tiny engine with RANDOM (Philox) weights,
+   * built on first use and cached (`$LIVE2DIFF_CACHE_DIR`, default `~/.cache/live2diff`). It runs
+   * everywhere and fast, but its output is noise-like: build a real engine with
+   * `deno task download-models` and `deno task build-engine` (see engines/README.md).
+   */
+  static async loadDefault(options: EngineLoadOptions = {}): Promise<Engine> {
+    const device = options.device === undefined || options.device === "auto"
+      ? (backendAvailable("cuda") ? "cuda" : "cpu")
+      : options.device;
+    const target = device === "cuda" ? "sm_90" : "cpu";
+    const dir = Deno.env.get("LIVE2DIFF_CACHE_DIR") ?? join(Deno.env.get("HOME") ?? ".", ".cache", "live2diff");
+    const path = join(dir, `synthetic-tiny-${target}.l2de`);
+    try {
+      await Deno.stat(path);
+    } catch {
+      await Deno.mkdir(dir, { recursive: true });
+      const { makeSyntheticEngine } = await import("../engines/synthetic.ts");
+      const tmp = `${path}.${Deno.pid}.tmp`;
+      await makeSyntheticEngine({ preset: "tiny", target, out: tmp, quiet: true });
+      await Deno.rename(tmp, path); // atomic: concurrent first uses never see a partial file
+    }
+    return await Engine.load(path, { ...options, device });
+  }
+
+  /** A one-line notice for UIs and logs when the engine's weights are random. */
+  get notice(): string | null {
+    return this.synthetic
+      ? "This engine has RANDOM weights (synthetic): output is noise-like. Build a real engine: " +
+        "`deno task download-models` then `deno task build-engine --config <style.yaml> ...` (engines/README.md)"
+      : null;
+  }
+
   /** Encodes a prompt to the UNet's text conditioning [1, 77, C] (tokenizer + CLIP with clip_skip). */
   async encodePrompt(prompt: string, options: EncodePromptOptions = {}): Promise<HostTensor> {
     if (typeof prompt !== "string") {

@@ -1,5 +1,5 @@
 /**
- * `deno task make-synthetic-engine --preset sd15|tiny [--target cpu|sm_XY] [--out path] [--golden-root dir]`
+ * `deno task make-synthetic-engine --preset sd15|tiny [--target cpu|sm_XY] [--out path]`
  *
  * Writes an engine whose weights follow the golden README's Philox weight rule (see engines/synthetic.ts),
  * for benchmarks, full-shape tests and the demo without real weights. Default output:
@@ -11,7 +11,6 @@
 import { parseArgs } from "node:util";
 import { parseTarget } from "../engines/format.ts";
 import { makeSyntheticEngine, type SyntheticPreset } from "../engines/synthetic.ts";
-import { defaultGoldenRoot } from "./golden/framework.ts";
 
 if (import.meta.main) {
   const { values } = parseArgs({
@@ -20,7 +19,6 @@ if (import.meta.main) {
       preset: { type: "string", default: "tiny" },
       target: { type: "string", default: "cpu" },
       out: { type: "string" },
-      "golden-root": { type: "string" },
       quiet: { type: "boolean", default: false },
     },
   });
@@ -34,7 +32,6 @@ if (import.meta.main) {
       preset,
       target,
       out,
-      goldenRoot: values["golden-root"] ?? defaultGoldenRoot(),
       quiet: values.quiet,
     });
     console.log(JSON.stringify({
