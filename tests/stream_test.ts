@@ -1,0 +1,173 @@
+// The public streaming API (Engine, Stream) on the CPU backend with an engine built from the golden
+// tiny model files: the hot path (`push`, one FFI call per frame) reproduces the golden frames,
+// prompt changes, reset, isolation of streams, any-size input, and the error cases.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { buildFromStyleConfig } from "../engines/build.ts";
+import { Engine, EngineError, type Frame, type Stream } from "../mod.ts";
+import { openSafetensors } from "../ffi/formats/mod.ts";
+import { goldenPath } from "./_fixtures/golden_root.ts";
+
+const CASE = goldenPath("cases/pipeline");
+const caseJson = JSON.parse(await Deno.readTextFile(join(CASE, "case.json")));
+const cfg = caseJson.config;
+const SIZE = Number(cfg.width);
+
+const dir = await Deno.makeTempDir({ prefix: "l2d_stream_test_" });
+const enginePath = join(dir, "tiny.l2de");
+await buildFromStyleConfig(goldenPath(caseJson.model_files.live2diff_config.split(" ")[0]), {
+  out: enginePath,
+  target: "cpu",
+  root: goldenPath("."),
+  taesd: goldenPath(caseJson.model_files.vae.split(" ")[0]),
+  depth: goldenPath(caseJson.model_files.depth_model.split(" ")[0]),
+  motion: goldenPath(caseJson.model_files.motion_module.split(" ")[0]),
+  quiet: true,
+  log: () => {},
+});
+const engine = await Engine.load(enginePath, { device: "cpu" });
+
+const inputs = await openSafetensors(join(CASE, "inputs.safetensors"));
+const video = await inputs.read("video_u8"); // [N, H, W, 3]
+inputs.close();
+const [N, H, W] = video.shape as [number, number, number];
+const frame = (i: number): Frame => ({
+  data: video.data.slice(i * H * W * 3, (i + 1) * H * W * 3),
+  width: W,
+  height: H,
+  channels: 3,
+});
+
+function openStream(extra: { prompt?: string; seed?: number } = {}): Promise<Stream> {
+  return engine.createStream({
+    prompt: extra.prompt ?? String(cfg.prompt),
+    applyTemplate: false,
+    width: SIZE,
+    height: SIZE,
+    tIndexList: cfg.t_index_list,
+    seed: extra.seed ?? Number(cfg.noise_seed),
+  });
+}
+
+async function pushAll(stream: Stream, from: number, to: number): Promise<(Uint8Array | null)[]> {
+  const out: (Uint8Array | null)[] = [];
+  for (let i = from; i < to; i++) out.push((await stream.push(frame(i)))?.data ?? null);
+  return out;
+}
+
+function maxDiff(a: Uint8Array, b: Uint8Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+Deno.test("Stream.push() reproduces the golden frames through the hot path, with warm-up and latency", async () => {
+  using stream = await openStream();
+  assert.equal(stream.latency, cfg.t_index_list.length - 1);
+  const outs = await pushAll(stream, 0, N);
+  const expected = await (async () => {
+    using f = await openSafetensors(join(CASE, "outputs.safetensors"));
+    return await f.read("stream_frames_u8");
+  })();
+  // 8 warm-up pushes and `latency` streamed pushes give nothing; then row k of the golden frames
+  // (the output of __call__(frame 8 + k)) for k >= latency.
+  const nulls = outs.findIndex((o) => o !== null);
+  assert.equal(nulls, 8 + stream.latency);
+  const size = SIZE * SIZE * 3;
+  for (let k = stream.latency; k < N - 8; k++) {
+    const got = outs[8 + k]!;
+    assert.ok(got, `frame ${8 + k} produced no output`);
+    assert.ok(maxDiff(got, expected.data.subarray(k * size, (k + 1) * size)) <= 1, `frame ${8 + k} differs`);
+  }
+});
+
+Deno.test("Stream: two streams interleaved stay isolated, reset() starts over, setPrompt() changes the output", async () => {
+  // Reference: one stream alone.
+  const ref = await (async () => {
+    using s = await openStream();
+    return await pushAll(s, 0, 11);
+  })();
+  using a = await openStream();
+  using b = await openStream({ prompt: "a completely different prompt", seed: 7 });
+  const outA: (Uint8Array | null)[] = [];
+  for (let i = 0; i < 11; i++) {
+    outA.push((await a.push(frame(i)))?.data ?? null);
+    await b.push(frame(N - 1 - i)); // other frames, other prompt, other seed, same engine
+  }
+  for (let i = 9; i < 11; i++) assert.equal(maxDiff(outA[i]!, ref[i]!), 0, `stream A frame ${i} was affected by B`);
+
+  await a.reset();
+  const again = await pushAll(a, 0, 11);
+  for (let i = 9; i < 11; i++) assert.equal(maxDiff(again[i]!, ref[i]!), 0, `reset stream differs at frame ${i}`);
+
+  // Prompt change mid-stream: no new warm-up (the next push still produces a frame) and a different result.
+  await a.setPrompt("a zebra made of glass");
+  const changed = await a.push(frame(11));
+  assert.ok(changed, "a prompt change must not restart the warm-up");
+  using c = await openStream();
+  const same = await pushAll(c, 0, 12);
+  assert.ok(maxDiff(changed.data, same[11]!) > 0, "the new prompt had no effect");
+});
+
+Deno.test("Stream.push() accepts RGBA frames of any size (scaled and centre-cropped)", async () => {
+  using s = await openStream();
+  const big: Frame = { data: new Uint8Array(100 * 80 * 4).fill(128), width: 100, height: 80, channels: 4 };
+  let out: Frame | null = null;
+  for (let i = 0; i < 8 + s.latency + 1; i++) out = await s.push(big);
+  assert.ok(out);
+  assert.equal(out.width, SIZE);
+  assert.equal(out.height, SIZE);
+  assert.equal(out.data.length, SIZE * SIZE * 3);
+});
+
+Deno.test("Stream and Engine reject bad input with typed errors", async () => {
+  await assert.rejects(engine.createStream({ prompt: "x", width: 100 }), RangeError);
+  await assert.rejects(engine.createStream({ prompt: "x", width: 64, height: 64, strength: 2 }), RangeError);
+  await assert.rejects(engine.createStream({ prompt: "x", width: 64, height: 64, seed: -1 }), RangeError);
+  // deno-lint-ignore no-explicit-any
+  await assert.rejects(engine.createStream({ prompt: 42 as any }), TypeError);
+  await assert.rejects(engine.createStream({ prompt: "x", width: 64, height: 64, tIndexList: [45, 32] }), EngineError);
+  const s = await openStream();
+  await assert.rejects(s.push({ data: new Uint8Array(10), width: 64, height: 64 }), RangeError);
+  await assert.rejects(
+    s.push({ data: new Uint8Array(64 * 64 * 2), width: 64, height: 64, channels: 2 as 3 }),
+    RangeError,
+  );
+  await assert.rejects(s.push({ data: new Uint8Array(0), width: 0, height: 64 }), RangeError);
+  await assert.rejects(s.warmup([frame(0)]), RangeError);
+  // Concurrent pushes on one stream: the second is refused, the first completes.
+  const first = s.push(frame(0));
+  await assert.rejects(s.push(frame(1)), (e: unknown) => e instanceof EngineError && e.code === "BUSY");
+  await first;
+  s.close();
+  s.close();
+  await assert.rejects(s.push(frame(0)), (e: unknown) => e instanceof EngineError && e.code === "CLOSED");
+  // Engine files: wrong target, corrupt, truncated.
+  await assert.rejects(Engine.load(enginePath, { device: "cuda" }), EngineError);
+  const bytes = await Deno.readFile(enginePath);
+  const corrupt = join(dir, "corrupt.l2de");
+  const flipped = bytes.slice();
+  flipped[flipped.length - 100_000] ^= 0xff;
+  await Deno.writeFile(corrupt, flipped);
+  await assert.rejects(Engine.load(corrupt, { device: "cpu" }), /corrupt|checksum/);
+  const truncated = join(dir, "truncated.l2de");
+  await Deno.writeFile(truncated, bytes.subarray(0, bytes.length >> 1));
+  await assert.rejects(Engine.load(truncated, { device: "cpu" }), /truncated|size|short/i);
+});
+
+Deno.test("Stream.transform() pipes frames and yields only real outputs", async () => {
+  using s = await openStream();
+  const frames = ReadableStream.from(Array.from({ length: 11 }, (_, i) => frame(i)));
+  const outs: Frame[] = [];
+  for await (const f of frames.pipeThrough(s.transform())) outs.push(f);
+  assert.equal(outs.length, 11 - 8 - s.latency);
+});
+
+Deno.test({
+  name: "stream tests: clean up",
+  fn: async () => {
+    engine.close();
+    await Deno.remove(dir, { recursive: true });
+  },
+});
