@@ -5,13 +5,26 @@
  * The native library is built by `deno task build:native` (CMake, from `cuda/`). The CPU backend
  * runs everywhere and is the reference; the CUDA backend (fp16) is the fast path.
  *
- * Low-level building blocks are exported today: {@linkcode Context} (a backend), {@linkcode Model}
- * (a network with its weights: "unet", "taesd", "clip_text", "midas"), {@linkcode Session}
- * (per-stream state such as the UNet's KV caches) and {@linkcode TensorMap} (named tensors that
- * cross the FFI), plus the checkpoint readers, the CLIP tokenizer and the portable Philox
- * generator.
+ * {@linkcode Engine} loads an engine file (built from the checkpoints you have by
+ * `deno task build-engine`, see engines/README.md) and {@linkcode Stream} runs one live video
+ * through it: the first 8 frames warm up the KV caches, then every frame costs one UNet pass holding
+ * all denoising steps. Without an engine, {@linkcode Engine.loadDefault} gives a tiny engine with
+ * RANDOM weights (its output is noise-like) so everything runs anywhere.
  *
- * @example Run one native op on the CPU backend
+ * @example Stream frames through the default (random-weight) engine on the CPU
+ * ```ts
+ * import { Engine } from "./mod.ts";
+ *
+ * using engine = await Engine.loadDefault({ device: "cpu" });
+ * if (engine.notice) console.warn(engine.notice); // random weights: build a real engine
+ * using stream = await engine.createStream({ prompt: "a watercolor painting", width: 64, height: 64, tIndexList: [32, 45] });
+ * const frame = { data: new Uint8Array(80 * 60 * 3).fill(90), width: 80, height: 60 }; // any size, RGB
+ * let out = null;
+ * for (let i = 0; i < 10 && !out; i++) out = await stream.push(frame); // 8 warm-up + latency frames first
+ * console.log(out?.width, out?.height); // 64 64
+ * ```
+ *
+ * @example Run one native op on the CPU backend (the low-level API: Context, Model, TensorMap)
  * ```ts
  * import { Context, Model, TensorMap } from "./mod.ts";
  *

@@ -39,11 +39,19 @@ export interface EncodePromptOptions {
  * A loaded engine. Create streams with {@linkcode Engine.createStream}; close it (or use `using`)
  * when done. Streams keep the native weights alive, so an engine may be closed before its streams.
  *
- * @example
+ * @example A real engine on the GPU (after `deno task build-engine ... --target sm_90`)
  * ```ts ignore
  * import { Engine } from "./engine.ts";
  * using engine = await Engine.load("models/engines/sd15.l2de", { device: "cuda" });
  * using stream = await engine.createStream({ prompt: "a watercolor painting", width: 512, height: 512 });
+ * ```
+ *
+ * @example The default engine (random weights) and a prompt embedding
+ * ```ts
+ * import { Engine } from "./engine.ts";
+ * using engine = await Engine.loadDefault({ device: "cpu" });
+ * const embeds = await engine.encodePrompt("a cat");
+ * console.assert(engine.synthetic && embeds.shape[1] === 77);
  * ```
  */
 export class Engine implements Disposable {

@@ -102,12 +102,17 @@ export function frameChannels(frame: Frame): 3 | 4 {
  * frames through {@linkcode Stream.transform}.
  *
  * @example
- * ```ts ignore
- * using stream = await engine.createStream({ prompt: "an oil painting", width: 512, height: 512 });
- * for await (const frame of camera) {
- *   const out = await stream.push(frame); // null during warm-up and the first T-1 frames
- *   if (out) show(out);
+ * ```ts
+ * import { Engine } from "./engine.ts";
+ * using engine = await Engine.loadDefault({ device: "cpu" });
+ * using stream = await engine.createStream({ prompt: "an oil painting", width: 64, height: 64, tIndexList: [32, 45] });
+ * const camera = Array.from({ length: 10 }, (_, i) => ({ data: new Uint8Array(64 * 64 * 4).fill(i * 20), width: 64, height: 64 }));
+ * const outputs = [];
+ * for (const frame of camera) {
+ *   const out = await stream.push(frame); // null for the 8 warm-up frames and the first stream.latency frames
+ *   if (out) outputs.push(out);
  * }
+ * console.assert(outputs.length === 10 - 8 - stream.latency);
  * ```
  */
 export class Stream implements Disposable {

@@ -156,6 +156,26 @@ Deno.test("Stream and Engine reject bad input with typed errors", async () => {
   await assert.rejects(Engine.load(truncated, { device: "cpu" }), /truncated|size|short/i);
 });
 
+Deno.test("Stream similar-image filter skips the UNet for unchanged frames (off by default)", async () => {
+  const run = async (filter: boolean) => {
+    using s = await engine.createStream({
+      prompt: "x",
+      width: SIZE,
+      height: SIZE,
+      tIndexList: cfg.t_index_list,
+      ...(filter ? { similarImageFilter: { threshold: 0.9, maxSkipFrames: 5 } } : {}),
+    });
+    const outs = await pushAll(s, 0, 8); // warm-up
+    for (let i = 0; i < 4; i++) outs.push((await s.push(frame(8)))?.data ?? null); // the same frame 4 times
+    return outs.slice(8 + s.latency).map((o) => o!);
+  };
+  const off = await run(false), on = await run(true);
+  // Without the filter every frame is denoised with fresh noise; with it, repeats return the last output.
+  assert.ok(maxDiff(off[0]!, off[1]!) > 0 || maxDiff(off[1]!, off[2]!) > 0, "unfiltered frames should differ");
+  assert.equal(maxDiff(on[0]!, on[1]!), 0);
+  assert.equal(maxDiff(on[1]!, on[2]!), 0);
+});
+
 Deno.test("Stream.transform() pipes frames and yields only real outputs", async () => {
   using s = await openStream();
   const frames = ReadableStream.from(Array.from({ length: 11 }, (_, i) => frame(i)));
