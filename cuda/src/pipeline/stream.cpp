@@ -48,6 +48,13 @@ LiveStream::LiveStream(const unet::UnetModel& unet, const Taesd& vae, const mida
   row_beta_ = be_.from_host(HostTensor::from_f32(rows, b.data()));
   row_c_out_ = be_.from_host(HostTensor::from_f32(rows, co.data()));
   row_c_skip_ = be_.from_host(HostTensor::from_f32(rows, cs.data()));
+  alpha0_ = scalar(sched_.alpha_prod_t_sqrt[0]);
+  beta0_ = scalar(sched_.beta_prod_t_sqrt[0]);
+  {
+    std::vector<float> t;
+    for (int64_t v : sched_.timesteps) t.push_back(float(v));
+    stream_t_features_ = unet_.timestep_features(t);
+  }
   if (config.has("similar_image_filter")) {
     const Json& s = config["similar_image_filter"];
     sim_threshold_ = s.get_number("threshold", 0.98);
@@ -92,8 +99,7 @@ Tensor LiveStream::encode_latent(const Tensor& images, int64_t first_frame, Tens
   for (int64_t k = 0; k < n; ++k)
     noise.push_back(be_.random_normal({1, lat.dim(1), lat.dim(2), lat.dim(3)}, seed_, 1, uint32_t(first_frame + k)));
   const Tensor nz = n == 1 ? noise[0] : be_.concat(noise, 0);
-  const Tensor x_t = be_.binary(be_.binary(lat, scalar(sched_.alpha_prod_t_sqrt[0]), Binary::Mul),
-                                be_.binary(nz, scalar(sched_.beta_prod_t_sqrt[0]), Binary::Mul), Binary::Add);
+  const Tensor x_t = be_.binary(be_.binary(lat, alpha0_, Binary::Mul), be_.binary(nz, beta0_, Binary::Mul), Binary::Add);
   if (debug) debug->put("x_t_latent", be_.to_host(x_t));
   return x_t;
 }
@@ -192,9 +198,7 @@ LiveStream::Output LiveStream::step(const uint8_t* frame, int channels, TensorMa
   const KvCache::DeviceState state = cache_.upload_state();
   ctx.state = &state;
   ctx.context = prompt_rows_;
-  std::vector<float> t;
-  for (int64_t v : sched_.timesteps) t.push_back(float(v));
-  const Tensor eps = unet_.forward(ctx, sample, depth, t);
+  const Tensor eps = unet_.forward(ctx, sample, depth, stream_t_features_);
   cache_.advance();
   if (debug) debug->put("unet_noise_pred", be_.to_host(eps.reshape({int64_t(T_), 4, 1, lh_, lw_})));
   // x0 of every row with that row's scalars.

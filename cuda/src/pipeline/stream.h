@@ -78,6 +78,8 @@ class LiveStream final : public Session {
   KvCache cache_;
   Tensor prompt_, prompt_rows_;     // [1, L, C] and [T, L, C]
   Tensor row_alpha_, row_beta_, row_c_out_, row_c_skip_;  // [T, 1, 1, 1]
+  Tensor alpha0_, beta0_;        // [1]: the noisiest step's scalars (encode)
+  Tensor stream_t_features_;     // [T, C0]: timestep features of the streaming batch (constant)
   Tensor x_buffer_, depth_buffer_;  // [T-1, 4, h, w]
   bool warmed_up_ = false;
   int64_t frame_index_ = 0;  // video index of the next frame (warm-up frames are 0..7)

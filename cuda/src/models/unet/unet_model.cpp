@@ -133,14 +133,21 @@ std::vector<KvCache::LayerSpec> UnetModel::cache_specs(int64_t h, int64_t w) con
   return specs;
 }
 
+Tensor UnetModel::timestep_features(const std::vector<float>& t) const {
+  const int64_t c0 = cfg_.block_out_channels[0];
+  const std::vector<float> emb_host = timestep_embedding(t, c0, cfg_.flip_sin_to_cos, cfg_.freq_shift);
+  return be_.from_host(HostTensor::from_f32({int64_t(t.size()), c0}, emb_host.data()));
+}
+
 Tensor UnetModel::forward(RunCtx& c, Tensor x, const Tensor& depth, const std::vector<float>& t) const {
+  return forward(c, std::move(x), depth, timestep_features(t));
+}
+
+Tensor UnetModel::forward(RunCtx& c, Tensor x, const Tensor& depth, const Tensor& t_features) const {
   Backend& be = c.be;
   const UnetConfig& cf = cfg_;
   if (cf.center_input_sample) x = be.unary(x, Unary::Affine, 2.f, -1.f);
-  const int64_t c0 = cf.block_out_channels[0];
-  const std::vector<float> emb_host = timestep_embedding(t, c0, cf.flip_sin_to_cos, cf.freq_shift);
-  Tensor emb = be.from_host(HostTensor::from_f32({int64_t(t.size()), c0}, emb_host.data()));
-  emb = time2_(be, be.unary(time1_(be, emb), Unary::Silu));
+  Tensor emb = time2_(be, be.unary(time1_(be, t_features), Unary::Silu));
   c.temb_silu = be.unary(emb, Unary::Silu);
 
   Tensor h = conv_in_(be, x);

@@ -48,6 +48,11 @@ class UnetModel final : public Model {
   // 0..F-1 of row c.warmup_row of every cache; streaming writes slot update_idx[r] of each row
   // (the caller applies KvCache::advance() afterwards).
   Tensor forward(RunCtx& c, Tensor x, const Tensor& depth, const std::vector<float>& t) const;
+  // The same with the sinusoidal timestep features precomputed by timestep_features(t): a stream
+  // whose timesteps never change uploads them once instead of every frame.
+  Tensor forward(RunCtx& c, Tensor x, const Tensor& depth, const Tensor& t_features) const;
+  // Sinusoidal timestep features [t.size(), C0] on the backend (diffusers Timesteps).
+  Tensor timestep_features(const std::vector<float>& t) const;
 
  private:
   Backend& be_;
