@@ -1,22 +1,14 @@
 // CLIP text encoder (native "clip_text" model): the golden case end to end, HF semantics that the
 // case does not pin down (short sequences, pooler position, clip_skip 0), and the error contract.
 import assert from "node:assert/strict";
-import { EngineError } from "../ffi/errors.ts";
 import { Context, Model, TensorMap } from "../ffi/native.ts";
 import { loadClipText } from "../ffi/loaders/clip.ts";
 import { runCase } from "../scripts/golden.ts";
 import { goldenPath } from "./_fixtures/golden_root.ts";
+import { rejectsWith } from "./_fixtures/assert_engine_error.ts";
 
 const CASE_DIR = goldenPath("cases/clip_text");
 const MODEL_DIR = goldenPath("models/tiny_sd15/text_encoder");
-
-async function rejectsWith(p: Promise<unknown>, code: string, ...fragments: string[]): Promise<EngineError> {
-  const e = await p.then(() => null, (err) => err);
-  assert.ok(e instanceof EngineError, `expected an EngineError, got ${e}`);
-  assert.equal(e.code, code, e.message);
-  for (const f of fragments) assert.ok(e.message.includes(f), `message lacks "${f}": ${e.message}`);
-  return e;
-}
 
 Deno.test("clip_text: golden case passes on the CPU backend", async () => {
   const lines: string[] = [];

@@ -3,7 +3,6 @@
 // shapes of non-square inputs (position-embedding resize), batch independence and the error
 // contract (image sizes, missing / misshaped / unexpected weights, configs).
 import assert from "node:assert/strict";
-import { EngineError } from "../ffi/errors.ts";
 import { Context, Model, TensorMap } from "../ffi/native.ts";
 import {
   loadMidasWeights,
@@ -14,18 +13,11 @@ import {
 } from "../ffi/loaders/midas.ts";
 import { runCase } from "../scripts/golden.ts";
 import { goldenPath } from "./_fixtures/golden_root.ts";
+import { rejectsWith } from "./_fixtures/assert_engine_error.ts";
 
 const CASE_DIR = goldenPath("cases/midas");
 const REDUCED = goldenPath("models/dpt_hybrid_reduced.pt");
 const REDUCED_CONFIG: MidasConfig = { vit_num_heads: 4, groupnorm_groups: 8 };
-
-async function rejectsWith(p: Promise<unknown>, code: string, ...fragments: string[]): Promise<EngineError> {
-  const e = await p.then(() => null, (err) => err);
-  assert.ok(e instanceof EngineError, `expected an EngineError, got ${e}`);
-  assert.equal(e.code, code, e.message);
-  for (const f of fragments) assert.ok(e.message.includes(f), `message lacks "${f}": ${e.message}`);
-  return e;
-}
 
 function image(n: number, h: number, w: number, seed = 1): Float32Array {
   const out = new Float32Array(n * 3 * h * w);

@@ -1,22 +1,14 @@
 // TAESD (native "taesd" model): the golden case end to end, plus the error contract (wrong image
 // sizes/channels, missing or unexpected weights) and shapes of non-square inputs.
 import assert from "node:assert/strict";
-import { EngineError } from "../ffi/errors.ts";
 import { Context, Model, TensorMap } from "../ffi/native.ts";
 import { loadTaesd } from "../ffi/loaders/taesd.ts";
 import { runCase } from "../scripts/golden.ts";
 import { goldenPath } from "./_fixtures/golden_root.ts";
+import { rejectsWith } from "./_fixtures/assert_engine_error.ts";
 
 const CASE_DIR = goldenPath("cases/taesd");
 const MODEL_DIR = goldenPath("models/taesd");
-
-async function rejectsWith(p: Promise<unknown>, code: string, ...fragments: string[]): Promise<EngineError> {
-  const e = await p.then(() => null, (err) => err);
-  assert.ok(e instanceof EngineError, `expected an EngineError, got ${e}`);
-  assert.equal(e.code, code, e.message);
-  for (const f of fragments) assert.ok(e.message.includes(f), `message lacks "${f}": ${e.message}`);
-  return e;
-}
 
 Deno.test("taesd: golden case passes on the CPU backend", async () => {
   const lines: string[] = [];
