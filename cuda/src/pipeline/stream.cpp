@@ -280,7 +280,8 @@ void LiveStream::run(const std::string& method, TensorMap& io) {
     u8.bytes.assign(u.begin(), u.end());
     io.put("frames_u8", std::move(u8));
   };
-  auto frames_arg = [&](const char* name, int64_t* n, int* channels) -> const uint8_t* {
+  // A U8 [N, H, W, C] or [H, W, C] entry, every frame fitted to the stream size, contiguous.
+  auto fitted_frames = [&](const char* name, int64_t* n, int* channels) {
     const HostTensor& t = io.at(name, "stream");
     L2D_REQUIRE(t.dtype == L2D_U8, "stream: \"", name, "\" must be uint8, got ", dtype_name(t.dtype));
     const bool batch = t.shape.size() == 4;
@@ -290,29 +291,28 @@ void LiveStream::run(const std::string& method, TensorMap& io) {
     *channels = int(t.shape.back());
     *n = batch ? t.shape[0] : 1;
     L2D_REQUIRE(*channels == 3 || *channels == 4, "stream: frames must have 3 or 4 channels, got ", *channels);
-    const size_t frame_bytes = size_t(h * w * *channels);
-    pending_.clear();
-    std::vector<uint8_t> fitted;
+    const size_t in_bytes = size_t(h * w * *channels), out_bytes = size_t(width_ * height_ * *channels);
+    std::vector<uint8_t> out, scratch;
+    out.reserve(size_t(*n) * out_bytes);
     for (int64_t k = 0; k < *n; ++k) {
-      const uint8_t* f = fit_frame({t.bytes.data() + size_t(k) * frame_bytes, w, h, *channels}, width_, height_, fit_scratch_);
-      fitted.insert(fitted.end(), f, f + size_t(width_ * height_ * *channels));
+      const uint8_t* f = fit_frame({t.bytes.data() + size_t(k) * in_bytes, w, h, *channels}, width_, height_, scratch);
+      out.insert(out.end(), f, f + out_bytes);
     }
-    fit_scratch_ = std::move(fitted);
-    return fit_scratch_.data();
+    return out;
   };
   if (method == "set_prompt") {
     set_prompt(io.at("prompt_embeds", "stream set_prompt"));
   } else if (method == "warmup") {
     int64_t n = 0;
     int channels = 3;
-    const uint8_t* frames = frames_arg("frames", &n, &channels);
-    put_frames(warmup(frames, n, channels, debug).images);
+    const std::vector<uint8_t> frames = fitted_frames("frames", &n, &channels);
+    put_frames(warmup(frames.data(), n, channels, debug).images);
   } else if (method == "push") {
     int64_t n = 0;
     int channels = 3;
-    const uint8_t* frame = frames_arg("frame", &n, &channels);
+    const std::vector<uint8_t> frame = fitted_frames("frame", &n, &channels);
     L2D_REQUIRE(n == 1, "stream push takes one frame, got ", n);
-    const Output out = step(frame, channels, debug);
+    const Output out = step(frame.data(), channels, debug);
     last_output_ = out.images;
     put_frames(out.images);
     const int32_t ready = streamed_ >= T_ ? 1 : 0;

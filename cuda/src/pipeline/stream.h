@@ -91,7 +91,6 @@ class LiveStream final : public Session {
   double sim_threshold_ = 1.0;
   int sim_max_skip_ = 10, sim_skipped_ = 0;
   std::vector<uint8_t> sim_prev_;
-  std::vector<uint8_t> last_out_;
   Tensor last_output_;
 };
 

@@ -1,0 +1,757 @@
+/**
+ * The live webcam demo as a Hono app: a page at `/`, frames over a WebSocket at `/ws`, an MJPEG
+ * stream of each client's output at `/mjpeg/:id` (usable as an OBS browser source) and metrics at
+ * `/health` (JSON) and `/metrics` (Prometheus text).
+ *
+ * Serve the default instance with `deno task serve` (see `main.ts`), or build one with
+ * {@linkcode createLive2DiffServer} and pass `server.app.fetch` to `Deno.serve`.
+ *
+ * ## WebSocket protocol (`/ws`)
+ *
+ * Text messages are JSON objects with a `type`:
+ * - client → server: `{"type":"start","prompt":"...","seed":0,"steps":2,"strength":0.5,"format":"raw"}`
+ *   (creates or re-creates the client's stream; `steps`/`strength`/`seed` changes start a new
+ *   stream, a prompt change alone does not), `{"type":"prompt","prompt":"..."}` (live prompt
+ *   change, keeps the caches), `{"type":"ping","t":123}`.
+ * - server → client: `hello` (client id, MJPEG path, stream size, engine notice), `ready` (stream
+ *   created), `prompt` (prompt applied), `ack` (a frame was consumed without output: warm-up),
+ *   `pong`, `error` (`code`: BAD_MESSAGE, BAD_FRAME, FRAME_TOO_LARGE, NOT_STARTED, RATE_LIMITED,
+ *   SERVER_FULL, ENGINE).
+ *
+ * Binary messages are frames: a 16-byte little-endian header, then the payload.
+ *
+ * | bytes | field |
+ * |-------|-------|
+ * | 0     | kind: 1 = JPEG, 2 = raw RGBA, 3 = raw RGB |
+ * | 1     | version: 1 |
+ * | 2..3  | width (u16) |
+ * | 4..5  | height (u16) |
+ * | 6..7  | output: engine time of the push in ms (u16, saturating); input: 0 |
+ * | 8..11 | seq (u32): input: the client's frame number; output: the input frame it came from |
+ * | 12..15| ack (u32): output: the input frame whose push produced it; input: 0 |
+ *
+ * Flow control is latest-frame-wins: each client has at most one pending frame on the server (a
+ * newer frame replaces it, counted as dropped), native calls of all clients are serialised in
+ * FIFO order (one in flight per client), outputs are skipped while the socket's send buffer is
+ * over `maxBufferedBytes`, and a token bucket limits messages per second.
+ *
+ * @module
+ */
+
+// deno-lint-ignore no-import-prefix
+import { Hono } from "npm:hono@4.13.19";
+// deno-lint-ignore no-import-prefix
+import { upgradeWebSocket } from "npm:hono@4.13.19/deno";
+// deno-lint-ignore no-import-prefix
+import type { WSContext } from "npm:hono@4.13.19/ws";
+// deno-lint-ignore no-import-prefix
+import jpeg from "npm:jpeg-js@0.4.4";
+import type { Engine, Frame, Stream } from "../../mod.ts";
+import { defaultStreamSize, loadEngine } from "../_engine.ts";
+
+/** Frame kinds of the binary protocol. */
+export const KIND = { JPEG: 1, RGBA: 2, RGB: 3 } as const;
+/** Size of a binary frame's header. */
+export const HEADER_BYTES = 16;
+/** Protocol version (header byte 1). */
+export const PROTOCOL_VERSION = 1;
+
+/** Options of {@linkcode createLive2DiffServer}. */
+export interface ServerOptions {
+  /** The engine, or a loader called once on first need. @default `--engine`/LIVE2DIFF_ENGINE, else the default engine */
+  engine?: Engine | (() => Promise<Engine>);
+  /** Stream width. @default 64 on the CPU, 512 on CUDA */
+  width?: number;
+  /** Stream height. @default the width */
+  height?: number;
+  /** Most clients streaming at once; more are refused with SERVER_FULL. @default 4 */
+  maxClients?: number;
+  /** Largest binary frame message in bytes. @default 4 MiB */
+  maxFrameBytes?: number;
+  /** Largest text message in characters. @default 4096 */
+  maxTextBytes?: number;
+  /** Largest frame side in pixels. @default 4096 */
+  maxFrameSide?: number;
+  /** Messages per second per client (token bucket, one second of burst). @default 120 */
+  maxMessagesPerSecond?: number;
+  /** Outputs are skipped while a socket has more than this many bytes unsent. @default 2 MiB */
+  maxBufferedBytes?: number;
+  /** MJPEG viewers per client. @default 4 */
+  maxViewersPerClient?: number;
+  /** JPEG quality of MJPEG and JPEG outputs (1..100). @default 80 */
+  jpegQuality?: number;
+  /** Log lines (client connects, errors). @default none */
+  log?: (line: string) => void;
+}
+
+/** Validated stream settings of one client. */
+interface StreamSettings {
+  prompt: string;
+  seed: number;
+  steps: number | null;
+  strength: number | null;
+  format: "raw" | "jpeg";
+}
+
+interface PendingFrame {
+  kind: number;
+  width: number;
+  height: number;
+  seq: number;
+  payload: Uint8Array;
+}
+
+/** An MJPEG viewer: latest-frame-wins slot. */
+interface Viewer {
+  offer(jpegBytes: Uint8Array): void;
+  end(): void;
+}
+
+class ClientError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+/** Per-client state; every field is bounded (one pending frame, one pending config/prompt). */
+class Client {
+  readonly id = crypto.randomUUID();
+  readonly ws: WSContext;
+  stream: Stream | null = null;
+  settings: StreamSettings | null = null;
+  nextSettings: StreamSettings | null = null;
+  nextPrompt: string | null = null;
+  pending: PendingFrame | null = null;
+  running = false;
+  closed = false;
+  /** seqs of the last `latency + 1` pushes (the output of a push is the frame pushed `latency` earlier). */
+  history: number[] = [];
+  pushes = 0;
+  tokens: number;
+  lastRefill = performance.now();
+  lastRateError = 0;
+  readonly viewers = new Set<Viewer>();
+  lastJpeg: Uint8Array | null = null;
+  readonly stats = { received: 0, processed: 0, dropped: 0, outputs: 0, outputsSkipped: 0, rateLimited: 0, errors: 0 };
+
+  constructor(ws: WSContext, tokens: number) {
+    this.ws = ws;
+    this.tokens = tokens;
+  }
+}
+
+/** Serialises async work in FIFO order (native handles of one engine must not run concurrently). */
+class SerialQueue {
+  #tail: Promise<unknown> = Promise.resolve();
+  waiting = 0;
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    this.waiting++;
+    const result = this.#tail.then(fn).finally(() => this.waiting--);
+    this.#tail = result.catch(() => {});
+    return result;
+  }
+}
+
+/** Metrics of a server (the `/health` body). */
+export interface ServerMetrics {
+  ok: true;
+  uptimeS: number;
+  engine: { loaded: boolean; synthetic: boolean | null; device: string | null; notice: string | null };
+  stream: { width: number | null; height: number | null };
+  clients: number;
+  maxClients: number;
+  refused: number;
+  /** Frames waiting on the server, all clients together. */
+  pendingFrames: number;
+  /** Most frames waiting for any one client (latest-frame-wins: 0 or 1). */
+  maxPendingPerClient: number;
+  /** Native calls queued or running. */
+  engineQueue: number;
+  framesReceived: number;
+  framesProcessed: number;
+  framesDropped: number;
+  framesOut: number;
+  outputsSkipped: number;
+  rateLimited: number;
+  errors: number;
+  mjpegViewers: number;
+  /** Mean engine time per push over the last 5 s (ms). */
+  engineMs: number | null;
+  /** Output frames per second, all clients, over the last 5 s. */
+  fps: number;
+  memory: { rss: number; heapUsed: number };
+}
+
+/** A server instance: the Hono app plus its state. */
+export interface Live2DiffServer {
+  /** The Hono app (`Deno.serve(server.app.fetch)`). */
+  app: Hono;
+  /** Current metrics (as served at `/health`). */
+  metrics(): ServerMetrics;
+  /** The engine, loading it if needed. */
+  engine(): Promise<Engine>;
+  /** Closes every client socket and stream (the engine is left open). */
+  close(): Promise<void>;
+}
+
+/** Creates a server with its own clients, limits and (lazily loaded) engine. */
+export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffServer {
+  const maxClients = options.maxClients ?? 4;
+  const maxFrameBytes = options.maxFrameBytes ?? 4 * 1024 * 1024;
+  const maxTextBytes = options.maxTextBytes ?? 4096;
+  const maxFrameSide = options.maxFrameSide ?? 4096;
+  const rate = options.maxMessagesPerSecond ?? 120;
+  const maxBuffered = options.maxBufferedBytes ?? 2 * 1024 * 1024;
+  const maxViewers = options.maxViewersPerClient ?? 4;
+  const quality = options.jpegQuality ?? 80;
+  const log = options.log ?? (() => {});
+  const started = performance.now();
+
+  const clients = new Map<string, Client>();
+  const queue = new SerialQueue();
+  const totals = { received: 0, processed: 0, dropped: 0, out: 0, skipped: 0, rateLimited: 0, errors: 0, refused: 0 };
+  const recent: { t: number; ms: number; out: boolean }[] = []; // last 5 s of pushes (bounded by time)
+
+  let loaded: Engine | null = options.engine && typeof options.engine !== "function" ? options.engine : null;
+  let loading: Promise<Engine> | null = loaded ? Promise.resolve(loaded) : null;
+  const getEngine = (): Promise<Engine> => {
+    if (!loading) {
+      const loader = typeof options.engine === "function" ? options.engine : () => loadEngine();
+      loading = loader().then((e) => (loaded = e));
+      loading.catch(() => (loading = null)); // retry on the next need
+    }
+    return loading;
+  };
+  const size = () => {
+    if (!loaded) return { width: options.width ?? null, height: options.height ?? options.width ?? null };
+    const width = options.width ?? defaultStreamSize(loaded);
+    return { width, height: options.height ?? width };
+  };
+
+  const send = (client: Client, message: Record<string, unknown>) => {
+    if (client.closed || client.ws.readyState !== 1) return;
+    try {
+      client.ws.send(JSON.stringify(message));
+    } catch { /* socket went away */ }
+  };
+  const fail = (client: Client, code: string, message: string) => {
+    client.stats.errors++;
+    totals.errors++;
+    send(client, { type: "error", code, message });
+  };
+
+  function parseSettings(msg: Record<string, unknown>): StreamSettings {
+    const prompt = parsePrompt(msg.prompt);
+    const seed = msg.seed === undefined ? 0 : Number(msg.seed);
+    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
+      throw new ClientError("BAD_MESSAGE", "seed must be an integer in 0..4294967295");
+    }
+    let steps: number | null = null, strength: number | null = null;
+    if (msg.strength !== undefined && msg.strength !== null) {
+      strength = Number(msg.strength);
+      if (!(strength > 0 && strength <= 1)) throw new ClientError("BAD_MESSAGE", "strength must be in (0, 1]");
+      steps = msg.steps === undefined ? 2 : Number(msg.steps);
+      if (!Number.isInteger(steps) || steps < 1 || steps > 4) {
+        throw new ClientError("BAD_MESSAGE", "steps must be an integer in 1..4");
+      }
+    } else if (msg.steps !== undefined) {
+      throw new ClientError("BAD_MESSAGE", "steps needs strength");
+    }
+    const format = msg.format ?? "raw";
+    if (format !== "raw" && format !== "jpeg") throw new ClientError("BAD_MESSAGE", 'format must be "raw" or "jpeg"');
+    return { prompt, seed, steps, strength, format };
+  }
+
+  function parsePrompt(value: unknown): string {
+    if (typeof value !== "string") throw new ClientError("BAD_MESSAGE", "prompt must be a string");
+    if (value.length > 1000) throw new ClientError("BAD_MESSAGE", "prompt must be at most 1000 characters");
+    return value;
+  }
+
+  function takeToken(client: Client): boolean {
+    const now = performance.now();
+    client.tokens = Math.min(rate, client.tokens + (now - client.lastRefill) * rate / 1000);
+    client.lastRefill = now;
+    if (client.tokens >= 1) {
+      client.tokens -= 1;
+      return true;
+    }
+    client.stats.rateLimited++;
+    totals.rateLimited++;
+    if (now - client.lastRateError > 1000) { // one error a second, never one per message
+      client.lastRateError = now;
+      fail(client, "RATE_LIMITED", `Too many messages: at most ${rate} per second; extra ones are dropped`);
+    }
+    return false;
+  }
+
+  function onText(client: Client, text: string) {
+    if (text.length > maxTextBytes) throw new ClientError("BAD_MESSAGE", `Text messages are limited to ${maxTextBytes} characters`);
+    let msg: unknown;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      throw new ClientError("BAD_MESSAGE", "Text messages must be JSON objects");
+    }
+    if (!msg || typeof msg !== "object" || Array.isArray(msg)) {
+      throw new ClientError("BAD_MESSAGE", "Text messages must be JSON objects");
+    }
+    const m = msg as Record<string, unknown>;
+    switch (m.type) {
+      case "start":
+        client.nextSettings = parseSettings(m);
+        client.nextPrompt = null;
+        void pump(client);
+        return;
+      case "prompt":
+        if (!client.settings && !client.nextSettings) throw new ClientError("NOT_STARTED", 'Send "start" first');
+        client.nextPrompt = parsePrompt(m.prompt);
+        void pump(client);
+        return;
+      case "ping":
+        send(client, { type: "pong", t: typeof m.t === "number" ? m.t : null });
+        return;
+      default:
+        throw new ClientError("BAD_MESSAGE", `Unknown message type ${JSON.stringify(String(m.type)).slice(0, 40)}`);
+    }
+  }
+
+  function onBinary(client: Client, bytes: Uint8Array) {
+    if (bytes.byteLength > maxFrameBytes) {
+      throw new ClientError("FRAME_TOO_LARGE", `Frames are limited to ${maxFrameBytes} bytes, got ${bytes.byteLength}`);
+    }
+    if (bytes.byteLength < HEADER_BYTES) throw new ClientError("BAD_FRAME", "Frame shorter than its 16-byte header");
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const kind = view.getUint8(0), version = view.getUint8(1);
+    const width = view.getUint16(2, true), height = view.getUint16(4, true), seq = view.getUint32(8, true);
+    if (version !== PROTOCOL_VERSION) throw new ClientError("BAD_FRAME", `Unsupported frame version ${version}`);
+    if (kind !== KIND.JPEG && kind !== KIND.RGBA && kind !== KIND.RGB) {
+      throw new ClientError("BAD_FRAME", `Unknown frame kind ${kind}`);
+    }
+    if (width < 1 || height < 1 || width > maxFrameSide || height > maxFrameSide) {
+      throw new ClientError("BAD_FRAME", `Frame size ${width}x${height} must be 1..${maxFrameSide} on each side`);
+    }
+    const payload = bytes.subarray(HEADER_BYTES);
+    if (kind !== KIND.JPEG && payload.byteLength !== width * height * (kind === KIND.RGBA ? 4 : 3)) {
+      throw new ClientError("BAD_FRAME", `A raw ${width}x${height} frame needs ${width * height * (kind === KIND.RGBA ? 4 : 3)} bytes`);
+    }
+    if (!client.settings && !client.nextSettings) throw new ClientError("NOT_STARTED", 'Send "start" before frames');
+    client.stats.received++;
+    totals.received++;
+    if (client.pending) { // latest frame wins
+      client.stats.dropped++;
+      totals.dropped++;
+    }
+    client.pending = { kind, width, height, seq, payload };
+    void pump(client);
+  }
+
+  /** Runs the client's pending work, one native call at a time through the shared queue. */
+  async function pump(client: Client) {
+    if (client.running) return;
+    client.running = true;
+    try {
+      while (!client.closed && (client.nextSettings || client.nextPrompt !== null || (client.pending && client.stream))) {
+        await queue.run(() => step(client)).catch((e) => {
+          if (e instanceof ClientError) fail(client, e.code, e.message);
+          else {
+            log(`client ${client.id.slice(0, 8)}: ${e instanceof Error ? e.message : e}`);
+            fail(client, "ENGINE", e instanceof Error ? e.message : String(e));
+          }
+        });
+      }
+    } finally {
+      client.running = false;
+      if (client.closed) releaseStream(client);
+    }
+  }
+
+  async function step(client: Client) {
+    if (client.closed) return;
+    const engine = await getEngine();
+    if (client.nextSettings) {
+      const s = client.nextSettings;
+      client.nextSettings = null;
+      const old = client.settings;
+      if (client.stream && old && old.seed === s.seed && old.steps === s.steps && old.strength === s.strength) {
+        if (old.prompt !== s.prompt) await client.stream.setPrompt(s.prompt);
+        client.settings = s;
+      } else {
+        releaseStream(client);
+        const { width, height } = size();
+        client.stream = await engine.createStream({
+          prompt: s.prompt,
+          width: width!,
+          height: height!,
+          seed: s.seed,
+          ...(s.strength !== null ? { strength: s.strength, steps: s.steps! } : {}),
+        });
+        client.settings = s;
+        client.history = [];
+        client.pushes = 0;
+      }
+      const st = client.stream!;
+      send(client, {
+        type: "ready",
+        width: st.width,
+        height: st.height,
+        steps: st.steps,
+        latency: st.latency,
+        warmup: 8,
+        format: s.format,
+        seed: s.seed,
+        prompt: s.prompt,
+      });
+      return;
+    }
+    if (client.nextPrompt !== null) {
+      const prompt = client.nextPrompt;
+      client.nextPrompt = null;
+      await client.stream!.setPrompt(prompt);
+      client.settings!.prompt = prompt;
+      send(client, { type: "prompt", prompt });
+      return;
+    }
+    const frame = client.pending;
+    if (!frame || !client.stream) return;
+    client.pending = null;
+    const input = decodeFrame(frame);
+    const stream = client.stream;
+    const t0 = performance.now();
+    const out = await stream.push(input);
+    const ms = performance.now() - t0;
+    client.stats.processed++;
+    totals.processed++;
+    client.pushes++;
+    client.history.push(frame.seq);
+    if (client.history.length > stream.latency + 1) client.history.shift();
+    const now = performance.now();
+    recent.push({ t: now, ms, out: out !== null });
+    while (recent.length && recent[0]!.t < now - 5000) recent.shift();
+    if (!out) {
+      send(client, { type: "ack", seq: frame.seq, warmup: Math.max(0, 8 + stream.latency - client.pushes) });
+      return;
+    }
+    emit(client, out, client.history[0]!, frame.seq, ms);
+  }
+
+  function decodeFrame(frame: PendingFrame): Frame {
+    if (frame.kind !== KIND.JPEG) {
+      return { data: frame.payload, width: frame.width, height: frame.height, channels: frame.kind === KIND.RGBA ? 4 : 3 };
+    }
+    let img: { width: number; height: number; data: Uint8Array };
+    try {
+      img = jpeg.decode(frame.payload, {
+        useTArray: true,
+        formatAsRGBA: false,
+        maxResolutionInMP: (maxFrameSide * maxFrameSide) / 1e6,
+        maxMemoryUsageInMB: 256,
+      });
+    } catch (e) {
+      throw new ClientError("BAD_FRAME", `Cannot decode the JPEG: ${e instanceof Error ? e.message : e}`);
+    }
+    if (img.width !== frame.width || img.height !== frame.height) {
+      throw new ClientError("BAD_FRAME", `JPEG is ${img.width}x${img.height}, header says ${frame.width}x${frame.height}`);
+    }
+    return { data: img.data, width: img.width, height: img.height, channels: 3 };
+  }
+
+  function encodeJpeg(out: Frame): Uint8Array {
+    const rgba = new Uint8Array(out.width * out.height * 4);
+    for (let i = 0, j = 0; i < out.data.length; i += 3, j += 4) {
+      rgba[j] = out.data[i]!;
+      rgba[j + 1] = out.data[i + 1]!;
+      rgba[j + 2] = out.data[i + 2]!;
+      rgba[j + 3] = 255;
+    }
+    return new Uint8Array(jpeg.encode({ data: rgba, width: out.width, height: out.height }, quality).data);
+  }
+
+  function emit(client: Client, out: Frame, sourceSeq: number, ackSeq: number, ms: number) {
+    const wantJpeg = client.settings?.format === "jpeg";
+    const jpegBytes = wantJpeg || client.viewers.size > 0 ? encodeJpeg(out) : null;
+    if (jpegBytes) {
+      client.lastJpeg = jpegBytes;
+      for (const v of client.viewers) v.offer(jpegBytes);
+    }
+    const raw = client.ws.raw as WebSocket | undefined;
+    if (client.closed || client.ws.readyState !== 1) return;
+    if (raw && raw.bufferedAmount > maxBuffered) { // slow reader: skip, never queue without bound
+      client.stats.outputsSkipped++;
+      totals.skipped++;
+      return;
+    }
+    const payload = wantJpeg ? jpegBytes! : out.data;
+    const msg = new Uint8Array(HEADER_BYTES + payload.byteLength);
+    const view = new DataView(msg.buffer);
+    view.setUint8(0, wantJpeg ? KIND.JPEG : KIND.RGB);
+    view.setUint8(1, PROTOCOL_VERSION);
+    view.setUint16(2, out.width, true);
+    view.setUint16(4, out.height, true);
+    view.setUint16(6, Math.min(65535, Math.round(ms)), true);
+    view.setUint32(8, sourceSeq >>> 0, true);
+    view.setUint32(12, ackSeq >>> 0, true);
+    msg.set(payload, HEADER_BYTES);
+    try {
+      client.ws.send(msg);
+      client.stats.outputs++;
+      totals.out++;
+    } catch { /* socket went away */ }
+  }
+
+  function releaseStream(client: Client) {
+    if (client.running || !client.stream) return;
+    try {
+      client.stream.close();
+    } catch { /* BUSY cannot happen when not running */ }
+    client.stream = null;
+  }
+
+  function dropClient(client: Client) {
+    if (client.closed) return;
+    client.closed = true;
+    client.pending = null;
+    client.nextPrompt = null;
+    client.nextSettings = null;
+    clients.delete(client.id);
+    for (const v of client.viewers) v.end();
+    client.viewers.clear();
+    releaseStream(client);
+    log(`client ${client.id.slice(0, 8)} left (${clients.size}/${maxClients})`);
+  }
+
+  function mjpegResponse(client: Client): Response | null {
+    if (client.viewers.size >= maxViewers) return null;
+    let latest: Uint8Array | null = client.lastJpeg;
+    let ended = false;
+    let wake: (() => void) | null = null;
+    const viewer: Viewer = {
+      offer(bytes) {
+        latest = bytes; // latest frame wins: a slow viewer skips frames
+        wake?.();
+      },
+      end() {
+        ended = true;
+        wake?.();
+      },
+    };
+    client.viewers.add(viewer);
+    const enc = new TextEncoder();
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        while (!latest && !ended) await new Promise<void>((r) => (wake = r));
+        wake = null;
+        if (!latest) {
+          controller.close();
+          return;
+        }
+        const bytes: Uint8Array = latest;
+        latest = null;
+        const head = enc.encode(`--frame\r\nContent-Type: image/jpeg\r\nContent-Length: ${bytes.byteLength}\r\n\r\n`);
+        const part = new Uint8Array(head.byteLength + bytes.byteLength + 2);
+        part.set(head);
+        part.set(bytes, head.byteLength);
+        part.set([13, 10], head.byteLength + bytes.byteLength);
+        controller.enqueue(part);
+      },
+      cancel() {
+        client.viewers.delete(viewer);
+        ended = true;
+        wake?.();
+      },
+    }, { highWaterMark: 0 });
+    return new Response(body, {
+      headers: {
+        "content-type": "multipart/x-mixed-replace; boundary=frame",
+        "cache-control": "no-store",
+        "x-content-type-options": "nosniff",
+      },
+    });
+  }
+
+  function metrics(): ServerMetrics {
+    let pendingFrames = 0, maxPending = 0, viewers = 0;
+    for (const c of clients.values()) {
+      const p = c.pending ? 1 : 0;
+      pendingFrames += p;
+      maxPending = Math.max(maxPending, p);
+      viewers += c.viewers.size;
+    }
+    const now = performance.now();
+    const window = recent.filter((r) => r.t >= now - 5000);
+    const mem = Deno.memoryUsage();
+    const { width, height } = size();
+    return {
+      ok: true,
+      uptimeS: Math.round((now - started) / 1000),
+      engine: {
+        loaded: loaded !== null,
+        synthetic: loaded?.synthetic ?? null,
+        device: loaded?.device ?? null,
+        notice: loaded?.notice ?? null,
+      },
+      stream: { width, height },
+      clients: clients.size,
+      maxClients,
+      refused: totals.refused,
+      pendingFrames,
+      maxPendingPerClient: maxPending,
+      engineQueue: queue.waiting,
+      framesReceived: totals.received,
+      framesProcessed: totals.processed,
+      framesDropped: totals.dropped,
+      framesOut: totals.out,
+      outputsSkipped: totals.skipped,
+      rateLimited: totals.rateLimited,
+      errors: totals.errors,
+      mjpegViewers: viewers,
+      engineMs: window.length ? window.reduce((a, r) => a + r.ms, 0) / window.length : null,
+      fps: window.filter((r) => r.out).length / 5,
+      memory: { rss: mem.rss, heapUsed: mem.heapUsed },
+    };
+  }
+
+  const app = new Hono();
+  const assets = new Map<string, Promise<string>>();
+  const asset = (name: string) => {
+    let text = assets.get(name);
+    if (!text) {
+      text = fetch(new URL(`./public/${name}`, import.meta.url)).then((r) => r.text());
+      assets.set(name, text);
+    }
+    return text;
+  };
+
+  app.get("/", async (c) => c.html(await asset("index.html")));
+  app.get("/app.js", async (c) => {
+    c.header("content-type", "text/javascript; charset=utf-8");
+    return c.body(await asset("app.js"));
+  });
+  app.get("/health", (c) => c.json(metrics()));
+  app.get("/metrics", (c) => {
+    const m = metrics();
+    const lines = [
+      ["live2diff_clients", m.clients],
+      ["live2diff_max_clients", m.maxClients],
+      ["live2diff_clients_refused_total", m.refused],
+      ["live2diff_pending_frames", m.pendingFrames],
+      ["live2diff_max_pending_per_client", m.maxPendingPerClient],
+      ["live2diff_engine_queue", m.engineQueue],
+      ["live2diff_frames_received_total", m.framesReceived],
+      ["live2diff_frames_processed_total", m.framesProcessed],
+      ["live2diff_frames_dropped_total", m.framesDropped],
+      ["live2diff_frames_out_total", m.framesOut],
+      ["live2diff_outputs_skipped_total", m.outputsSkipped],
+      ["live2diff_rate_limited_total", m.rateLimited],
+      ["live2diff_errors_total", m.errors],
+      ["live2diff_mjpeg_viewers", m.mjpegViewers],
+      ["live2diff_fps", m.fps],
+      ["live2diff_engine_ms", m.engineMs ?? 0],
+      ["live2diff_rss_bytes", m.memory.rss],
+    ];
+    c.header("content-type", "text/plain; version=0.0.4");
+    return c.body(lines.map(([k, v]) => `${k} ${v}`).join("\n") + "\n");
+  });
+  app.get("/mjpeg/:id", (c) => {
+    const client = clients.get(c.req.param("id"));
+    if (!client) return c.json({ error: "NOT_FOUND", message: "No such stream (it ended, or the id is wrong)" }, 404);
+    return mjpegResponse(client) ??
+      c.json({ error: "TOO_MANY_VIEWERS", message: `At most ${maxViewers} viewers per stream` }, 429);
+  });
+  app.get(
+    "/ws",
+    async (c, next) => {
+      // Browsers send Origin: only same-origin pages may stream (stops other sites driving a local server).
+      const origin = c.req.header("origin");
+      if (origin && c.req.header("upgrade") === "websocket") {
+        let ok = false;
+        try {
+          ok = new URL(origin).host === c.req.header("host");
+        } catch { /* malformed */ }
+        if (!ok) return c.json({ error: "FORBIDDEN", message: "Cross-origin WebSocket refused" }, 403);
+      }
+      await next();
+    },
+    upgradeWebSocket(() => {
+      let client: Client | null = null;
+      return {
+        onOpen: async (_evt, ws) => {
+          (ws.raw as WebSocket).binaryType = "arraybuffer";
+          if (clients.size >= maxClients) {
+            totals.refused++;
+            const message = `Server full: ${maxClients} clients are streaming; try again later`;
+            ws.send(JSON.stringify({ type: "error", code: "SERVER_FULL", message }));
+            ws.close(1013, "server full");
+            log(`refused a client: ${message}`);
+            return;
+          }
+          const c = new Client(ws, rate);
+          client = c;
+          clients.set(c.id, c);
+          log(`client ${c.id.slice(0, 8)} joined (${clients.size}/${maxClients})`);
+          try {
+            const engine = await getEngine();
+            const { width, height } = size();
+            send(c, {
+              type: "hello",
+              id: c.id,
+              mjpeg: `/mjpeg/${c.id}`,
+              width,
+              height,
+              device: engine.device,
+              synthetic: engine.synthetic,
+              notice: engine.notice,
+              maxFrameBytes,
+              maxMessagesPerSecond: rate,
+            });
+          } catch (e) {
+            fail(c, "ENGINE", `Cannot load the engine: ${e instanceof Error ? e.message : e}`);
+          }
+        },
+        onMessage: (evt, _ws) => {
+          const c = client;
+          if (!c || c.closed) return;
+          if (!takeToken(c)) return;
+          try {
+            const data = evt.data;
+            if (typeof data === "string") onText(c, data);
+            else if (data instanceof ArrayBuffer) onBinary(c, new Uint8Array(data));
+            else throw new ClientError("BAD_MESSAGE", "Unsupported message type");
+          } catch (e) {
+            if (e instanceof ClientError) fail(c, e.code, e.message);
+            else throw e;
+          }
+        },
+        onClose: () => {
+          if (client) dropClient(client);
+        },
+        onError: () => {
+          if (client) dropClient(client);
+        },
+      };
+    }),
+    (c) => c.json({ error: "UPGRADE_REQUIRED", message: "This endpoint speaks WebSocket" }, 426),
+  );
+
+  return {
+    app,
+    metrics,
+    engine: getEngine,
+    async close() {
+      for (const c of [...clients.values()]) {
+        try {
+          c.ws.close(1001, "server closing");
+        } catch { /* already closed */ }
+        dropClient(c);
+      }
+      await queue.run(() => Promise.resolve()); // let in-flight native calls finish
+      for (const c of clients.values()) releaseStream(c);
+    },
+  };
+}
+
+/** The default server: the configured engine (or the default one), loaded on first need. */
+export const server: Live2DiffServer = createLive2DiffServer();
+/** The default server's Hono app. */
+export const app: Hono = server.app;

@@ -1,0 +1,528 @@
+/**
+ * `deno task bench [--device cpu|cuda] [--engine path] [--frames n] [--sizes 512x512,768x512] [--steps 2,3]`
+ *
+ * A benchmark (not a test) of the live stream through the public API. For each configuration (stream
+ * size x denoising steps) it creates a stream, warms it up (the 8 sink frames, the T-1 latency frames and
+ * a few more), then pushes `--frames` frames and reports:
+ * - end-to-end FPS and p50/p99 latency of `stream.push` (public API: validation, the nonblocking FFI
+ *   call, the output copy). FPS = pushes / time spent in the timed public pushes (sequential pushes);
+ * - native p50: the same `l2d_stream_push` on the same stream, called through a second, BLOCKING
+ *   binding of the symbol, so the time around it is the native work plus a plain FFI call. Public and
+ *   native calls alternate frame by frame (same stream state); `ffi_overhead_ms` = public p50 - native p50
+ *   is what TypeScript + the nonblocking hand-off cost per frame;
+ * - memory: the backend's bytes in use with the stream open, its peak so far (`engine.stats()`, cumulative
+ *   over the run: configurations run in the order given) and the process RSS (`Deno.memoryUsage().rss`).
+ *
+ * Per-stage milliseconds: the native pipeline has no internal timers, so after the stream runs the engine
+ * is closed and its networks are loaded again, alone, from the same engine file; each stage is then timed
+ * as a SEPARATE call at the same sizes (median of `--stage-iters`): MiDaS `depth` on [1,3,384,384] (the
+ * stream resizes frames to 384 for MiDaS), TAESD `encode` [1,3,H,W] (done twice per frame: the frame and
+ * the depth map), UNet session `stream` with T steps ([T,4,1,H/8,W/8] after a warm-up), TAESD `decode`
+ * [1,4,H/8,W/8]. These timings include the tensor-map copies (host -> backend inputs, backend -> host
+ * outputs) that the fused stream does not make, and exclude its frame resize / colour conversion; their
+ * sum is an estimate, not a breakdown of the push time.
+ *
+ * The human table goes to stderr; the LAST stdout line is one JSON object (device, configs with fps,
+ * p50/p99, native p50, overhead, stage ms, memory).
+ *
+ * Defaults: CPU: the tiny synthetic default engine (`Engine.loadDefault`), sizes 64x64,128x128, steps
+ * 2,3. CUDA: `models/engines/synthetic-sd15-sm_90.l2de` (made like `deno task make-synthetic-engine
+ * --preset sd15 --target sm_90` when missing), configurations 512x512 x {2,3} steps and 768x512 x 2.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { dirname } from "node:path";
+import { Engine } from "../ffi/engine.ts";
+import { WARMUP_FRAMES } from "../ffi/stream.ts";
+import { backendAvailable, Context, Model, TensorMap } from "../ffi/native.ts";
+import { libraryCandidates, native, readCString } from "../ffi/library.ts";
+import { DPT_HYBRID_384_CONFIG, midasConfigFromSpec } from "../ffi/loaders/midas.ts";
+import { openEngine } from "../engines/format.ts";
+
+/** One stream configuration. */
+export interface BenchConfig {
+  width: number;
+  height: number;
+  steps: number;
+}
+
+/** Result of one configuration (JSON field names). */
+export interface BenchResult extends BenchConfig {
+  frames: number;
+  fps: number;
+  p50_ms: number;
+  p99_ms: number;
+  mean_ms: number;
+  native_frames: number;
+  native_p50_ms: number;
+  ffi_overhead_ms: number;
+  stages_ms?: StageTimes;
+  backend_in_use_bytes: number;
+  backend_peak_bytes: number;
+  rss_bytes: number;
+  stopped_early?: boolean;
+}
+
+/** Per-stage medians of separate calls (see the module doc). */
+export interface StageTimes {
+  depth_midas_384: number;
+  encode: number;
+  unet: number;
+  decode: number;
+  /** depth + 2 x encode + unet + decode. */
+  sum_per_frame: number;
+}
+
+/** Nearest-rank percentile of sorted values. */
+export function percentile(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+
+/** Median of unsorted values. */
+function median(values: readonly number[]): number {
+  return percentile([...values].sort((a, b) => a - b), 0.5);
+}
+
+/** Parses "512x512,768x512" (width x height). */
+export function parseSizes(text: string): Array<[number, number]> {
+  return text.split(",").filter(Boolean).map((s) => {
+    const m = /^(\d+)x(\d+)$/.exec(s.trim());
+    if (!m) throw new TypeError(`--sizes: "${s}" is not WIDTHxHEIGHT`);
+    return [Number(m[1]), Number(m[2])] as [number, number];
+  });
+}
+
+/** Parses "2,3". */
+export function parseSteps(text: string): number[] {
+  return text.split(",").filter(Boolean).map((s) => {
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < 1 || n > 8) throw new TypeError(`--steps: "${s}" is not an integer in 1..8`);
+    return n;
+  });
+}
+
+/** A t_index_list of `steps` entries: the style's own when it has that many, else evenly spaced over its range. */
+export function tIndexFor(style: readonly number[], steps: number): number[] {
+  if (style.length === steps) return [...style];
+  const lo = style[0] ?? 30, hi = style[style.length - 1] ?? 42;
+  if (steps === 1) return [hi];
+  return Array.from({ length: steps }, (_, i) => Math.round(lo + (hi - lo) * i / (steps - 1)));
+}
+
+const r2 = (x: number) => Math.round(x * 100) / 100;
+const mb = (b: number) => (b / 2 ** 20).toFixed(0);
+
+/** Deterministic, non-constant RGB test frames (a moving pattern plus noise; never all zeros). */
+function makeFrames(width: number, height: number, count: number): Uint8Array[] {
+  let s = 0x12345678;
+  const rnd = () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) & 0x3f;
+  };
+  return Array.from({ length: count }, (_, f) => {
+    const d = new Uint8Array(width * height * 3);
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const i = (y * width + x) * 3;
+        d[i] = (x * 255 / width + f * 9 + rnd()) & 0xff;
+        d[i + 1] = (y * 255 / height + rnd()) & 0xff;
+        d[i + 2] = ((x + y + f * 5) & 0x7f) + rnd();
+      }
+    }
+    return d;
+  });
+}
+
+/** The blocking twin of `l2d_stream_push` (same library, same handle table). */
+function blockingPush() {
+  const path = libraryCandidates().find((p) => {
+    try {
+      return Deno.statSync(p).isFile;
+    } catch {
+      return false;
+    }
+  });
+  if (!path) throw new Error("Cannot find liblive2diff for the blocking binding");
+  native(); // the library the public API uses, loaded first (ABI checked there)
+  return Deno.dlopen(path, {
+    l2d_stream_push: {
+      parameters: ["pointer", "buffer", "i32", "i32", "i32", "buffer", "u64", "buffer"],
+      result: "i32",
+      nonblocking: false,
+    },
+  });
+}
+
+function deviceName(device: string): string {
+  if (device === "cuda") {
+    try {
+      const out = new Deno.Command("nvidia-smi", {
+        args: ["--query-gpu=name,driver_version", "--format=csv,noheader"],
+        stdout: "piped",
+        stderr: "null",
+      }).outputSync();
+      const text = new TextDecoder().decode(out.stdout).trim().split("\n")[0];
+      if (text) return text;
+    } catch {
+      // no nvidia-smi
+    }
+    return "cuda";
+  }
+  try {
+    const info = Deno.readTextFileSync("/proc/cpuinfo");
+    const model = /^model name\s*:\s*(.+)$/m.exec(info)?.[1]?.trim();
+    return `${model ?? "cpu"} (${navigator.hardwareConcurrency} threads)`;
+  } catch {
+    return `cpu (${navigator.hardwareConcurrency} threads)`;
+  }
+}
+
+/** Options of {@linkcode runBench}. */
+export interface BenchOptions {
+  device: "cpu" | "cuda";
+  precision?: "fp16" | "fp32";
+  engine?: string;
+  configs: BenchConfig[];
+  frames: number;
+  /** Untimed pushes after the warm-up and latency frames. */
+  extraWarmup: number;
+  stageIters: number;
+  stages: boolean;
+  /** Stop a configuration's timed frames after this many seconds. */
+  maxSeconds: number;
+  log: (line: string) => void;
+}
+
+async function defaultEngine(device: "cpu" | "cuda", log: (s: string) => void): Promise<string> {
+  if (device === "cpu") {
+    using e = await Engine.loadDefault({ device: "cpu" });
+    return e.path;
+  }
+  const path = "models/engines/synthetic-sd15-sm_90.l2de";
+  try {
+    await Deno.stat(path);
+  } catch {
+    log(`building ${path} (synthetic sd15, sm_90; like deno task make-synthetic-engine --preset sd15 --target sm_90)`);
+    const { makeSyntheticEngine } = await import("../engines/synthetic.ts");
+    await Deno.mkdir(dirname(path), { recursive: true });
+    const tmp = `${path}.${Deno.pid}.tmp`;
+    const r = await makeSyntheticEngine({ preset: "sd15", target: "sm_90", out: tmp, quiet: true });
+    await Deno.rename(tmp, path);
+    log(`built ${path}: ${mb(r.bytes)} MiB in ${r.seconds.toFixed(1)} s`);
+  }
+  return path;
+}
+
+/** Runs the stream part of every configuration. */
+async function streamBench(engine: Engine, o: BenchOptions): Promise<BenchResult[]> {
+  const raw = blockingPush();
+  const results: BenchResult[] = [];
+  try {
+    for (const cfg of o.configs) {
+      const { width, height, steps } = cfg;
+      using stream = await engine.createStream({
+        prompt: "an oil painting of a lighthouse",
+        width,
+        height,
+        tIndexList: tIndexFor(engine.style.t_index_list, steps),
+      });
+      const frames = makeFrames(width, height, 5);
+      const frame = (i: number) => ({ data: frames[i % frames.length]!, width, height, channels: 3 as const });
+      // Warm-up: the 8 sink frames, the T-1 latency frames, then a few more (allocations, caches).
+      const warm = WARMUP_FRAMES + stream.latency + o.extraWarmup;
+      const t0 = performance.now();
+      for (let i = 0; i < warm; i++) await stream.push(frame(i));
+      const warmSeconds = (performance.now() - t0) / 1000;
+
+      const handle = stream.session.unsafeHandle;
+      const out = new Uint8Array(width * height * 3), ready = new Int32Array(1);
+      const pub: number[] = [], nat: number[] = [];
+      const started = performance.now();
+      let stopped = false;
+      for (let i = 0; i < 2 * o.frames; i++) {
+        const f = frame(warm + i);
+        if (i % 2 === 0) {
+          const a = performance.now();
+          const y = await stream.push(f);
+          pub.push(performance.now() - a);
+          if (!y) throw new Error("a streamed push returned no frame");
+        } else {
+          const a = performance.now();
+          const status = raw.symbols.l2d_stream_push(handle, f.data, width, height, 3, out, BigInt(out.length), ready);
+          nat.push(performance.now() - a);
+          if (status !== 0) {
+            throw new Error(`l2d_stream_push: ${readCString(native().l2d_session_last_error(handle))} (${status})`);
+          }
+        }
+        if (i % 2 === 1 && (performance.now() - started) / 1000 > o.maxSeconds) {
+          stopped = i + 1 < 2 * o.frames;
+          break;
+        }
+      }
+      const stats = engine.stats();
+      const sorted = [...pub].sort((a, b) => a - b);
+      const total = pub.reduce((a, b) => a + b, 0);
+      const p50 = percentile(sorted, 0.5), nativeP50 = median(nat);
+      const r: BenchResult = {
+        width,
+        height,
+        steps,
+        frames: pub.length,
+        fps: r2(1000 * pub.length / total),
+        p50_ms: r2(p50),
+        p99_ms: r2(percentile(sorted, 0.99)),
+        mean_ms: r2(total / pub.length),
+        native_frames: nat.length,
+        native_p50_ms: r2(nativeP50),
+        ffi_overhead_ms: Math.round((p50 - nativeP50) * 1000) / 1000,
+        backend_in_use_bytes: stats.bytes_in_use,
+        backend_peak_bytes: stats.peak_bytes,
+        rss_bytes: Deno.memoryUsage().rss,
+        ...(stopped ? { stopped_early: true } : {}),
+      };
+      results.push(r);
+      o.log(
+        `${width}x${height} T=${steps}: warm-up ${warm} frames ${warmSeconds.toFixed(1)} s; ` +
+          `${r.frames} public + ${r.native_frames} native pushes: ${r.fps} fps, p50 ${r.p50_ms} ms, ` +
+          `native p50 ${r.native_p50_ms} ms${stopped ? " (stopped at --max-seconds)" : ""}`,
+      );
+    }
+  } finally {
+    raw.close();
+  }
+  return results;
+}
+
+/** Per-stage timings of separate model calls (see the module doc). */
+async function stageBench(path: string, o: BenchOptions): Promise<Map<string, StageTimes>> {
+  using file = await openEngine(path, { verify: false });
+  using ctx = Context.create(o.device, { precision: o.precision });
+  const make = async (kind: string, prefix: string, config: unknown) => {
+    using w = new TensorMap();
+    await file.loadInto(w, prefix);
+    return await Model.create(ctx, kind, config, w);
+  };
+  const unetCfg: Record<string, unknown> = { ...file.config("unet") };
+  const motion = unetCfg.unet_additional_kwargs;
+  delete unetCfg.unet_additional_kwargs;
+  const specFile = file.config("midas").spec as { spec?: Record<string, unknown> } | undefined;
+  const midasCfg = specFile?.spec ? midasConfigFromSpec(specFile.spec) : { ...DPT_HYBRID_384_CONFIG };
+  using unet = await make("unet", "unet.", { unet: unetCfg, motion });
+  using vae = await make("taesd", "taesd.", file.config("taesd"));
+  using depth = await make("midas", "midas.", midasCfg);
+  const crossDim = Number(unetCfg.cross_attention_dim ?? 768);
+
+  const time = async (fn: () => Promise<void>): Promise<number> => {
+    await fn(); // warm-up call
+    const t: number[] = [];
+    for (let i = 0; i < o.stageIters; i++) {
+      const a = performance.now();
+      await fn();
+      t.push(performance.now() - a);
+    }
+    return median(t);
+  };
+  const uniform = (n: number) => {
+    const v = new Float32Array(n);
+    for (let i = 0; i < n; i++) v[i] = Math.sin(i * 12.9898) * 0.9;
+    return v;
+  };
+
+  const out = new Map<string, StageTimes>();
+  let depthMs = NaN;
+  {
+    using io = new TensorMap();
+    io.setF32("images", uniform(3 * 384 * 384), [1, 3, 384, 384]);
+    depthMs = await time(() => depth.run("depth", io));
+  }
+  const perSize = new Map<string, { encode: number; decode: number }>();
+  for (const { width, height, steps } of o.configs) {
+    const h = height / 8, w = width / 8, key = `${width}x${height}`;
+    let sized = perSize.get(key);
+    if (!sized) {
+      using enc = new TensorMap();
+      enc.setF32("images", uniform(3 * height * width), [1, 3, height, width]);
+      const encode = await time(() => vae.run("encode", enc));
+      using dec = new TensorMap();
+      dec.setF32("latents", uniform(4 * h * w), [1, 4, h, w]);
+      const decode = await time(() => vae.run("decode", dec));
+      sized = { encode, decode };
+      perSize.set(key, sized);
+    }
+    using session = unet.createSession({ steps, latent_height: h, latent_width: w });
+    const F = WARMUP_FRAMES;
+    for (let step = 0; step < steps; step++) {
+      using io = new TensorMap();
+      io.setPhilox("sample", [1, 4, F, h, w], { kind: "normal", seed: 11, stream: step });
+      io.setPhilox("depth", [1, 4, F, h, w], { kind: "normal", seed: 12, stream: step });
+      io.setPhilox("encoder_hidden_states", [1, 77, crossDim], { kind: "normal", seed: 13 });
+      io.setI64("timestep", [999 - 100 * step], [1]);
+      io.setI64("step", [step], [1]);
+      await session.run("warmup", io);
+    }
+    using io = new TensorMap();
+    io.setPhilox("sample", [steps, 4, 1, h, w], { kind: "normal", seed: 14 });
+    io.setPhilox("depth", [steps, 4, 1, h, w], { kind: "normal", seed: 15 });
+    io.setPhilox("encoder_hidden_states", [1, 77, crossDim], { kind: "normal", seed: 13 });
+    io.setI64("timesteps", Array.from({ length: steps }, (_, i) => 999 - 100 * i), [steps]);
+    const unetMs = await time(() => session.run("stream", io));
+    out.set(`${key}/${steps}`, {
+      depth_midas_384: r2(depthMs),
+      encode: r2(sized.encode),
+      unet: r2(unetMs),
+      decode: r2(sized.decode),
+      sum_per_frame: r2(depthMs + 2 * sized.encode + unetMs + sized.decode),
+    });
+    o.log(`stages ${key} T=${steps}: ${JSON.stringify(out.get(`${key}/${steps}`))}`);
+  }
+  return out;
+}
+
+/** Runs the benchmark; returns the JSON summary. */
+export async function runBench(o: BenchOptions): Promise<Record<string, unknown>> {
+  const path = o.engine ?? await defaultEngine(o.device, o.log);
+  let results: BenchResult[];
+  let info: Record<string, unknown>;
+  const t0 = performance.now();
+  {
+    using engine = await Engine.load(path, { device: o.device, precision: o.precision });
+    o.log(`engine ${path} loaded on ${o.device} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    if (engine.notice) o.log(`note: ${engine.notice}`);
+    info = { engine: path, synthetic: engine.synthetic };
+    results = await streamBench(engine, o);
+    const s = engine.stats();
+    info.backend_peak_bytes = s.peak_bytes;
+    info.backend = s.backend;
+  }
+  if (o.stages) {
+    const stages = await stageBench(path, o);
+    for (const r of results) r.stages_ms = stages.get(`${r.width}x${r.height}/${r.steps}`);
+  }
+  return {
+    bench: "live2diff-stream",
+    device: o.device,
+    device_name: deviceName(o.device),
+    precision: o.device === "cuda" ? (o.precision ?? "fp16") : "fp32",
+    ...info,
+    frames_requested: o.frames,
+    configs: results,
+    peak: {
+      backend_peak_bytes: info.backend_peak_bytes,
+      rss_bytes: Deno.memoryUsage().rss,
+    },
+    stages_note: "per-stage ms are medians of separate native calls at the same sizes (tensor-map copies " +
+      "included, frame resize excluded; encode counts twice per frame in sum_per_frame), not a breakdown of a push",
+    deno: Deno.version.deno,
+    seconds: r2((performance.now() - t0) / 1000),
+  };
+}
+
+function printTable(summary: Record<string, unknown>, log: (s: string) => void): void {
+  const rows = summary.configs as BenchResult[];
+  const head = [
+    "config",
+    "frames",
+    "fps",
+    "p50 ms",
+    "p99 ms",
+    "native p50",
+    "ffi ovh",
+    "depth",
+    "encode",
+    "unet",
+    "decode",
+    "in use MiB",
+    "peak MiB",
+    "rss MiB",
+  ];
+  const table = rows.map((r) => [
+    `${r.width}x${r.height} T=${r.steps}`,
+    String(r.frames),
+    r.fps.toFixed(2),
+    r.p50_ms.toFixed(2),
+    r.p99_ms.toFixed(2),
+    r.native_p50_ms.toFixed(2),
+    r.ffi_overhead_ms.toFixed(3),
+    r.stages_ms?.depth_midas_384.toFixed(2) ?? "-",
+    r.stages_ms?.encode.toFixed(2) ?? "-",
+    r.stages_ms?.unet.toFixed(2) ?? "-",
+    r.stages_ms?.decode.toFixed(2) ?? "-",
+    mb(r.backend_in_use_bytes),
+    mb(r.backend_peak_bytes),
+    mb(r.rss_bytes),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!));
+  log(`\n${summary.device_name} (${summary.device}, ${summary.precision}), engine ${summary.engine}`);
+  log(line(head).join("  "));
+  for (const row of table) log(line(row).join("  "));
+  log("stage columns: medians of separate native calls at the same size (see scripts/bench.ts)\n");
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      device: { type: "string" },
+      precision: { type: "string" },
+      engine: { type: "string" },
+      frames: { type: "string" },
+      sizes: { type: "string" },
+      steps: { type: "string" },
+      warmup: { type: "string", default: "3" },
+      "stage-iters": { type: "string" },
+      "no-stages": { type: "boolean", default: false },
+      "max-seconds": { type: "string" },
+    },
+  });
+  const log = (s: string) => console.error(s);
+  try {
+    const device = (values.device ?? (backendAvailable("cuda") ? "cuda" : "cpu")) as "cpu" | "cuda";
+    if (device !== "cpu" && device !== "cuda") throw new TypeError(`--device must be cpu or cuda, got "${device}"`);
+    const precision = values.precision as "fp16" | "fp32" | undefined;
+    if (precision !== undefined && precision !== "fp16" && precision !== "fp32") {
+      throw new TypeError(`--precision must be fp16 or fp32`);
+    }
+    let configs: BenchConfig[];
+    if (values.sizes || values.steps) {
+      const sizes = parseSizes(values.sizes ?? (device === "cuda" ? "512x512" : "64x64,128x128"));
+      const steps = parseSteps(values.steps ?? "2,3");
+      configs = sizes.flatMap(([width, height]) => steps.map((s) => ({ width, height, steps: s })));
+    } else {
+      configs = device === "cuda"
+        ? [{ width: 512, height: 512, steps: 2 }, { width: 512, height: 512, steps: 3 }, {
+          width: 768,
+          height: 512,
+          steps: 2,
+        }]
+        : [64, 128].flatMap((s) => [2, 3].map((t) => ({ width: s, height: s, steps: t })));
+    }
+    const int = (v: string | undefined, d: number, name: string) => {
+      const n = v === undefined ? d : Number(v);
+      if (!(n > 0)) throw new TypeError(`--${name} must be a positive number`);
+      return n;
+    };
+    const summary = await runBench({
+      device,
+      precision,
+      engine: values.engine,
+      configs,
+      frames: Math.round(int(values.frames, device === "cuda" ? 50 : 20, "frames")),
+      extraWarmup: Math.round(Number(values.warmup)),
+      stageIters: Math.round(int(values["stage-iters"], device === "cuda" ? 20 : 5, "stage-iters")),
+      stages: !values["no-stages"],
+      maxSeconds: int(values["max-seconds"], 60, "max-seconds"),
+      log,
+    });
+    printTable(summary, log);
+    console.log(JSON.stringify(summary));
+  } catch (e) {
+    console.error(`bench: ${e instanceof Error ? e.stack ?? e.message : e}`);
+    Deno.exit(1);
+  }
+}
