@@ -30,7 +30,9 @@ export function defaultStreamSize(engine: Engine): number {
 /** Parses a `--device` value. */
 export function parseDevice(value: string | undefined): "cpu" | "cuda" | "auto" {
   const v = value ?? "auto";
-  if (v !== "cpu" && v !== "cuda" && v !== "auto") throw new RangeError(`--device must be cpu, cuda or auto, got "${v}"`);
+  if (v !== "cpu" && v !== "cuda" && v !== "auto") {
+    throw new RangeError(`--device must be cpu, cuda or auto, got "${v}"`);
+  }
   return v;
 }
 

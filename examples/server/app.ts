@@ -287,7 +287,9 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
   }
 
   function onText(client: Client, text: string) {
-    if (text.length > maxTextBytes) throw new ClientError("BAD_MESSAGE", `Text messages are limited to ${maxTextBytes} characters`);
+    if (text.length > maxTextBytes) {
+      throw new ClientError("BAD_MESSAGE", `Text messages are limited to ${maxTextBytes} characters`);
+    }
     let msg: unknown;
     try {
       msg = JSON.parse(text);
@@ -334,7 +336,10 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     }
     const payload = bytes.subarray(HEADER_BYTES);
     if (kind !== KIND.JPEG && payload.byteLength !== width * height * (kind === KIND.RGBA ? 4 : 3)) {
-      throw new ClientError("BAD_FRAME", `A raw ${width}x${height} frame needs ${width * height * (kind === KIND.RGBA ? 4 : 3)} bytes`);
+      throw new ClientError(
+        "BAD_FRAME",
+        `A raw ${width}x${height} frame needs ${width * height * (kind === KIND.RGBA ? 4 : 3)} bytes`,
+      );
     }
     if (!client.settings && !client.nextSettings) throw new ClientError("NOT_STARTED", 'Send "start" before frames');
     client.stats.received++;
@@ -352,7 +357,9 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     if (client.running) return;
     client.running = true;
     try {
-      while (!client.closed && (client.nextSettings || client.nextPrompt !== null || (client.pending && client.stream))) {
+      while (
+        !client.closed && (client.nextSettings || client.nextPrompt !== null || (client.pending && client.stream))
+      ) {
         await queue.run(() => step(client)).catch((e) => {
           if (e instanceof ClientError) fail(client, e.code, e.message);
           else {
@@ -369,27 +376,37 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
 
   async function step(client: Client) {
     if (client.closed) return;
-    const engine = await getEngine();
     if (client.nextSettings) {
       const s = client.nextSettings;
-      client.nextSettings = null;
       const old = client.settings;
-      if (client.stream && old && old.seed === s.seed && old.steps === s.steps && old.strength === s.strength) {
-        if (old.prompt !== s.prompt) await client.stream.setPrompt(s.prompt);
+      try {
+        if (client.stream && old && old.seed === s.seed && old.steps === s.steps && old.strength === s.strength) {
+          if (old.prompt !== s.prompt) await client.stream.setPrompt(s.prompt);
+        } else {
+          const engine = await getEngine();
+          // Inside the queue no native call runs, so the old stream can be closed here.
+          client.stream?.close();
+          client.stream = null;
+          const { width, height } = size();
+          client.stream = await engine.createStream({
+            prompt: s.prompt,
+            width: width!,
+            height: height!,
+            seed: s.seed,
+            ...(s.strength !== null ? { strength: s.strength, steps: s.steps! } : {}),
+          });
+          client.history = [];
+          client.pushes = 0;
+        }
         client.settings = s;
-      } else {
-        releaseStream(client);
-        const { width, height } = size();
-        client.stream = await engine.createStream({
-          prompt: s.prompt,
-          width: width!,
-          height: height!,
-          seed: s.seed,
-          ...(s.strength !== null ? { strength: s.strength, steps: s.steps! } : {}),
-        });
-        client.settings = s;
-        client.history = [];
-        client.pushes = 0;
+      } catch (e) {
+        if (!client.stream) { // frames now get NOT_STARTED until a good "start"
+          client.settings = null;
+          client.pending = null;
+        }
+        throw e;
+      } finally {
+        if (client.nextSettings === s) client.nextSettings = null; // a newer "start" stays queued
       }
       const st = client.stream!;
       send(client, {
@@ -404,6 +421,10 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
         prompt: s.prompt,
       });
       return;
+    }
+    if (client.nextPrompt !== null && !client.stream) {
+      client.nextPrompt = null;
+      throw new ClientError("NOT_STARTED", 'Send "start" first');
     }
     if (client.nextPrompt !== null) {
       const prompt = client.nextPrompt;
@@ -438,7 +459,12 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
 
   function decodeFrame(frame: PendingFrame): Frame {
     if (frame.kind !== KIND.JPEG) {
-      return { data: frame.payload, width: frame.width, height: frame.height, channels: frame.kind === KIND.RGBA ? 4 : 3 };
+      return {
+        data: frame.payload,
+        width: frame.width,
+        height: frame.height,
+        channels: frame.kind === KIND.RGBA ? 4 : 3,
+      };
     }
     let img: { width: number; height: number; data: Uint8Array };
     try {
@@ -452,7 +478,10 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       throw new ClientError("BAD_FRAME", `Cannot decode the JPEG: ${e instanceof Error ? e.message : e}`);
     }
     if (img.width !== frame.width || img.height !== frame.height) {
-      throw new ClientError("BAD_FRAME", `JPEG is ${img.width}x${img.height}, header says ${frame.width}x${frame.height}`);
+      throw new ClientError(
+        "BAD_FRAME",
+        `JPEG is ${img.width}x${img.height}, header says ${frame.width}x${frame.height}`,
+      );
     }
     return { data: img.data, width: img.width, height: img.height, channels: 3 };
   }

@@ -43,7 +43,9 @@ if (import.meta.main) {
     const port = Number(values.port ?? Deno.env.get("PORT") ?? 8000);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`--port must be 0..65535`);
     const maxClients = Number(values["max-clients"] ?? 4);
-    if (!Number.isInteger(maxClients) || maxClients < 1) throw new RangeError(`--max-clients must be a positive integer`);
+    if (!Number.isInteger(maxClients) || maxClients < 1) {
+      throw new RangeError(`--max-clients must be a positive integer`);
+    }
     const hostname = values.host ?? "127.0.0.1";
 
     const engine = await loadEngine({ engine: values.engine, device: parseDevice(values.device) });

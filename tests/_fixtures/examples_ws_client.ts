@@ -5,7 +5,7 @@
  * @module
  */
 
-import { HEADER_BYTES, KIND, PROTOCOL_VERSION } from "../../examples/server/app.ts";
+import { HEADER_BYTES, PROTOCOL_VERSION } from "../../examples/server/app.ts";
 
 /** A decoded binary message. */
 export interface WireFrame {

@@ -1,6 +1,8 @@
 // live2diff webcam page: captures the camera at the stream size, streams frames over /ws (see
-// app.ts for the protocol) and shows the output with FPS and latency. At most two frames are in
-// flight (one being processed, one waiting); the server keeps only the latest anyway.
+// app.ts for the protocol) and shows the output with FPS and latency. Self-clocked: the next frame
+// is captured when the server has consumed the previous one, so every frame is fresh when it is
+// processed (a round trip on loopback is ~1 ms against ~500 ms per frame on the CPU). The server
+// keeps only the latest frame per client anyway.
 
 const $ = (id) => document.getElementById(id);
 const KIND_JPEG = 1, KIND_RGBA = 2, KIND_RGB = 3, HEADER = 16;
@@ -190,7 +192,7 @@ setInterval(async () => {
     : "–";
   const ws = state.ws;
   if (capturing || !state.streaming || !ws || ws.readyState !== WebSocket.OPEN || video.readyState < 2) return;
-  if (state.seq - state.acked >= 2 || ws.bufferedAmount > 0) return; // self-clocked: at most 2 in flight
+  if (state.seq - state.acked >= 1 || ws.bufferedAmount > 0) return; // self-clocked: one frame in flight
   capturing = true;
   try {
     await capture();
