@@ -1,5 +1,6 @@
 /**
  * `deno task bench [--device cpu|cuda] [--engine path] [--frames n] [--sizes 512x512,768x512] [--steps 2,3]`
+ * `[--precision fp16|fp32] [--warmup n] [--stage-iters n] [--no-stages] [--max-seconds s] [--budget s]`
  *
  * A benchmark (not a test) of the live stream through the public API. For each configuration (stream
  * size x denoising steps) it creates a stream, warms it up (the 8 sink frames, the T-1 latency frames and
@@ -195,6 +196,11 @@ export interface BenchOptions {
   stages: boolean;
   /** Stop a configuration's timed frames after this many seconds. */
   maxSeconds: number;
+  /**
+   * Whole-run budget in seconds (engine build and load included): later configurations and the stage
+   * timings are skipped when it runs short, so a summary is always printed. @default Infinity
+   */
+  budget?: number;
   log: (line: string) => void;
 }
 
@@ -218,13 +224,25 @@ async function defaultEngine(device: "cpu" | "cuda", log: (s: string) => void): 
   return path;
 }
 
-/** Runs the stream part of every configuration. */
-async function streamBench(engine: Engine, o: BenchOptions): Promise<BenchResult[]> {
+/** Seconds of the budget left (Infinity without one). */
+function remaining(o: BenchOptions, started: number): number {
+  return (o.budget ?? Infinity) - (performance.now() - started) / 1000;
+}
+
+/** Runs the stream part of every configuration (skipping those the budget has no room for). */
+async function streamBench(engine: Engine, o: BenchOptions, started: number, skipped: BenchConfig[]) {
   const raw = blockingPush();
   const results: BenchResult[] = [];
   try {
     for (const cfg of o.configs) {
       const { width, height, steps } = cfg;
+      const left = remaining(o, started);
+      if (left < 0.2 * (o.budget ?? Infinity)) {
+        o.log(`${width}x${height} T=${steps}: skipped (${left.toFixed(0)} s of the budget left)`);
+        skipped.push(cfg);
+        continue;
+      }
+      const maxSeconds = Math.min(o.maxSeconds, left * 0.4);
       using stream = await engine.createStream({
         prompt: "an oil painting of a lighthouse",
         width,
@@ -242,7 +260,7 @@ async function streamBench(engine: Engine, o: BenchOptions): Promise<BenchResult
       const handle = stream.session.unsafeHandle;
       const out = new Uint8Array(width * height * 3), ready = new Int32Array(1);
       const pub: number[] = [], nat: number[] = [];
-      const started = performance.now();
+      const timed = performance.now();
       let stopped = false;
       for (let i = 0; i < 2 * o.frames; i++) {
         const f = frame(warm + i);
@@ -259,7 +277,7 @@ async function streamBench(engine: Engine, o: BenchOptions): Promise<BenchResult
             throw new Error(`l2d_stream_push: ${readCString(native().l2d_session_last_error(handle))} (${status})`);
           }
         }
-        if (i % 2 === 1 && (performance.now() - started) / 1000 > o.maxSeconds) {
+        if (i % 2 === 1 && (performance.now() - timed) / 1000 > maxSeconds) {
           stopped = i + 1 < 2 * o.frames;
           break;
         }
@@ -299,7 +317,7 @@ async function streamBench(engine: Engine, o: BenchOptions): Promise<BenchResult
 }
 
 /** Per-stage timings of separate model calls (see the module doc). */
-async function stageBench(path: string, o: BenchOptions): Promise<Map<string, StageTimes>> {
+async function stageBench(path: string, o: BenchOptions, started: number): Promise<Map<string, StageTimes>> {
   using file = await openEngine(path, { verify: false });
   using ctx = Context.create(o.device, { precision: o.precision });
   const make = async (kind: string, prefix: string, config: unknown) => {
@@ -343,6 +361,10 @@ async function stageBench(path: string, o: BenchOptions): Promise<Map<string, St
   const perSize = new Map<string, { encode: number; decode: number }>();
   for (const { width, height, steps } of o.configs) {
     const h = height / 8, w = width / 8, key = `${width}x${height}`;
+    if (remaining(o, started) < 0.1 * (o.budget ?? Infinity)) {
+      o.log(`stages ${key} T=${steps}: skipped (budget)`);
+      continue;
+    }
     let sized = perSize.get(key);
     if (!sized) {
       using enc = new TensorMap();
@@ -385,22 +407,28 @@ async function stageBench(path: string, o: BenchOptions): Promise<Map<string, St
 
 /** Runs the benchmark; returns the JSON summary. */
 export async function runBench(o: BenchOptions): Promise<Record<string, unknown>> {
+  const t0 = performance.now();
   const path = o.engine ?? await defaultEngine(o.device, o.log);
   let results: BenchResult[];
   let info: Record<string, unknown>;
-  const t0 = performance.now();
+  const skipped: BenchConfig[] = [];
+  let stagesSkipped: string | undefined;
   {
+    const loading = performance.now();
     using engine = await Engine.load(path, { device: o.device, precision: o.precision });
-    o.log(`engine ${path} loaded on ${o.device} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    o.log(`engine ${path} loaded on ${o.device} in ${((performance.now() - loading) / 1000).toFixed(1)} s`);
     if (engine.notice) o.log(`note: ${engine.notice}`);
     info = { engine: path, synthetic: engine.synthetic };
-    results = await streamBench(engine, o);
+    results = await streamBench(engine, o, t0, skipped);
     const s = engine.stats();
     info.backend_peak_bytes = s.peak_bytes;
     info.backend = s.backend;
   }
-  if (o.stages) {
-    const stages = await stageBench(path, o);
+  if (o.stages && remaining(o, t0) < 0.3 * (o.budget ?? Infinity)) {
+    stagesSkipped = `budget: ${remaining(o, t0).toFixed(0)} s of ${o.budget} s left`;
+    o.log(`stage timings skipped (${stagesSkipped})`);
+  } else if (o.stages) {
+    const stages = await stageBench(path, o, t0);
     for (const r of results) r.stages_ms = stages.get(`${r.width}x${r.height}/${r.steps}`);
   }
   return {
@@ -411,6 +439,8 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     ...info,
     frames_requested: o.frames,
     configs: results,
+    ...(skipped.length ? { skipped_configs: skipped } : {}),
+    ...(stagesSkipped ? { stages_skipped: stagesSkipped } : {}),
     peak: {
       backend_peak_bytes: info.backend_peak_bytes,
       rss_bytes: Deno.memoryUsage().rss,
@@ -478,6 +508,7 @@ if (import.meta.main) {
       "stage-iters": { type: "string" },
       "no-stages": { type: "boolean", default: false },
       "max-seconds": { type: "string" },
+      budget: { type: "string" },
     },
   });
   const log = (s: string) => console.error(s);
@@ -517,6 +548,7 @@ if (import.meta.main) {
       stageIters: Math.round(int(values["stage-iters"], device === "cuda" ? 20 : 5, "stage-iters")),
       stages: !values["no-stages"],
       maxSeconds: int(values["max-seconds"], 60, "max-seconds"),
+      budget: values.budget === undefined ? undefined : int(values.budget, 0, "budget"),
       log,
     });
     printTable(summary, log);

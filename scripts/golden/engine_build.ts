@@ -12,7 +12,7 @@ import { buildFromStyleConfig } from "../../engines/build.ts";
 import { type EngineTarget, openEngine } from "../../engines/format.ts";
 import { toFloat32 } from "../../ffi/host_tensor.ts";
 import type { CaseRun, CaseRunner } from "./framework.ts";
-import { runPipelineFrames } from "./pipeline_frames.ts";
+import { engineForDevice, runPipelineFrames } from "./pipeline_frames.ts";
 
 /** Builds the case's engine into a temporary folder; returns its path (caller removes the folder). */
 export async function buildCaseEngine(run: CaseRun, target: EngineTarget = "cpu"): Promise<string> {
@@ -39,7 +39,10 @@ export async function compareFrames(run: CaseRun, enginePath: string): Promise<b
 }
 
 const engineBuild: CaseRunner = async (run) => {
+  // The fused weights are compared on the cpu build (F32, device independent); the frames run on the
+  // engine of the device (cuda fp16: an sm_90 build; cuda fp32: the cpu build relabelled sm_90).
   const path = await buildCaseEngine(run);
+  const extra: string[] = [];
   try {
     {
       using engine = await openEngine(path, { target: "cpu" });
@@ -53,9 +56,14 @@ const engineBuild: CaseRunner = async (run) => {
         run.compare(name, toFloat32(await engine.read(key)), await run.expected(name));
       }
     }
-    await compareFrames(run, path);
+    const framesEngine = await engineForDevice(run, path, async (target: EngineTarget) => {
+      const p = await buildCaseEngine(run, target);
+      extra.push(p);
+      return p;
+    });
+    await compareFrames(run, framesEngine);
   } finally {
-    await Deno.remove(join(path, ".."), { recursive: true }).catch(() => {});
+    for (const p of [path, ...extra]) await Deno.remove(join(p, ".."), { recursive: true }).catch(() => {});
   }
 };
 

@@ -9,24 +9,31 @@
 import { join } from "node:path";
 import { buildFromStyleConfig } from "../../engines/build.ts";
 import type { CaseRunner } from "./framework.ts";
-import { runPipelineFrames } from "./pipeline_frames.ts";
+import type { EngineTarget } from "../../engines/format.ts";
+import { engineForDevice, runPipelineFrames } from "./pipeline_frames.ts";
 
 const pipeline: CaseRunner = async (run) => {
   const files = run.json.model_files;
   const dir = await Deno.makeTempDir({ prefix: "l2d_pipeline_" });
   try {
-    const out = join(dir, "pipeline.l2de");
-    await buildFromStyleConfig(run.path(files.live2diff_config), {
-      out,
-      target: run.options.device === "cuda" && run.options.precision === "fp16" ? "sm_90" : "cpu",
-      root: run.root,
-      taesd: run.path(files.vae),
-      depth: run.path(files.depth_model),
-      motion: run.path(files.motion_module),
-      quiet: true,
-      log: () => {},
-    });
-    await runPipelineFrames(run, out);
+    const build = async (target: EngineTarget) => {
+      const out = join(dir, `pipeline-${target}.l2de`);
+      await buildFromStyleConfig(run.path(files.live2diff_config), {
+        out,
+        target,
+        root: run.root,
+        taesd: run.path(files.vae),
+        depth: run.path(files.depth_model),
+        motion: run.path(files.motion_module),
+        quiet: true,
+        log: () => {},
+      });
+      return out;
+    };
+    // cpu: the cpu build; cuda fp16: an sm_90 build (F16 weights); cuda fp32: the cpu build relabelled sm_90.
+    const fp16 = run.options.device === "cuda" && run.options.precision === "fp16";
+    const engine = fp16 ? await build("sm_90") : await engineForDevice(run, await build("cpu"), build);
+    await runPipelineFrames(run, engine);
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }

@@ -9,9 +9,54 @@
  */
 
 import { Engine } from "../../ffi/engine.ts";
+import { type EngineTarget, EngineWriter, openEngine } from "../../engines/format.ts";
 import { type HostTensor, numel, toFloat32 } from "../../ffi/host_tensor.ts";
 import { TensorMap } from "../../ffi/native.ts";
 import type { CaseRun } from "./framework.ts";
+
+/**
+ * Copies an engine file with another target label and the SAME tensors (dtypes kept). The golden
+ * runners use it for CUDA fp32: `Engine.load` refuses a "cpu" engine on CUDA, and an sm_90 build
+ * stores F16 weights, whose rounding alone would exceed the fp32 bound (4 x advised); so the cpu
+ * build (F32 weights) is relabelled sm_90. The deployment path (sm_90, F16 weights) is what the
+ * fp16 runs use.
+ */
+export async function retargetEngine(src: string, dst: string, target: EngineTarget): Promise<void> {
+  using file = await openEngine(src);
+  const h = file.header;
+  const writer = await EngineWriter.create(dst, {
+    target,
+    generator: `${h.generator} (relabelled ${h.target} -> ${target} by scripts/golden)`,
+    created: h.created,
+    components: h.components,
+    style: h.style,
+    provenance: h.provenance,
+  }, h.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape })));
+  try {
+    for (const t of h.tensors) await writer.write(t.name, (await file.read(t.name)).data);
+    await writer.finish();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+}
+
+/**
+ * The engine a pipeline-style case's frames run on, from its CPU build: on the CPU the build itself;
+ * on CUDA fp16 an sm_90 build (`buildAt("sm_90")`: F16 weights, as deployed); on CUDA fp32 the CPU
+ * build relabelled sm_90 ({@linkcode retargetEngine}). New files go next to `cpuEngine`.
+ */
+export async function engineForDevice(
+  run: CaseRun,
+  cpuEngine: string,
+  buildAt: (target: EngineTarget) => Promise<string>,
+): Promise<string> {
+  if (run.options.device === "cpu") return cpuEngine;
+  if (run.options.precision === "fp16") return await buildAt("sm_90");
+  const out = cpuEngine.replace(/\.l2de$/, "") + "-sm_90-f32.l2de";
+  await retargetEngine(cpuEngine, out, "sm_90");
+  return out;
+}
 
 /** Compares every recorded output named `<tag>.<key>` with the io entry `<key>`. */
 async function compareTagged(run: CaseRun, names: string[], tag: string, io: TensorMap): Promise<void> {

@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# The GPU check of live2diff: ONE script for the lent GPU machine (see scripts/gpu/README.md).
+#
+#   bash scripts/gpu-check.sh                    # on the GPU machine (device tool, carry [".gpu"])
+#   GPU_CHECK_DRY=1 bash scripts/gpu-check.sh    # here, without a GPU: every step that needs none
+#
+# Needs .gpu/ filled by scripts/gpu/prepare.sh (Deno binary, offline DENO_DIR, packed golden set).
+# Steps, each under its own timeout and all under one deadline (GPU_CHECK_BUDGET seconds, default 450):
+#   1. unpack Deno             2. CMake build (CUDA ON, sm_90, Release, -j16)
+#   3. cuda/build-gpucheck/test_cuda_ops (every CUDA op vs the CPU backend, fp32 and fp16)
+#   4. regenerate the golden model files (Philox) into a temporary golden root
+#   5. golden cases on CUDA: the small ones fp32 then fp16, then unet_full_shapes fp16 then fp32
+#   6. deno task bench --device cuda (the synthetic sd15 engine is built in the background meanwhile)
+# Logs and summaries go to $OUT (at most 8 files come back: gpu-check.log, summary.txt, summary.json,
+# bench.json, logs.tar.gz). The script always exits 0: the summary says what passed.
+# Dry run: golden on the CPU (fp32, a few cases), bench on the CPU (tiny engine), no sd15 engine,
+# test_cuda_ops prints "no GPU"; the network is made unreachable so offline use is checked too.
+# Knobs (e.g. for a focused rerun): GPU_CHECK_BUDGET (s), GPU_CHECK_CASES (small cases, space separated),
+# GPU_CHECK_FULL_CASES (default unet_full_shapes), GPU_CHECK_PRECISIONS (default "fp32 fp16"),
+# GPU_CHECK_BENCH=0 (no bench, no sd15 engine), GPU_CHECK_BENCH_ARGS, GPU_CHECK_BENCH_RESERVE (s).
+
+set -u -o pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+DRY=${GPU_CHECK_DRY:-0}
+BUDGET=${GPU_CHECK_BUDGET:-450}
+START=$(date +%s)
+DEADLINE=$((START + BUDGET))
+if [ -z "${OUT:-}" ]; then OUT=/tmp/l2d-gpu-check-out; rm -rf "$OUT"; fi
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/l2d-gpu-check.XXXXXX)
+LOGS=$WORK/logs
+STEPS=$WORK/steps.tsv
+mkdir -p "$LOGS" "$WORK/bin"
+: >"$STEPS"
+
+if [ "$DRY" = 1 ]; then
+  DEVICE=cpu
+  PRECISIONS=${GPU_CHECK_PRECISIONS:-fp32}
+  SMALL_CASES=${GPU_CHECK_CASES-taesd unet_warmup pipeline}
+  FULL_CASES=${GPU_CHECK_FULL_CASES-}
+  BUILD=$ROOT/cuda/build-gpucheck-dry
+  # No network here either: any download attempt fails instead of silently succeeding.
+  # (NPM_CONFIG_REGISTRY is left alone: the npm cache is keyed by the registry host.)
+  export HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 http_proxy=http://127.0.0.1:9 \
+    https_proxy=http://127.0.0.1:9
+else
+  DEVICE=cuda
+  PRECISIONS=${GPU_CHECK_PRECISIONS:-fp32 fp16}
+  SMALL_CASES=${GPU_CHECK_CASES-clip_text taesd midas unet_warmup unet_stream pipeline engine_build}
+  FULL_CASES=${GPU_CHECK_FULL_CASES-unet_full_shapes}
+  BUILD=$ROOT/cuda/build-gpucheck
+fi
+BENCH=${GPU_CHECK_BENCH:-1}
+if [ "$DRY" = 1 ]; then DEFAULT_BENCH_ARGS="--sizes 64x64 --steps 2 --frames 4 --stage-iters 2"; else
+  DEFAULT_BENCH_ARGS="--frames 30 --max-seconds 15 --stage-iters 10"
+fi
+BENCH_ARGS=${GPU_CHECK_BENCH_ARGS:-$DEFAULT_BENCH_ARGS}
+# seconds kept for the bench while golden cases run
+if [ "$BENCH" = 1 ]; then BENCH_RESERVE=${GPU_CHECK_BENCH_RESERVE:-130}; else BENCH_RESERVE=0; fi
+export PATH=/usr/local/cuda/bin:$WORK/bin:$PATH
+export LIVE2DIFF_LIB=$BUILD/liblive2diff.so
+export DENO_DIR=$WORK/deno_dir DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 NO_COLOR=1
+export LIVE2DIFF_CACHE_DIR=$WORK/cache
+export ROOT WORK BUILD GOLDEN=$WORK/golden
+# --no-lock: resolve only what the scripts import (the cache holds npm:yaml, not all of deno.lock).
+DENO_RUN=(deno run -A --cached-only --no-lock)
+
+now() { date +%s; }
+log() { echo "[gpu-check $(($(now) - START))s] $*"; }
+
+# step NAME CAP RESERVE CMD...: runs CMD with stdout -> $LOGS/NAME.out, stderr -> $LOGS/NAME.err under
+# timeout min(CAP, time left - RESERVE); records "NAME rc seconds" in $STEPS (rc 124 = timed out,
+# "skip" = no time left). Returns the command's status.
+step() {
+  local name=$1 cap=$2 reserve=$3
+  shift 3
+  local left=$((DEADLINE - $(now) - reserve))
+  local t=$((cap < left ? cap : left))
+  if ((t < 5)); then
+    printf '%s\tskip\t0\n' "$name" >>"$STEPS"
+    log "$name: SKIPPED (no time left in the ${BUDGET}s budget)"
+    return 99
+  fi
+  log "$name: start (timeout ${t}s)"
+  export STEP_TIMEOUT=$t
+  local s e rc
+  s=$(date +%s.%N)
+  # Shell functions (exported with export -f) run in a child bash: timeout only executes programs.
+  if declare -F "$1" >/dev/null; then set -- bash -c '"$@"' _ "$@"; fi
+  timeout -k 10 "$t" "$@" >"$LOGS/$name.out" 2>"$LOGS/$name.err"
+  rc=$?
+  e=$(date +%s.%N)
+  local secs
+  secs=$(awk -v a="$s" -v b="$e" 'BEGIN { printf "%.1f", b - a }')
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$secs" >>"$STEPS"
+  if ((rc == 0)); then log "$name: ok (${secs}s)"; else
+    log "$name: FAILED rc=$rc (${secs}s)$( ((rc == 124)) && echo ' TIMED OUT')"
+    tail -n 5 "$LOGS/$name.err" "$LOGS/$name.out" 2>/dev/null | sed 's/^/    /'
+  fi
+  return $rc
+}
+
+finish() {
+  log "summary"
+  if command -v deno >/dev/null; then
+    deno run -A --cached-only --no-lock scripts/gpu/summary.ts --work "$WORK" --out "$OUT" --dry "$DRY" \
+      --budget "$BUDGET" --elapsed "$(($(now) - START))" || cat "$STEPS"
+  else
+    echo "deno is not available: raw step table"
+    cat "$STEPS"
+  fi
+  tar -C "$WORK" -czf "$OUT/logs.tar.gz" logs steps.tsv 2>/dev/null
+  log "done in $(($(now) - START))s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+}
+
+main() {
+  # ---- 0. environment ----
+  {
+    echo "date: $(date -Is)  dry: $DRY  device: $DEVICE  budget: ${BUDGET}s"
+    uname -a
+    nproc
+    free -g | head -2
+    df -h "$ROOT" /tmp | tail -n +1
+    nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,temperature.gpu --format=csv 2>&1
+    nvcc --version 2>&1 | tail -2
+    cmake --version 2>&1 | head -1
+    tree=$(git ls-files -co --exclude-standard -z 2>/dev/null | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+    echo "travelled: ${tree:-?} bytes of tree + $(du -sb .gpu 2>/dev/null | cut -f1) bytes of .gpu"
+  } >"$LOGS/env.log" 2>&1
+  head -20 "$LOGS/env.log"
+
+  # ---- 1. Deno ----
+  unpack_deno() {
+    if command -v xz >/dev/null; then xz -dc .gpu/deno.xz >"$WORK/bin/deno"; else
+      python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+        .gpu/deno.xz "$WORK/bin/deno"
+    fi
+    chmod +x "$WORK/bin/deno"
+    cp -r .gpu/deno_dir "$DENO_DIR"
+    deno --version
+  }
+  export -f unpack_deno
+  if [ ! -s .gpu/deno.xz ] || [ ! -d .gpu/deno_dir ] || [ ! -f .gpu/golden/recipe.json ]; then
+    log ".gpu/ is incomplete: run scripts/gpu/prepare.sh here and carry .gpu"
+  fi
+  step deno 60 0 unpack_deno
+  if ! command -v deno >/dev/null || ! deno --version >/dev/null 2>&1; then
+    log "no usable deno: only the native build and test_cuda_ops can run"
+  fi
+
+  # ---- 2. build ----
+  build() {
+    cmake -S cuda -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DL2D_CUDA=ON &&
+      cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 16)"
+  }
+  export -f build
+  step build 240 0 build
+
+  # ---- 3. CUDA ops ----
+  if [ -x "$BUILD/test_cuda_ops" ]; then
+    step test_cuda_ops 90 0 "$BUILD/test_cuda_ops"
+    tail -n 1 "$LOGS/test_cuda_ops.out" 2>/dev/null | sed 's/^/    /'
+  else
+    printf 'test_cuda_ops\tmissing\t0\n' >>"$STEPS"
+  fi
+
+  # ---- background: the synthetic sd15 engine for the bench (CPU + disk work) ----
+  SD15_PID=
+  if [ "$DRY" != 1 ] && [ "$BENCH" = 1 ] && [ -f "$LIVE2DIFF_LIB" ] && command -v deno >/dev/null; then
+    log "sd15-engine: building models/engines/synthetic-sd15-sm_90.l2de in the background"
+    (step sd15_engine 300 0 "${DENO_RUN[@]}" scripts/make_synthetic_engine.ts --preset sd15 --target sm_90 --quiet) &
+    SD15_PID=$!
+  fi
+
+  # ---- 4. golden models ----
+  regen() {
+    cp -r .gpu/golden "$GOLDEN" && deno run -A --cached-only --no-lock scripts/gpu/golden_pack.ts unpack --dir "$GOLDEN"
+  }
+  export -f regen
+  step golden_models 60 0 regen
+  export L2D_GOLDEN_DIR=$GOLDEN
+
+  # ---- 5. golden cases ----
+  for p in $PRECISIONS; do
+    for c in $SMALL_CASES; do
+      step "golden-$p-$c" 60 "$BENCH_RESERVE" "${DENO_RUN[@]}" scripts/golden.ts --device "$DEVICE" --precision "$p" \
+        "$GOLDEN/cases/$c"
+    done
+  done
+  # The full-size UNet: fp16 (the deployment precision) first when both are asked for.
+  for p in $(echo "$PRECISIONS" | tr ' ' '\n' | sort); do
+    for c in $FULL_CASES; do
+      step "golden-$p-$c" 150 "$BENCH_RESERVE" "${DENO_RUN[@]}" scripts/golden.ts --device "$DEVICE" --precision "$p" \
+        "$GOLDEN/cases/$c"
+    done
+  done
+
+  # ---- 6. bench ----
+  if [ -n "$SD15_PID" ]; then
+    log "waiting for the sd15 engine build"
+    wait "$SD15_PID"
+  fi
+  if [ "$BENCH" != 1 ]; then
+    log "bench: off (GPU_CHECK_BENCH=$BENCH)"
+  else
+    # The bench keeps 20 s of its step's timeout in hand (--budget), so it always prints its JSON.
+    run_bench() {
+      local dev=cuda
+      [ "$DRY" = 1 ] && dev=cpu
+      # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
+      local budget=$((STEP_TIMEOUT > 40 ? STEP_TIMEOUT - 20 : STEP_TIMEOUT / 2))
+      deno run -A --cached-only --no-lock scripts/bench.ts --device "$dev" --budget "$budget" $BENCH_ARGS
+    }
+    export -f run_bench
+    export DRY BENCH_ARGS
+    step bench 200 0 run_bench
+  fi
+  tail -n 1 "$LOGS/bench.out" >"$OUT/bench.json" 2>/dev/null
+
+  finish
+}
+
+main 2>&1 | tee "$OUT/gpu-check.log"
+exit 0
