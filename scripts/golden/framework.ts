@@ -149,11 +149,11 @@ export class CaseRun implements Disposable {
       ref2 += r * r;
     }
     const relL2 = ref2 > 0 ? Math.sqrt(diff2 / ref2) : (diff2 > 0 ? Infinity : 0);
-    const advised = bound ?? this.advised(name);
     if (this.options.device === "cuda" && this.options.precision === "fp16") {
       const b = this.fp16Bound;
       return this.#push({ name, maxAbs, relL2, bound: b, metric: "rel_l2", pass: relL2 <= b });
     }
+    const advised = bound ?? this.advised(name);
     const b = this.options.device === "cuda" ? 4 * advised : advised;
     return this.#push({ name, maxAbs, relL2, bound: b, metric: "max_abs", pass: maxAbs <= b });
   }
