@@ -443,6 +443,7 @@ export class NativeStream extends Session {
       const status = await native().l2d_stream_push(
         ptr,
         frame as Uint8Array<ArrayBuffer>,
+        BigInt(frame.byteLength),
         geometry.width,
         geometry.height,
         geometry.channels,

@@ -166,6 +166,7 @@ export const symbols = {
     parameters: [
       "pointer", // l2d_session* stream
       "buffer", // const uint8_t* frame
+      "u64", // uint64_t frame_size
       "i32", // int32_t width
       "i32", // int32_t height
       "i32", // int32_t channels
@@ -179,4 +180,4 @@ export const symbols = {
 } as const;
 
 /** The ABI version this symbol table was written for (must equal `L2D_ABI_VERSION`). */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;

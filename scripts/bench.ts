@@ -39,6 +39,7 @@ import { Engine } from "../ffi/engine.ts";
 import { WARMUP_FRAMES } from "../ffi/stream.ts";
 import { backendAvailable, Context, Model, TensorMap } from "../ffi/native.ts";
 import { libraryCandidates, native, readCString } from "../ffi/library.ts";
+import { symbols } from "../ffi/symbols.ts";
 import { DPT_HYBRID_384_CONFIG, midasConfigFromSpec } from "../ffi/loaders/midas.ts";
 import { openEngine } from "../engines/format.ts";
 
@@ -150,13 +151,7 @@ function blockingPush() {
   });
   if (!path) throw new Error("Cannot find liblive2diff for the blocking binding");
   native(); // the library the public API uses, loaded first (ABI checked there)
-  return Deno.dlopen(path, {
-    l2d_stream_push: {
-      parameters: ["pointer", "buffer", "i32", "i32", "i32", "buffer", "u64", "buffer"],
-      result: "i32",
-      nonblocking: false,
-    },
-  });
+  return Deno.dlopen(path, { l2d_stream_push: { ...symbols.l2d_stream_push, nonblocking: false } } as const);
 }
 
 function deviceName(device: string): string {
@@ -271,7 +266,17 @@ async function streamBench(engine: Engine, o: BenchOptions, started: number, ski
           if (!y) throw new Error("a streamed push returned no frame");
         } else {
           const a = performance.now();
-          const status = raw.symbols.l2d_stream_push(handle, f.data, width, height, 3, out, BigInt(out.length), ready);
+          const status = raw.symbols.l2d_stream_push(
+            handle,
+            f.data,
+            BigInt(f.data.length),
+            width,
+            height,
+            3,
+            out,
+            BigInt(out.length),
+            ready,
+          );
           nat.push(performance.now() - a);
           if (status !== 0) {
             throw new Error(`l2d_stream_push: ${readCString(native().l2d_session_last_error(handle))} (${status})`);

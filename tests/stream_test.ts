@@ -136,6 +136,11 @@ Deno.test("Stream and Engine reject bad input with typed errors", async () => {
   );
   await assert.rejects(s.push({ data: new Uint8Array(0), width: 0, height: 64 }), RangeError);
   await assert.rejects(s.warmup([frame(0)]), RangeError);
+  // The native hot path checks the byte count itself (a C caller cannot over-read a short frame).
+  await assert.rejects(
+    s.session.pushFrame(new Uint8Array(10), { width: 64, height: 64, channels: 3 }, new Uint8Array(SIZE * SIZE * 3)),
+    (e: unknown) => e instanceof EngineError && e.code === "INVALID_ARGUMENT" && /bytes/.test(e.message),
+  );
   // Concurrent pushes on one stream: the second is refused, the first completes.
   const first = s.push(frame(0));
   await assert.rejects(s.push(frame(1)), (e: unknown) => e instanceof EngineError && e.code === "BUSY");

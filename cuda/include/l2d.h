@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change of this header; the TS side refuses a different version. */
-#define L2D_ABI_VERSION 1
+#define L2D_ABI_VERSION 2
 
 typedef enum l2d_status {
   L2D_OK = 0,
@@ -138,11 +138,13 @@ L2D_API const char* l2d_session_last_error(const l2d_session* session);
 L2D_API l2d_status l2d_stream_create(l2d_model* unet, l2d_model* vae, l2d_model* depth, const char* config_json,
                                      l2d_session** out_stream);
 /* The per-frame hot path: one frame in (uint8 [height, width, channels], channels 3 = RGB or
- * 4 = RGBA, any size: scaled to cover the stream size and centre-cropped), maybe one frame out.
+ * 4 = RGBA, any size: scaled to cover the stream size and centre-cropped; frame_size must equal
+ * height * width * channels, so a malformed frame is refused, never over-read), maybe one out.
  * The first 8 frames are the warm-up. *out_ready = 1 when out_rgb (stream height * width * 3
  * bytes, out_size must equal that) received a frame. Set a prompt first. */
-L2D_API l2d_status l2d_stream_push(l2d_session* stream, const uint8_t* frame, int32_t width, int32_t height,
-                                   int32_t channels, uint8_t* out_rgb, uint64_t out_size, int32_t* out_ready);
+L2D_API l2d_status l2d_stream_push(l2d_session* stream, const uint8_t* frame, uint64_t frame_size, int32_t width,
+                                   int32_t height, int32_t channels, uint8_t* out_rgb, uint64_t out_size,
+                                   int32_t* out_ready);
 
 #ifdef __cplusplus
 }

@@ -352,13 +352,19 @@ l2d_status l2d_stream_create(l2d_model* unet, l2d_model* vae, l2d_model* depth, 
   });
 }
 
-l2d_status l2d_stream_push(l2d_session* stream, const uint8_t* frame, int32_t width, int32_t height, int32_t channels,
-                           uint8_t* out_rgb, uint64_t out_size, int32_t* out_ready) {
+l2d_status l2d_stream_push(l2d_session* stream, const uint8_t* frame, uint64_t frame_size, int32_t width,
+                           int32_t height, int32_t channels, uint8_t* out_rgb, uint64_t out_size, int32_t* out_ready) {
   return guarded_on(stream, [&] {
     REQUIRE_ARG(stream);
     REQUIRE_ARG(frame);
     REQUIRE_ARG(out_rgb);
     REQUIRE_ARG(out_ready);
+    L2D_REQUIRE(width > 0 && height > 0 && width <= 16384 && height <= 16384, "frame size ", width, "x", height,
+                " is outside 1..16384");
+    L2D_REQUIRE(channels == 3 || channels == 4, "frames must have 3 (RGB) or 4 (RGBA) channels, got ", channels);
+    L2D_REQUIRE(frame_size == uint64_t(width) * uint64_t(height) * uint64_t(channels), "a ", width, "x", height, "x",
+                channels, " frame has ", uint64_t(width) * uint64_t(height) * uint64_t(channels), " bytes, got ",
+                frame_size);
     auto* live = dynamic_cast<l2d::LiveStream*>(stream->impl.get());
     L2D_REQUIRE(live, "l2d_stream_push needs a stream created by l2d_stream_create");
     L2D_REQUIRE(out_size == uint64_t(live->width() * live->height() * 3), "out_rgb must hold ",
