@@ -30,6 +30,8 @@ export interface StreamOptions {
   prompt: string;
   /** Wrap prompts in the engine's style template (`"masterpiece, ..., {}"`). @default true */
   applyTemplate?: boolean;
+  /** Which CLIP hidden state conditions the UNet (Live2Diff's clip_skip). @default the engine's style */
+  clipSkip?: number;
   /** Output width, a multiple of 64. @default 512 */
   width?: number;
   /** Output height, a multiple of 64. @default 512 */
@@ -126,12 +128,17 @@ export class Stream implements Disposable {
   readonly latency: number;
   readonly #engine: Engine;
   readonly #native: NativeStream;
-  readonly #applyTemplate: boolean;
+  readonly #prompting: { applyTemplate: boolean; clipSkip?: number };
   #out: Uint8Array;
 
-  private constructor(engine: Engine, native: NativeStream, steps: number, applyTemplate: boolean) {
+  private constructor(
+    engine: Engine,
+    native: NativeStream,
+    steps: number,
+    prompting: { applyTemplate: boolean; clipSkip?: number },
+  ) {
     this.#engine = engine;
-    this.#applyTemplate = applyTemplate;
+    this.#prompting = prompting;
     this.#native = native;
     this.width = native.width;
     this.height = native.height;
@@ -176,7 +183,10 @@ export class Stream implements Disposable {
         ? { similar_image_filter: { threshold: filter.threshold ?? 0.98, max_skip_frames: filter.maxSkipFrames ?? 10 } }
         : {}),
     });
-    const stream = new Stream(engine, native, steps, options.applyTemplate ?? true);
+    const stream = new Stream(engine, native, steps, {
+      applyTemplate: options.applyTemplate ?? true,
+      clipSkip: options.clipSkip,
+    });
     try {
       await stream.setPrompt(options.prompt);
     } catch (e) {
@@ -193,7 +203,7 @@ export class Stream implements Disposable {
 
   /** Changes the prompt mid-stream: re-encodes the text, keeps the caches (no new warm-up). */
   async setPrompt(prompt: string): Promise<void> {
-    const embeds = await this.#engine.encodePrompt(prompt, { applyTemplate: this.#applyTemplate });
+    const embeds = await this.#engine.encodePrompt(prompt, this.#prompting);
     using io = new TensorMap();
     io.set("prompt_embeds", embeds);
     await this.#native.run("set_prompt", io);

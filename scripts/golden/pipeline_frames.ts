@@ -134,10 +134,13 @@ function rows(t: HostTensor): number {
 export async function runPipelineFrames(run: CaseRun, enginePath: string): Promise<void> {
   const cfg = run.json.config;
   const names = await run.outputNames();
+  // The case's clip_skip wins over the style config's (undefined: the engine's style).
+  const clipSkip = typeof cfg.clip_skip === "number" ? cfg.clip_skip : undefined;
   using engine = await Engine.load(enginePath, { device: run.options.device, precision: run.options.precision });
   using stream = await engine.createStream({
     prompt: String(cfg.prompt ?? ""),
     applyTemplate: false,
+    clipSkip,
     width: Number(cfg.width),
     height: Number(cfg.height),
     tIndexList: (cfg.t_index_list as number[]).map(Number),
@@ -159,7 +162,7 @@ export async function runPipelineFrames(run: CaseRun, enginePath: string): Promi
     }
   }
   if (names.includes("prompt_embeds")) {
-    const embeds = await engine.encodePrompt(String(cfg.prompt ?? ""), { applyTemplate: false });
+    const embeds = await engine.encodePrompt(String(cfg.prompt ?? ""), { applyTemplate: false, clipSkip });
     const one = toFloat32(embeds), ref = await run.expected("prompt_embeds");
     const repeated = new Float32Array(numel(ref.shape));
     for (let r = 0; r < ref.shape[0]!; r++) repeated.set(one, r * one.length);
