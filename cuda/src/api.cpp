@@ -8,7 +8,7 @@
 
 #include "backends/backends.h"
 #include "core/error.h"
-#include "core/philox.h"
+#include "core/philox_fill.h"
 #include "l2d.h"
 #include "models/model.h"
 #include "pipeline/stream.h"
@@ -169,20 +169,7 @@ l2d_status l2d_tmap_set_philox(l2d_tmap* map, const char* name, int32_t ndim, co
     REQUIRE_ARG(map);
     REQUIRE_ARG(name);
     L2D_REQUIRE(kind == 0 || kind == 1, "philox kind must be 0 (weight) or 1 (normal), got ", kind);
-    const l2d::Shape s = read_shape(ndim, shape);
-    const int64_t n = l2d::shape_numel(s);
-    std::vector<float> values(static_cast<size_t>(n));
-    if (kind == 0) {
-      namespace px = l2d::philox;
-      const uint32_t hash = px::fnv1a32(name);
-      const int rule = int(px::weight_rule(name, ndim));
-      double fan_in = 1;
-      for (int i = 1; i < ndim; ++i) fan_in *= double(s[size_t(i)]);
-      for (int64_t e = 0; e < n; ++e) values[size_t(e)] = px::weight_at(uint64_t(e), seed, hash, rule, fan_in);
-    } else {
-      for (int64_t e = 0; e < n; ++e) values[size_t(e)] = l2d::philox::normal_at(uint64_t(e), seed, stream, draw);
-    }
-    map->map.put(name, l2d::HostTensor::from_f32(s, values.data()));
+    map->map.put(name, l2d::philox_tensor(name, read_shape(ndim, shape), l2d::PhiloxKind(kind), seed, stream, draw));
   });
 }
 
