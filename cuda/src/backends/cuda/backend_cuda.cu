@@ -119,8 +119,14 @@ Tensor CudaBackend::from_host(const HostTensor& host) {
     synchronize();  // v32 dies here; off the hot path
     return t;
   }
-  const std::vector<float> f = host.to_f32();
   Tensor t(this, float_dtype(), host.shape);
+  if ((fp16_ && host.dtype == L2D_F16) || (!fp16_ && host.dtype == L2D_F32)) {
+    // Already in the storage type (fp16 engines on the fp16 path): one copy, no conversion.
+    CUDA_CHECK(cudaMemcpyAsync(t.data(), host.bytes.data(), t.bytes(), cudaMemcpyHostToDevice, stream_));
+    synchronize();
+    return t;
+  }
+  const std::vector<float> f = host.to_f32();
   if (fp16_) {
     std::vector<uint16_t> h(f.size());
     for (size_t i = 0; i < f.size(); ++i) h[i] = float_to_half(f[i]);
