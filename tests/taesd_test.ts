@@ -46,7 +46,7 @@ Deno.test("taesd: shapes, non-square frames and input errors", async () => {
   assert.ok(io.getF32("images").every(Number.isFinite));
 });
 
-Deno.test("taesd: a missing, misshaped or unexpected weight is a clear EngineError", async () => {
+Deno.test("taesd: a missing, misshaped, integer or unexpected weight is a clear EngineError", async () => {
   using ctx = Context.create("cpu");
   using files = await loadTaesd(MODEL_DIR);
   const w = files.weights;
@@ -55,6 +55,8 @@ Deno.test("taesd: a missing, misshaped or unexpected weight is a clear EngineErr
   await rejectsWith(Model.create(ctx, "taesd", files.config, w), "NOT_FOUND", "decoder.layers.18.bias");
   w.setF32("decoder.layers.18.bias", new Float32Array(4), [4]);
   await rejectsWith(Model.create(ctx, "taesd", files.config, w), "FORMAT", "decoder.layers.18.bias", "[4]", "[3]");
+  w.setI64("decoder.layers.18.bias", [1, 2, 3], [3]); // right shape, integer dtype
+  await rejectsWith(Model.create(ctx, "taesd", files.config, w), "FORMAT", "decoder.layers.18.bias", "I64");
   w.set("decoder.layers.18.bias", kept);
   w.setF32("encoder.layers.99.weight", new Float32Array(1), [1]);
   await rejectsWith(Model.create(ctx, "taesd", files.config, w), "FORMAT", "encoder.layers.99.weight");

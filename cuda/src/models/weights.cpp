@@ -2,6 +2,12 @@
 
 namespace l2d {
 
+// Weights are float tensors; an integer tensor under a weight name means a wrong or hostile file.
+static void require_float(const std::string& kind, const std::string& name, const HostTensor& h) {
+  if (h.dtype != L2D_F32 && h.dtype != L2D_F16 && h.dtype != L2D_BF16)
+    fail(L2D_ERR_FORMAT, kind, " weight \"", name, "\" has dtype ", dtype_name(h.dtype), ", expected a float tensor");
+}
+
 const Shape& WeightLoader::shape_of(const std::string& name) const {
   return weights_.at(name, (kind_ + " model").c_str()).shape;
 }
@@ -10,12 +16,14 @@ Tensor WeightLoader::get(const std::string& name, const Shape& shape) {
   const HostTensor& h = weights_.at(name, (kind_ + " model").c_str());
   if (h.shape != shape)
     fail(L2D_ERR_FORMAT, kind_, " weight \"", name, "\" has shape ", shape_str(h.shape), ", expected ", shape_str(shape));
+  require_float(kind_, name, h);
   used_.insert(name);
   return backend_.from_host(h);
 }
 
 Tensor WeightLoader::get_any(const std::string& name) {
   const HostTensor& h = weights_.at(name, (kind_ + " model").c_str());
+  require_float(kind_, name, h);
   used_.insert(name);
   return backend_.from_host(h);
 }
@@ -24,6 +32,7 @@ std::vector<float> WeightLoader::get_host(const std::string& name, const Shape& 
   const HostTensor& h = weights_.at(name, (kind_ + " model").c_str());
   if (h.shape != shape)
     fail(L2D_ERR_FORMAT, kind_, " weight \"", name, "\" has shape ", shape_str(h.shape), ", expected ", shape_str(shape));
+  require_float(kind_, name, h);
   used_.insert(name);
   return h.to_f32();
 }
