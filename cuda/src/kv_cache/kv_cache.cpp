@@ -1,10 +1,17 @@
 #include "kv_cache.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <limits>
 
 namespace l2d {
+
+std::string KvCache::layer_name(size_t layer) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "kv_cache_%02zu", layer);
+  return buf;
+}
 
 KvCache::KvCache(Backend& backend, int steps, int window, int sink, std::vector<LayerSpec> layers)
     : be_(backend), steps_(steps), window_(window), sink_(sink), specs_(std::move(layers)) {

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "../core/backend.h"
@@ -48,6 +49,9 @@ class KvCache {
   };
 
   KvCache(Backend& backend, int steps, int window, int sink, std::vector<LayerSpec> layers);
+
+  // "kv_cache_XX": the name of layer XX in tensor maps (golden case naming, two digits).
+  static std::string layer_name(size_t layer);
 
   int steps() const { return steps_; }
   int window() const { return window_; }

@@ -323,11 +323,7 @@ void LiveStream::run(const std::string& method, TensorMap& io) {
     std::memcpy(r.bytes.data(), &ready, 4);
     io.put("ready", std::move(r));
   } else if (method == "get_state") {
-    for (size_t l = 0; l < cache_.num_layers(); ++l) {
-      char name[32];
-      std::snprintf(name, sizeof name, "kv_cache_%02zu", l);
-      io.put(name, cache_.get_cache(l));
-    }
+    for (size_t l = 0; l < cache_.num_layers(); ++l) io.put(KvCache::layer_name(l), cache_.get_cache(l));
   } else if (method == "schedule") {
     const int64_t n = int64_t(sched_.timesteps.size());
     io.put("alphas_cumprod", HostTensor::from_f32({int64_t(sched_.alphas_cumprod.size())}, sched_.alphas_cumprod.data()));

@@ -190,12 +190,6 @@ Tensor UnetModel::forward(RunCtx& c, Tensor x, const Tensor& depth, const Tensor
 
 namespace {
 
-std::string cache_name(size_t i) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "kv_cache_%02zu", i);
-  return buf;
-}
-
 class UnetSession final : public Session {
  public:
   UnetSession(UnetModel& model, int steps, int64_t h, int64_t w)
@@ -319,14 +313,14 @@ class UnetSession final : public Session {
     for (int64_t i : which) {
       L2D_REQUIRE(i >= 0 && size_t(i) < cache_.num_layers(), "unet session: cache_index ", i, " is outside 0..",
                   cache_.num_layers() - 1);
-      io.put(cache_name(size_t(i)), cache_.get_cache(size_t(i)));
+      io.put(KvCache::layer_name(size_t(i)), cache_.get_cache(size_t(i)));
     }
     put_bookkeeping(io, "");
   }
 
   void set_state(TensorMap& io) {
     for (size_t i = 0; i < cache_.num_layers(); ++i)
-      if (io.has(cache_name(i))) cache_.set_cache(i, io.at(cache_name(i), "unet session"));
+      if (io.has(KvCache::layer_name(i))) cache_.set_cache(i, io.at(KvCache::layer_name(i), "unet session"));
     const int present = io.has("attn_bias") + io.has("pe_idx") + io.has("update_idx");
     L2D_REQUIRE(present == 0 || present == 3, "unet session set_state: attn_bias, pe_idx and update_idx go together");
     if (present == 3)
