@@ -110,6 +110,22 @@ Deno.test("Stream: two streams interleaved stay isolated, reset() starts over, s
   assert.ok(maxDiff(changed.data, same[11]!) > 0, "the new prompt had no effect");
 });
 
+Deno.test("Stream: pushes on two streams at the same time (two native threads) match sequential runs", async () => {
+  const sequential = async (seed: number) => {
+    using s = await openStream({ seed });
+    return await pushAll(s, 0, 10);
+  };
+  const refA = await sequential(1), refB = await sequential(2);
+  using a = await openStream({ seed: 1 });
+  using b = await openStream({ seed: 2 });
+  for (let i = 0; i < 10; i++) {
+    const [oa, ob] = await Promise.all([a.push(frame(i)), b.push(frame(i))]);
+    if (i < 8 + a.latency) continue;
+    assert.equal(maxDiff(oa!.data, refA[i]!), 0, `stream A differs at frame ${i}`);
+    assert.equal(maxDiff(ob!.data, refB[i]!), 0, `stream B differs at frame ${i}`);
+  }
+});
+
 Deno.test("Stream.push() accepts RGBA frames of any size (scaled and centre-cropped)", async () => {
   using s = await openStream();
   const big: Frame = { data: new Uint8Array(100 * 80 * 4).fill(128), width: 100, height: 80, channels: 4 };
