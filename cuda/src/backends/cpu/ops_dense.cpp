@@ -42,12 +42,26 @@ Tensor CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, 
           for (int64_t k = k0; k < k1; ++k) {
             const int64_t c = k / (KH * KW), kh = (k / KW) % KH, kw = k % KW;
             float* dst = col.data() + k * cols;
+            // Output columns whose input column ix = ox*stride - pad + kw lies inside [0, W):
+            // [ox_lo, ox_hi). Outside it (padding) the row is zero; inside, a plain (strided) copy.
+            const int64_t off = kw - p.pad_left;
+            const int64_t ox_lo = std::min<int64_t>(Wo, off >= 0 ? 0 : (-off + p.stride_w - 1) / p.stride_w);
+            const int64_t ox_hi = std::max<int64_t>(ox_lo, std::min<int64_t>(Wo, (W - 1 - off) / p.stride_w + 1));
             for (int64_t oy = 0; oy < rows; ++oy) {
               const int64_t iy = (r0 + oy) * p.stride_h - p.pad_top + kh;
-              for (int64_t ox = 0; ox < Wo; ++ox) {
-                const int64_t ix = ox * p.stride_w - p.pad_left + kw;
-                dst[oy * Wo + ox] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? xn[(c * H + iy) * W + ix] : 0.f;
+              float* d = dst + oy * Wo;
+              if (iy < 0 || iy >= H || W - 1 - off < 0) {
+                std::fill(d, d + Wo, 0.f);
+                continue;
               }
+              const float* src = xn + (c * H + iy) * W + off;
+              std::fill(d, d + ox_lo, 0.f);
+              if (p.stride_w == 1) {
+                std::copy(src + ox_lo, src + ox_hi, d + ox_lo);
+              } else {
+                for (int64_t ox = ox_lo; ox < ox_hi; ++ox) d[ox] = src[ox * p.stride_w];
+              }
+              std::fill(d + ox_hi, d + Wo, 0.f);
             }
           }
         });
