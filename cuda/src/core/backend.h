@@ -115,7 +115,9 @@ class Backend {
 
   // ---- layout ----
   virtual Tensor permute(const Tensor& x, const std::vector<int>& perm) = 0;
-  virtual Tensor concat(const std::vector<Tensor>& xs, int dim) = 0;
+  // Concatenation along dim (same dtype, other dims equal): one write_slice per input, so every
+  // backend gets it from write_slice.
+  Tensor concat(const std::vector<Tensor>& xs, int dim);
   // x[..., start:end:step, ...] along dim.
   virtual Tensor slice(const Tensor& x, int dim, int64_t start, int64_t end, int64_t step = 1) = 0;
   // dst[starts[0] + i0, starts[1] + i1, ...] = src[i0, i1, ...] (same ndim). In place.

@@ -261,25 +261,6 @@ void CpuBackend::write_slice(Tensor& dst, const Tensor& src, const std::vector<i
   }
 }
 
-Tensor CpuBackend::concat(const std::vector<Tensor>& xs, int dim) {
-  L2D_ASSERT(!xs.empty());
-  const int nd = xs[0].ndim();
-  if (dim < 0) dim += nd;
-  Shape out = xs[0].shape();
-  out[size_t(dim)] = 0;
-  for (const Tensor& t : xs) {
-    L2D_ASSERT(t.ndim() == nd);
-    out[size_t(dim)] += t.dim(dim);
-  }
-  Tensor y(this, xs[0].dtype(), out);
-  std::vector<int64_t> starts(size_t(nd), 0);
-  for (const Tensor& t : xs) {
-    write_slice(y, t, starts);
-    starts[size_t(dim)] += t.dim(dim);
-  }
-  return y;
-}
-
 Tensor CpuBackend::slice(const Tensor& x, int dim, int64_t start, int64_t end, int64_t step) {
   const int nd = x.ndim();
   if (dim < 0) dim += nd;

@@ -42,7 +42,6 @@ class CpuBackend final : public Backend {
   Tensor binary(const Tensor& a, const Tensor& b, Binary op) override;
   Tensor geglu(const Tensor& x) override;
   Tensor permute(const Tensor& x, const std::vector<int>& perm) override;
-  Tensor concat(const std::vector<Tensor>& xs, int dim) override;
   Tensor slice(const Tensor& x, int dim, int64_t start, int64_t end, int64_t step) override;
   void write_slice(Tensor& dst, const Tensor& src, const std::vector<int64_t>& starts) override;
   Tensor upsample_nearest(const Tensor& x, int out_h, int out_w) override;
