@@ -41,21 +41,30 @@
  */
 
 export { type EncodePromptOptions, Engine, type EngineLoadOptions } from "./ffi/engine.ts";
+export type { EngineStyle } from "./engines/format.ts";
 export { type Frame, Stream, type StreamOptions, WARMUP_FRAMES } from "./ffi/stream.ts";
-export { EngineError, type EngineErrorCode } from "./ffi/errors.ts";
+export { EngineError, type EngineErrorCode, STATUS_CODES } from "./ffi/errors.ts";
 export {
   backendAvailable,
   type BackendName,
   Context,
   type ContextOptions,
+  type FrameGeometry,
   Model,
+  NativeHandle,
   NativeStream,
   type PhiloxFill,
   Session,
   TensorMap,
 } from "./ffi/native.ts";
 export { type DType, type HostTensor, numel, toFloat32 } from "./ffi/host_tensor.ts";
-export { CheckpointError, type CheckpointFile, openCheckpoint, writeSafetensors } from "./ffi/formats/mod.ts";
-export { ClipTokenizer } from "./ffi/clip_tokenizer.ts";
+export {
+  CheckpointError,
+  type CheckpointFile,
+  openCheckpoint,
+  type TensorInfo,
+  writeSafetensors,
+} from "./ffi/formats/mod.ts";
+export { type ClipEncodeOptions, ClipTokenizer, type ClipTokenizerConfig } from "./ffi/clip_tokenizer.ts";
 export { fnv1a32, philoxNormal, philoxWeight } from "./ffi/philox.ts";
 export { loadCheckpointInto, type LoadCheckpointOptions } from "./ffi/weights.ts";

@@ -37,6 +37,7 @@ export type EngineErrorCode =
 export class EngineError extends Error {
   /** Which kind of failure (the native status name, or CLOSED/BUSY/LIBRARY from the TS layer). */
   readonly code: EngineErrorCode;
+  /** Always "EngineError". */
   override name = "EngineError";
 
   /** Creates an error with a code and a message. */

@@ -39,12 +39,14 @@ export function backendAvailable(backend: BackendName): boolean {
   return out[0] === 1;
 }
 
-/** Shared handle bookkeeping: closed/busy checks with clear errors. */
-abstract class NativeHandle implements Disposable {
+/** Shared handle bookkeeping of every native resource: closed/busy checks with clear errors. */
+export abstract class NativeHandle implements Disposable {
   #ptr: Deno.PointerValue;
   #busy = false;
+  /** What the handle is, for error messages. */
   protected abstract readonly kind: string;
 
+  /** Wraps a handle the library returned. */
   protected constructor(ptr: Deno.PointerValue) {
     this.#ptr = ptr;
   }
@@ -59,6 +61,7 @@ abstract class NativeHandle implements Disposable {
     return this.#ptr === null;
   }
 
+  /** The handle, or a CLOSED / BUSY EngineError. */
   protected handle(): Deno.PointerValue {
     if (this.#ptr === null) throw new EngineError("CLOSED", `Cannot use ${this.kind}: it is closed`);
     if (this.#busy) throw new EngineError("BUSY", `Cannot use ${this.kind}: a call on it is still running`);
@@ -76,6 +79,7 @@ abstract class NativeHandle implements Disposable {
     }
   }
 
+  /** Releases the native handle (called once by close). */
   protected abstract free(ptr: Deno.PointerValue): void;
 
   /** Releases the native handle. Idempotent; throws BUSY while a call is running. */
@@ -117,6 +121,7 @@ export interface PhiloxFill {
  * ```
  */
 export class TensorMap extends NativeHandle {
+  /** What the handle is, for error messages. */
   protected readonly kind = "tensor map";
 
   /** Creates an empty map. */
@@ -126,6 +131,7 @@ export class TensorMap extends NativeHandle {
     super(slotPointer(slot));
   }
 
+  /** Releases the native handle (called once by close). */
   protected free(ptr: Deno.PointerValue): void {
     native().l2d_tmap_free(ptr);
   }
@@ -258,6 +264,7 @@ export interface ContextOptions {
  * ```
  */
 export class Context extends NativeHandle {
+  /** What the handle is, for error messages. */
   protected readonly kind = "context";
   /** The backend this context runs on. */
   readonly backend: BackendName;
@@ -280,6 +287,7 @@ export class Context extends NativeHandle {
     return new Context(slotPointer(slot), backend);
   }
 
+  /** Releases the native handle (called once by close). */
   protected free(ptr: Deno.PointerValue): void {
     native().l2d_context_free(ptr);
   }
@@ -313,6 +321,7 @@ export class Context extends NativeHandle {
  * ```
  */
 export class Model extends NativeHandle {
+  /** What the handle is, for error messages. */
   protected readonly kind: string;
 
   private constructor(ptr: Deno.PointerValue, kind: string) {
@@ -336,6 +345,7 @@ export class Model extends NativeHandle {
     return new Model(slotPointer(slot), kind);
   }
 
+  /** Releases the native handle (called once by close). */
   protected free(ptr: Deno.PointerValue): void {
     native().l2d_model_free(ptr);
   }
@@ -363,6 +373,7 @@ export class Model extends NativeHandle {
 
 /** Per-stream state of a model (KV caches, buffers); see {@linkcode Model.createSession}. */
 export class Session extends NativeHandle {
+  /** What the handle is, for error messages. */
   protected readonly kind: string;
 
   /** @internal created by Model.createSession */
@@ -371,6 +382,7 @@ export class Session extends NativeHandle {
     this.kind = `${modelKind} session`;
   }
 
+  /** Releases the native handle (called once by close). */
   protected free(ptr: Deno.PointerValue): void {
     native().l2d_session_free(ptr);
   }
@@ -391,7 +403,9 @@ export class Session extends NativeHandle {
 
 /** Geometry of a frame given to {@linkcode NativeStream.pushFrame}. */
 export interface FrameGeometry {
+  /** Frame width in pixels. */
   width: number;
+  /** Frame height in pixels. */
   height: number;
   /** 3 = RGB, 4 = RGBA. */
   channels: 3 | 4;
@@ -403,8 +417,9 @@ export interface FrameGeometry {
  * FFI call); {@linkcode Session.run} gives the debug/golden methods ("warmup", "push", ...).
  */
 export class NativeStream extends Session {
-  /** Stream size in pixels. */
+  /** Stream width in pixels. */
   readonly width: number;
+  /** Stream height in pixels. */
   readonly height: number;
 
   private constructor(ptr: Deno.PointerValue, width: number, height: number) {

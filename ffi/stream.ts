@@ -18,7 +18,9 @@ import { type Model, NativeStream, TensorMap } from "./native.ts";
 export interface Frame {
   /** `width * height * channels` bytes. */
   data: Uint8Array;
+  /** Width in pixels. */
   width: number;
+  /** Height in pixels. */
   height: number;
   /** 3 (RGB) or 4 (RGBA). @default inferred from the data length */
   channels?: 3 | 4;

@@ -7,5 +7,6 @@
 
 /** A checkpoint file is malformed, truncated, unsupported or not allowed (e.g. unsafe pickle globals). */
 export class CheckpointError extends Error {
+  /** Always "CheckpointError". */
   override name = "CheckpointError";
 }
