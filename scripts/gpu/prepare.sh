@@ -21,7 +21,14 @@ if ! git check-ignore -q .gpu/deno.xz; then
   echo "added /.gpu/ to .git/info/exclude"
 fi
 
-# 1. Deno binary (recompressed only when the version changed).
+# 1. Deno binary (recompressed only when the version changed). Without deno on PATH, the one npx
+#    installs (`npx -y deno@2.9.6`) is used and put on PATH for the steps below.
+if ! command -v deno >/dev/null; then
+  npx -y deno@2.9.6 --version >/dev/null
+  NPX_DENO=$(ls -t ~/.npm/_npx/*/node_modules/@deno/linux-x64-glibc/deno 2>/dev/null | head -1)
+  [ -x "$NPX_DENO" ] || { echo "prepare: cannot find a Deno executable (install it or put it on PATH)" >&2; exit 1; }
+  mkdir -p /tmp/l2d-deno-bin && ln -sf "$NPX_DENO" /tmp/l2d-deno-bin/deno && export PATH=/tmp/l2d-deno-bin:$PATH
+fi
 DENO_BIN=$(readlink -f "$(command -v deno)")
 VERSION=$(deno --version | head -1)
 if [ ! -s .gpu/deno.xz ] || [ "$(cat .gpu/deno.version 2>/dev/null)" != "$VERSION" ]; then
