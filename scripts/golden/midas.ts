@@ -21,6 +21,7 @@ import { join } from "node:path";
 import type { CaseRun, CaseRunner } from "./framework.ts";
 import { type HostTensor, numel, toFloat32 } from "../../ffi/host_tensor.ts";
 import { type Context, Model, TensorMap } from "../../ffi/native.ts";
+import { type Images, u8ImageToNchw } from "./images.ts";
 import {
   DPT_HYBRID_384_CONFIG,
   loadMidasWeights,
@@ -29,32 +30,6 @@ import {
   midasPhiloxWeights,
   type StateDictManifest,
 } from "../../ffi/loaders/midas.ts";
-
-interface Images {
-  values: Float32Array;
-  shape: number[];
-}
-
-/** uint8 NHWC -> float32 NCHW u8 / 127.5 - 1 (each step rounded to float32 as torch does). */
-export function u8ToMidasInput(t: HostTensor): Images {
-  const shape = t.shape.length === 3 ? [1, ...t.shape] : t.shape;
-  if (shape.length !== 4) throw new Error(`expected uint8 images [N,H,W,C], got [${t.shape}]`);
-  const [n, h, w, c] = shape as [number, number, number, number];
-  const src = toFloat32(t);
-  const out = new Float32Array(n * c * h * w);
-  for (let b = 0; b < n; b++) {
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        for (let ch = 0; ch < c; ch++) {
-          out[((b * c + ch) * h + y) * w + x] = Math.fround(
-            Math.fround(src[((b * h + y) * w + x) * c + ch]! / 127.5) - 1,
-          );
-        }
-      }
-    }
-  }
-  return { values: out, shape: [n, c, h, w] };
-}
 
 /** The first `n` images of an NCHW batch. */
 function firstImages(img: Images, n: number): Images {
@@ -177,7 +152,7 @@ async function midasCase(run: CaseRun, ctx: Context, prefixes: Variant["prefix"]
   const known = /^(depth_(reduced|full)|(reduced|full)_layer_\d+)$/;
   const unknown = names.filter((n) => !known.test(n));
   if (unknown.length) throw new Error(`unknown midas outputs: ${unknown.join(", ")}`);
-  const inputs = u8ToMidasInput(await run.input("images_u8"));
+  const inputs = u8ImageToNchw(await run.input("images_u8"));
   for (const v of variants(run)) {
     if (prefixes.includes(v.prefix)) await runVariant(run, ctx, v, names, inputs);
   }

@@ -10,34 +10,10 @@
  */
 
 import type { CaseRun, CaseRunner } from "./framework.ts";
-import { type HostTensor, toFloat32 } from "../../ffi/host_tensor.ts";
+import { toFloat32 } from "../../ffi/host_tensor.ts";
 import { type Context, type Model, TensorMap } from "../../ffi/native.ts";
 import { createTaesdModel } from "../../ffi/loaders/taesd.ts";
-
-interface Images {
-  values: Float32Array;
-  shape: number[];
-}
-
-/** uint8 HWC / NHWC -> float32 NCHW in [-1, 1] (u8 / 127.5 - 1, rounded like float32 torch ops). */
-export function u8ImageToNchw(t: HostTensor): Images {
-  const shape = t.shape.length === 3 ? [1, ...t.shape] : t.shape;
-  if (shape.length !== 4) throw new Error(`expected a uint8 image [H,W,C] or [N,H,W,C], got [${t.shape}]`);
-  const [n, h, w, c] = shape as [number, number, number, number];
-  const src = toFloat32(t);
-  const out = new Float32Array(n * c * h * w);
-  for (let b = 0; b < n; b++) {
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        for (let ch = 0; ch < c; ch++) {
-          const v = Math.fround(Math.fround(src[((b * h + y) * w + x) * c + ch]! / 127.5) - 1);
-          out[((b * c + ch) * h + y) * w + x] = v;
-        }
-      }
-    }
-  }
-  return { values: out, shape: [n, c, h, w] };
-}
+import { type Images, u8ImageToNchw } from "./images.ts";
 
 /** Every k-th row and column of an NCHW tensor. */
 export function strideNchw(img: Images, k: number): Images {
