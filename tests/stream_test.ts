@@ -82,6 +82,22 @@ Deno.test("Stream.push() reproduces the golden frames through the hot path, with
   }
 });
 
+Deno.test("Stream.warmup() returns the 8 golden warm-up frames; streaming continues from there", async () => {
+  using stream = await openStream();
+  const warm = await stream.warmup(Array.from({ length: 8 }, (_, i) => frame(i)));
+  assert.equal(warm.length, 8);
+  using f = await openSafetensors(join(CASE, "outputs.safetensors"));
+  const expected = await f.read("warmup_frames_u8");
+  const size = SIZE * SIZE * 3;
+  warm.forEach((w, i) => {
+    assert.equal(w.width, SIZE);
+    assert.ok(maxDiff(w.data, expected.data.subarray(i * size, (i + 1) * size)) <= 1, `warm-up frame ${i} differs`);
+  });
+  // No implicit warm-up afterwards: after `latency` pushes, frames come out.
+  const outs = await pushAll(stream, 8, 8 + stream.latency + 1);
+  assert.equal(outs.filter((o) => o !== null).length, 1);
+});
+
 Deno.test("Stream: two streams interleaved stay isolated, reset() starts over, setPrompt() changes the output", async () => {
   // Reference: one stream alone.
   const ref = await (async () => {
