@@ -160,6 +160,11 @@ Deno.test("Stream and Engine reject bad input with typed errors", async () => {
   // deno-lint-ignore no-explicit-any
   await assert.rejects(engine.createStream({ prompt: 42 as any }), TypeError);
   await assert.rejects(engine.createStream({ prompt: "x", width: 64, height: 64, tIndexList: [45, 32] }), EngineError);
+  // A stream whose KV caches cannot fit is refused before any memory is touched.
+  await assert.rejects(
+    engine.createStream({ prompt: "x", width: 4096, height: 4096 }),
+    (e: unknown) => e instanceof EngineError && /GiB/.test(e.message),
+  );
   const s = await openStream();
   await assert.rejects(s.push({ data: new Uint8Array(10), width: 64, height: 64 }), RangeError);
   await assert.rejects(

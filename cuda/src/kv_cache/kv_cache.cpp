@@ -19,6 +19,14 @@ KvCache::KvCache(Backend& backend, int steps, int window, int sink, std::vector<
   L2D_REQUIRE(sink >= 1 && window > sink, "the KV-cache window (", window, ") must exceed the sink size (", sink, ")");
   L2D_REQUIRE(steps == 1 || window >= sink + 2, "a KV-cache window of ", window, " with sink ", sink,
               " cannot hold the initial update slots of ", steps, " steps");
+  // Refuse sizes whose caches cannot fit before touching memory (a huge stream must be a clear
+  // error, not an out-of-memory kill halfway through zero-filling).
+  double bytes = 0;
+  for (size_t i = 0; i < specs_.size(); ++i)
+    bytes += double(shape_numel(cache_shape(i))) * double(storage_size(be_.float_dtype()));
+  constexpr double kMaxCacheBytes = 16.0 * (1ull << 30);
+  L2D_REQUIRE(bytes <= kMaxCacheBytes, "the KV caches of this stream would need ", bytes / double(1ull << 30),
+              " GiB (more than 16 GiB): use a smaller stream size or fewer denoising steps");
   caches_.reserve(specs_.size());
   for (size_t i = 0; i < specs_.size(); ++i) caches_.push_back(be_.zeros(cache_shape(i), be_.float_dtype()));
   init_bookkeeping();
