@@ -424,3 +424,41 @@ Deno.test("cpu ops: stream_temporal_attention writes the ring slot in place and 
   }
   assertClose(got.y, ref, 1e-5, "stream_temporal_attention");
 });
+
+Deno.test("stream frame fitting: covers the stream size, antialiases downscales, crops the centre", async () => {
+  using ctx = Context.create("cpu");
+  using model = await Model.create(ctx, "ops", {});
+  const fit = async (data: Uint8Array, h: number, w: number, c: number, size: [number, number]) => {
+    using io = new TensorMap();
+    io.set("frame", { dtype: "U8", shape: [h, w, c], data });
+    io.setI64("size", size, [2]);
+    await model.run("fit_frame", io);
+    return io.get("y");
+  };
+  // Same size: untouched.
+  const same = Uint8Array.from({ length: 8 * 8 * 3 }, (_, i) => (i * 37) % 256);
+  assert.deepEqual(Array.from((await fit(same, 8, 8, 3, [8, 8])).data), Array.from(same));
+  // 1280x720 -> 64x64: channel 0 a horizontal ramp, channel 1 a one-pixel checkerboard.
+  const W = 1280, H = 720;
+  const big = new Uint8Array(W * H * 3);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) big.set([Math.round((255 * x) / (W - 1)), (x + y) % 2 ? 255 : 0, 7], (y * W + x) * 3);
+  }
+  const out = await fit(big, H, W, 3, [64, 64]);
+  assert.deepEqual(out.shape, [64, 64, 3]);
+  const px = (y: number, x: number, c: number) => out.data[(y * 64 + x) * 3 + c]!;
+  // Antialiasing averages the checkerboard to mid-grey instead of aliasing it to black or white.
+  for (const [y, x] of [[0, 0], [31, 17], [63, 63]]) {
+    assert.ok(Math.abs(px(y!, x!, 1) - 127.5) <= 3, `checker ${px(y!, x!, 1)}`);
+  }
+  // Centre crop of the covering 114x64 resize: the ramp covers only the middle 64/114 of its range.
+  const expectedLeft = 255 * ((114 - 64) / 2 / 114), expectedRight = 255 * (1 - (114 - 64) / 2 / 114);
+  assert.ok(Math.abs(px(32, 0, 0) - expectedLeft) <= 4, `left ${px(32, 0, 0)} vs ${expectedLeft}`);
+  assert.ok(Math.abs(px(32, 63, 0) - expectedRight) <= 4, `right ${px(32, 63, 0)} vs ${expectedRight}`);
+  for (let x = 1; x < 64; x++) assert.ok(px(10, x, 0) >= px(10, x - 1, 0), "the ramp stays monotonic");
+  assert.equal(px(5, 5, 2), 7); // a constant channel stays exact
+  // Upscaling a 4x2 RGBA frame to 8x8 keeps the alpha channel count and covers the output.
+  const up = await fit(new Uint8Array(4 * 2 * 4).fill(200), 2, 4, 4, [8, 8]);
+  assert.deepEqual(up.shape, [8, 8, 4]);
+  assert.ok(up.data.every((v) => v === 200));
+});

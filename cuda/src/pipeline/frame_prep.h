@@ -1,5 +1,6 @@
 // frame_prep.h: host-side preparation of incoming frames. Frames of any size are scaled so they
-// cover the stream size (aspect ratio kept, bilinear) and centre-cropped to it; frames already at
+// cover the stream size (aspect ratio kept, antialiased bilinear like the original's torchvision
+// Resize) and centre-cropped to it; frames already at
 // the stream size are passed through untouched (the golden path). Also the cosine similarity
 // used by the similar-image filter, computed on the host bytes the frame arrives in, so the filter
 // costs no device round trip.

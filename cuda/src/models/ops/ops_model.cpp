@@ -3,6 +3,7 @@
 // round-trip TS -> native -> TS. Scalar parameters travel as small tensors in the same map.
 #include <cstring>
 
+#include "../../pipeline/frame_prep.h"
 #include "../model.h"
 
 namespace l2d {
@@ -74,6 +75,19 @@ class OpsModel final : public Model {
     } else if (method == "slice") {
       const auto p = ints("params");  // [dim, start, end, step]
       y = be_.slice(in("x"), int(p[0]), p[1], p[2], p[3]);
+    } else if (method == "fit_frame") {
+      // The stream's frame preparation (scale to cover, antialias, centre-crop), for tests.
+      const HostTensor& f = io.at("frame", "ops model");
+      const auto size = ints("size");  // [height, width]
+      L2D_REQUIRE(f.dtype == L2D_U8 && f.shape.size() == 3 && size.size() == 2, "fit_frame needs frame U8 [H, W, C]");
+      std::vector<uint8_t> scratch;
+      const uint8_t* out = fit_frame({f.bytes.data(), f.shape[1], f.shape[0], int(f.shape[2])}, size[1], size[0], scratch);
+      HostTensor r;
+      r.dtype = L2D_U8;
+      r.shape = {size[0], size[1], f.shape[2]};
+      r.bytes.assign(out, out + size_t(size[0] * size[1] * f.shape[2]));
+      io.put("y", std::move(r));
+      return;
     } else if (method == "concat") {
       y = be_.concat({in("a"), in("b")}, int(ints("dim")[0]));
     } else {
