@@ -12,7 +12,6 @@ namespace {
 
 constexpr int kDepthSize = 384;  // MiDaS DPT-Hybrid input (encode_depth resizes to 384x384)
 
-std::vector<float> host_values(Backend& be, const Tensor& t) { return be.to_host(t).to_f32(); }
 
 }  // namespace
 
@@ -77,7 +76,7 @@ void LiveStream::reset() {
   pending_.clear();
   sim_prev_.clear();
   sim_skipped_ = 0;
-  last_output_ = Tensor();
+  last_rgb_.clear();
 }
 
 void LiveStream::set_prompt(const HostTensor& embeds) {
@@ -111,7 +110,7 @@ Tensor LiveStream::encode_depth(const Tensor& images, TensorMap* debug) {
   const Tensor small = be_.resize_bilinear(images, kDepthSize, kDepthSize, false);
   const Tensor raw = depth_.depth(small);  // [N, 384, 384]
   if (debug) {
-    const std::vector<float> v = host_values(be_, raw);
+    const std::vector<float> v = be_.to_host(raw).to_f32();
     float mn = v[0], mx = v[0];
     for (float x : v) mn = std::min(mn, x), mx = std::max(mx, x);
     debug->put("midas_depth_min", HostTensor::from_f32({1}, &mn));
@@ -136,7 +135,7 @@ Tensor LiveStream::decode_to_unit(const Tensor& x0) {
   return be_.unary(img, Unary::Affine, 0.5f, 0.5f);
 }
 
-LiveStream::Output LiveStream::warmup(const uint8_t* frames, int64_t n, int channels, TensorMap* debug) {
+Tensor LiveStream::warmup(const uint8_t* frames, int64_t n, int channels, TensorMap* debug) {
   const int sink = unet_.config().motion.sink;
   L2D_REQUIRE(n == sink, "warm-up takes exactly ", sink, " frames, got ", n);
   L2D_REQUIRE(prompt_.defined(), "set a prompt before warming up the stream");
@@ -170,10 +169,10 @@ LiveStream::Output LiveStream::warmup(const uint8_t* frames, int64_t n, int chan
   warmed_up_ = true;
   frame_index_ = n;
   streamed_ = 0;
-  return {decode_to_unit(x0)};
+  return decode_to_unit(x0);
 }
 
-LiveStream::Output LiveStream::step(const uint8_t* frame, int channels, TensorMap* debug) {
+Tensor LiveStream::step(const uint8_t* frame, int channels, TensorMap* debug) {
   L2D_REQUIRE(warmed_up_, "the stream must be warmed up (8 frames) before streaming");
   const Tensor image = be_.unary(be_.image_from_u8(frame, 1, height_, width_, channels), Unary::Affine, 2.f, -1.f);
   const int64_t i = frame_index_;
@@ -218,7 +217,7 @@ LiveStream::Output LiveStream::step(const uint8_t* frame, int channels, TensorMa
   }
   ++frame_index_;
   ++streamed_;
-  return {decode_to_unit(out_latent)};
+  return decode_to_unit(out_latent);
 }
 
 // StreamDiffusion's similar-image filter: skip with probability max(0, 1 - (1 - sim) / (1 - thr))
@@ -227,7 +226,7 @@ bool LiveStream::similar_to_previous(const uint8_t* frame, int channels) {
   if (sim_threshold_ >= 1.0) return false;
   const size_t bytes = size_t(width_ * height_ * channels);
   bool skip = false;
-  if (!sim_prev_.empty() && sim_prev_.size() == bytes && last_output_.defined()) {
+  if (!sim_prev_.empty() && sim_prev_.size() == bytes && !last_rgb_.empty()) {
     const double sim = frame_cosine_similarity(sim_prev_.data(), frame, width_ * height_, channels);
     const double p = std::max(0.0, 1.0 - (1.0 - sim) / (1.0 - sim_threshold_));
     const double u = philox::uniform_at(uint64_t(frame_index_), seed_, 0, 5, 0);
@@ -256,13 +255,14 @@ bool LiveStream::push_frame(const FrameView& in, uint8_t* out_rgb) {
     return false;
   }
   if (similar_to_previous(frame, in.channels)) {
-    be_.image_to_host(last_output_, nullptr, out_rgb);
+    // A skipped frame costs no device work at all: the last output is repeated from the host.
+    std::copy(last_rgb_.begin(), last_rgb_.end(), out_rgb);
     return true;
   }
-  Output out = step(frame, in.channels, nullptr);
+  const Tensor images = step(frame, in.channels, nullptr);
   if (streamed_ < T_) return false;  // the first T-1 outputs come from the zero buffers
-  last_output_ = out.images;
-  be_.image_to_host(out.images, nullptr, out_rgb);
+  be_.image_to_host(images, nullptr, out_rgb);
+  if (sim_threshold_ < 1.0) last_rgb_.assign(out_rgb, out_rgb + size_t(width_ * height_ * 3));
   return true;
 }
 
@@ -306,15 +306,13 @@ void LiveStream::run(const std::string& method, TensorMap& io) {
     int64_t n = 0;
     int channels = 3;
     const std::vector<uint8_t> frames = fitted_frames("frames", &n, &channels);
-    put_frames(warmup(frames.data(), n, channels, debug).images);
+    put_frames(warmup(frames.data(), n, channels, debug));
   } else if (method == "push") {
     int64_t n = 0;
     int channels = 3;
     const std::vector<uint8_t> frame = fitted_frames("frame", &n, &channels);
     L2D_REQUIRE(n == 1, "stream push takes one frame, got ", n);
-    const Output out = step(frame.data(), channels, debug);
-    last_output_ = out.images;
-    put_frames(out.images);
+    put_frames(step(frame.data(), channels, debug));
     const int32_t ready = streamed_ >= T_ ? 1 : 0;
     HostTensor r;
     r.dtype = L2D_I32;

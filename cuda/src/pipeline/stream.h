@@ -51,15 +51,12 @@ class LiveStream final : public Session {
   int64_t height() const { return height_; }
 
  private:
-  struct Output {
-    Tensor images;  // [N, 3, H, W] in [0, 1]
-  };
-
   void set_prompt(const HostTensor& embeds);
   void reset();
   // frames: N fitted frames, contiguous u8 [N, H, W, channels].
-  Output warmup(const uint8_t* frames, int64_t n, int channels, TensorMap* debug);
-  Output step(const uint8_t* frame, int channels, TensorMap* debug);
+  // Both return the output images [N, 3, H, W] in [0, 1].
+  Tensor warmup(const uint8_t* frames, int64_t n, int channels, TensorMap* debug);
+  Tensor step(const uint8_t* frame, int channels, TensorMap* debug);
   Tensor encode_latent(const Tensor& images, int64_t first_frame, TensorMap* debug);
   Tensor encode_depth(const Tensor& images, TensorMap* debug);
   Tensor scalar(float v) const;
@@ -91,7 +88,7 @@ class LiveStream final : public Session {
   double sim_threshold_ = 1.0;
   int sim_max_skip_ = 10, sim_skipped_ = 0;
   std::vector<uint8_t> sim_prev_;
-  Tensor last_output_;
+  std::vector<uint8_t> last_rgb_;  // last output frame (similar-image filter only)
 };
 
 }  // namespace l2d
