@@ -16,8 +16,7 @@
 import { createHash } from "node:crypto";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 // A full specifier (not an import-map name) so projects importing live2diff by path resolve it too.
-// deno-lint-ignore no-import-prefix
-import { parse as parseYaml } from "npm:yaml@2.9.1";
+import { parse as parseYaml } from "yaml";
 import type { LoraSpec } from "./lora.ts";
 import type { ProvenanceEntry } from "./format.ts";
 import { Progress } from "./progress.ts";

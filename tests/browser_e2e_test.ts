@@ -9,8 +9,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
-// deno-lint-ignore no-import-prefix
-import { chromium } from "npm:playwright-core@1.65.1";
+import { chromium } from "playwright-core";
 import { Engine } from "../mod.ts";
 import { createLive2DiffServer } from "../examples/server/app.ts";
 

@@ -38,14 +38,10 @@
  * @module
  */
 
-// deno-lint-ignore no-import-prefix
-import { Hono } from "npm:hono@4.13.19";
-// deno-lint-ignore no-import-prefix
-import { upgradeWebSocket } from "npm:hono@4.13.19/deno";
-// deno-lint-ignore no-import-prefix
-import type { WSContext } from "npm:hono@4.13.19/ws";
-// deno-lint-ignore no-import-prefix
-import jpeg from "npm:jpeg-js@0.4.4";
+import { Hono } from "hono";
+import { upgradeWebSocket } from "hono/deno";
+import type { WSContext } from "hono/ws";
+import jpeg from "jpeg-js";
 import type { Engine, Frame, Stream } from "../../mod.ts";
 import { defaultStreamSize, loadEngine } from "../_engine.ts";
 

@@ -11,12 +11,9 @@
  */
 
 import { parseArgs } from "node:util";
-// deno-lint-ignore no-import-prefix
-import { Hono } from "npm:hono@4.13.19";
-// deno-lint-ignore no-import-prefix
-import { upgradeWebSocket } from "npm:hono@4.13.19/deno";
-// deno-lint-ignore no-import-prefix
-import jpeg from "npm:jpeg-js@0.4.4";
+import { Hono } from "hono";
+import { upgradeWebSocket } from "hono/deno";
+import jpeg from "jpeg-js";
 import { createLive2DiffServer, HEADER_BYTES, KIND } from "./app.ts";
 import { defaultStreamSize, loadEngine, printNotice } from "../_engine.ts";
 
@@ -107,8 +104,7 @@ console.log("2. WebSocket transport on loopback (ms per round trip of one messag
   let results: number[];
   try {
     Deno.statSync(chromiumPath);
-    // deno-lint-ignore no-import-prefix
-    const { chromium } = await import("npm:playwright-core@1.65.1");
+    const { chromium } = await import("playwright-core");
     const browser = await chromium.launch({ executablePath: chromiumPath, args: ["--no-sandbox", "--disable-gpu"] });
     const page = await browser.newPage();
     await page.goto(`http://127.0.0.1:${port}/`);
