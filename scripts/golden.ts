@@ -74,7 +74,8 @@ export async function runCase(dir: string, options: RunOptions, log = console.lo
 }
 
 /** Every case directory under a golden root, sorted. */
-export async function listCases(root = defaultGoldenRoot()): Promise<string[]> {
+export async function listCases(root?: string): Promise<string[]> {
+  root ??= await defaultGoldenRoot();
   const dirs: string[] = [];
   for await (const e of Deno.readDir(join(root, "cases"))) {
     if (e.isDirectory) dirs.push(join(root, "cases", e.name));

@@ -29,7 +29,7 @@ const readJson = async (p: string) => JSON.parse(await Deno.readTextFile(p));
 
 if (import.meta.main) {
   const { values } = parseArgs({ args: Deno.args, options: { "golden-root": { type: "string" } } });
-  const root = values["golden-root"] ?? defaultGoldenRoot();
+  const root = values["golden-root"] ?? await defaultGoldenRoot();
   const models = join(root, "models"), cases = join(root, "cases");
   const out = fileURLToPath(new URL("../engines/presets/", import.meta.url));
   const taesd = {

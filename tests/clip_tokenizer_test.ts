@@ -6,16 +6,11 @@
  * The golden root can be overridden with the env var L2D_GOLDEN_DIR.
  */
 import assert from "node:assert/strict";
-import { resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { ClipTokenizer } from "../ffi/clip_tokenizer.ts";
+import { goldenRoot } from "./_fixtures/golden_root.ts";
 
-function goldenRoot(): URL {
-  const env = Deno.env.get("L2D_GOLDEN_DIR");
-  if (env) return pathToFileURL(resolve(env) + "/");
-  return new URL("../../shared/golden/", import.meta.url);
-}
-const GOLDEN = goldenRoot();
+const GOLDEN = pathToFileURL(goldenRoot() + "/");
 const TOK_DIR = new URL("models/tiny_sd15/tokenizer/", GOLDEN);
 const CASE_DIR = new URL("cases/clip_text/", GOLDEN);
 

@@ -18,11 +18,11 @@ import { type CheckpointFile, openSafetensors } from "../../ffi/formats/mod.ts";
 import { type HostTensor, toFloat32 } from "../../ffi/host_tensor.ts";
 import type { Context } from "../../ffi/native.ts";
 
-/** Where the public golden set lives unless L2D_GOLDEN_DIR says otherwise. */
-export function defaultGoldenRoot(): string {
-  return Deno.env.get("L2D_GOLDEN_DIR") ??
-    resolve(fileURLToPath(new URL("../../../shared/golden", import.meta.url)));
-}
+/**
+ * The golden root used when none is given: `L2D_GOLDEN_DIR`, else the repository's public set
+ * (unpacked into the cache on first use; scripts/golden/root.ts).
+ */
+export { goldenRoot as defaultGoldenRoot } from "./root.ts";
 
 /** Options every runner sees. */
 export interface RunOptions {

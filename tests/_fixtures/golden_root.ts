@@ -1,16 +1,18 @@
 /**
  * Locates the golden root (the folder holding `cases/` and `models/`): env `L2D_GOLDEN_DIR`
- * when set, else `../../shared/golden` relative to the repository.
+ * when set, else the repository's public set (`golden/`), unpacked into the cache on first use
+ * (scripts/golden/root.ts). Resolved once, when a test file first imports this module.
  *
  * @module
  */
 import { resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { goldenRoot as resolveGoldenRoot } from "../../scripts/golden/root.ts";
+
+const ROOT = await resolveGoldenRoot();
 
 /** Absolute path of the golden root. */
 export function goldenRoot(): string {
-  const dir = Deno.env.get("L2D_GOLDEN_DIR");
-  return dir ? resolve(dir) : fileURLToPath(new URL("../../../shared/golden", import.meta.url));
+  return ROOT;
 }
 
 /** Absolute path of `rel` inside the golden root. */
