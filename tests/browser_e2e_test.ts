@@ -21,7 +21,9 @@ try {
 
 Deno.test({
   name: `browser e2e: the webcam page streams through the server in headless Chromium${
-    HAS_CHROMIUM ? "" : " (ignored: chromium not installed)"
+    HAS_CHROMIUM
+      ? ""
+      : ` (ignored: no ${CHROMIUM}; install chromium, Debian: apt-get install chromium, or set CHROMIUM)`
   }`,
   ignore: !HAS_CHROMIUM,
   // Playwright keeps its own pipes and timers around the browser process.

@@ -1,23 +1,18 @@
 /**
  * examples/translate.ts end to end: a short generated clip (ffmpeg testsrc + a tone) through the
  * CPU default engine; the output has every frame, the stream size, the input's rate and its audio.
- * Needs ffmpeg/ffprobe (Debian `ffmpeg`); ignored when they are missing. The argument checks run
- * without them.
+ * Needs ffmpeg/ffprobe: the system's, else the static builds of npm packages (tests/_fixtures/ffmpeg.ts);
+ * ignored, saying what to install, when neither is available. The argument checks run without them.
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { findFfmpeg } from "./_fixtures/ffmpeg.ts";
 
 const SCRIPT = new URL("../examples/translate.ts", import.meta.url).pathname;
 
-function has(cmd: string): boolean {
-  try {
-    return new Deno.Command(cmd, { args: ["-version"], stdout: "null", stderr: "null" }).outputSync().success;
-  } catch {
-    return false;
-  }
-}
-const HAS_FFMPEG = has("ffmpeg") && has("ffprobe");
+const TOOLS = await findFfmpeg();
+const FFMPEG = "ffmpeg" in TOOLS ? TOOLS : undefined;
 
 async function translate(args: string[]) {
   const out = await new Deno.Command(Deno.execPath(), {
@@ -30,7 +25,7 @@ async function translate(args: string[]) {
 }
 
 async function probe(file: string) {
-  const out = await new Deno.Command("ffprobe", {
+  const out = await new Deno.Command(FFMPEG!.ffprobe, {
     args: [
       "-v",
       "error",
@@ -48,13 +43,17 @@ async function probe(file: string) {
 }
 
 Deno.test({
-  name: `translate: a short clip through the default engine${HAS_FFMPEG ? "" : " (ignored: ffmpeg not installed)"}`,
-  ignore: !HAS_FFMPEG,
+  name: `translate: a short clip through the default engine${
+    FFMPEG
+      ? (FFMPEG.source === "npm" ? " (npm static ffmpeg)" : "")
+      : ` (ignored: ${"missing" in TOOLS && TOOLS.missing})`
+  }`,
+  ignore: !FFMPEG,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "l2d-translate-" });
     try {
       const input = join(dir, "in.mp4"), output = join(dir, "out.mp4");
-      const gen = await new Deno.Command("ffmpeg", {
+      const gen = await new Deno.Command(FFMPEG!.ffmpeg, {
         args: [
           "-v",
           "error",
@@ -93,6 +92,8 @@ Deno.test({
         "2",
         "--size",
         "64",
+        "--ffmpeg",
+        FFMPEG!.ffmpeg,
       ]);
       assert.equal(code, 0, stderr);
       assert.match(stderr, /NOTICE: This engine has RANDOM weights/, "the default engine's notice is shown");
@@ -110,7 +111,7 @@ Deno.test({
 
       // The output is not the input: decode both at 64x64 and compare.
       const raw = async (file: string) =>
-        (await new Deno.Command("ffmpeg", {
+        (await new Deno.Command(FFMPEG!.ffmpeg, {
           args: [
             "-v",
             "error",
