@@ -272,8 +272,8 @@ export class ClipTokenizer {
    * const err = await ClipTokenizer.load("./no/such/tokenizer").catch((e) => e);
    * assert.ok(err instanceof Error && err.message.includes("vocab.json"));
    *
-   * // The golden tiny SD1.5 tokenizer (when readable): ids are 77 long, BOS first, EOS-padded.
-   * const dir = new URL("../../shared/golden/models/tiny_sd15/tokenizer/", import.meta.url);
+   * // The golden tiny SD1.5 tokenizer (in the repository; when readable): ids are 77 long, BOS first, EOS-padded.
+   * const dir = new URL("../golden/files/models/tiny_sd15/tokenizer/", import.meta.url);
    * const readable = (await Deno.permissions.query({ name: "read", path: dir })).state === "granted";
    * if (readable && (await Deno.stat(new URL("vocab.json", dir)).catch(() => null))) {
    *   const tok = await ClipTokenizer.load(dir);
