@@ -1,0 +1,408 @@
+// The "own" tensor-core GEMM. One CTA (8 warps) computes a 128 x BN tile of C[z] (BN = 128 or 64)
+// over a range of K (all of it, or one split-K slice), stepping in BK = 32 slices through a
+// STAGES-deep ring of shared-memory buffers:
+//   - A (always row-major [M, K], k contiguous) and dense B operands arrive by cp.async (16 bytes per
+//     instruction, zero-filled past the edges), STAGES - 1 slices ahead of the math;
+//   - the im2col B operand (NCHW convolutions) cannot use cp.async (a 3x3 tap shifts rows by one
+//     element, so sources are not 16-byte aligned): each thread gathers its elements into registers
+//     for slice kt + STAGES - 1 before the math of slice kt and stores them after it, so the global
+//     latency hides behind the MMAs. The gather walks k = (c, kh, kw) incrementally (no divides).
+//   - math: ldmatrix.x4 (A; B with .trans when B is k-major in shared memory) + mma.sync m16n8k16,
+//     fp32 accumulators in registers.
+// Epilogue: bias (per row for convolutions, per column for linear) and fp16 stores (half2 where
+// aligned), or, for split-K, fp32 partials into a workspace that a second kernel sums in a fixed
+// order (deterministic: no atomics) before adding the bias.
+// Shared rows are padded by 16 bytes, which makes every ldmatrix phase hit 8 distinct bank groups.
+#include <algorithm>
+
+#include "../common.cuh"
+#include "gemm_tc.cuh"
+
+namespace l2d::cuda {
+namespace {
+
+constexpr int BM = 128, BK = 32, THREADS = 256, STAGES = 3, PAD = 8;
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy; src_bytes == 0 writes 16 zero bytes (nothing is read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+
+// D = A (16x16, row) * B (16x8, col) + D, fp16 inputs, fp32 accumulators.
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Per-BN geometry: BN = 128 -> 2 x 4 warps of 64 x 32; BN = 64 -> 4 x 2 warps of 32 x 32.
+template <int BN>
+struct Geo {
+  static constexpr int WARPS_N = BN == 128 ? 4 : 2;
+  static constexpr int WARPS_M = 8 / WARPS_N;
+  static constexpr int WTM = BM / WARPS_M, WTN = BN / WARPS_N;
+  static constexpr int MI = WTM / 16, NI = WTN / 8;
+  static constexpr int LDA = BK + PAD;
+  static constexpr int A_ELEMS = BM * LDA;
+  static constexpr int LDB_KN = BN + PAD;  // B staged k-major: [BK][BN]
+  static constexpr int LDB_NK = BK + PAD;  // B staged n-major: [BN][BK]
+  static constexpr int B_ELEMS = BK * LDB_KN > BN * LDB_NK ? BK * LDB_KN : BN * LDB_NK;
+  static constexpr int STAGE_ELEMS = A_ELEMS + B_ELEMS;
+  static constexpr size_t SMEM_BYTES = size_t(STAGES) * STAGE_ELEMS * sizeof(__half);
+  // im2col gather: thread t owns column t % BN and rows t / BN + i * KSTEP.
+  static constexpr int KSTEP = THREADS / BN, GATHER = BK / KSTEP;
+  static_assert(NI % 2 == 0 && MI >= 1 && THREADS % BN == 0 && BK % KSTEP == 0, "tile geometry");
+};
+
+// Walks this thread's k sequence (k, k + KSTEP, ...) of an NCHW im2col gather as (c, kh, kw) without
+// divisions. The element at (k, n) is x[c, iy0 + kh, ix0 + kw], zero outside the image.
+struct Im2colWalker {
+  int64_t c_off;  // c * H * W
+  int kh, kw;
+  __device__ void init(int64_t k, const GemmParams& p) {
+    const int khw = p.conv_KH * p.conv_KW;
+    const int64_t c = k / khw;
+    const int r = int(k - c * khw);
+    kh = r / p.conv_KW;
+    kw = r - kh * p.conv_KW;
+    c_off = c * int64_t(p.conv_H) * p.conv_W;
+  }
+  __device__ __forceinline__ void advance(int step, const GemmParams& p) {
+    kw += step;
+    while (kw >= p.conv_KW) {
+      kw -= p.conv_KW;
+      if (++kh == p.conv_KH) {
+        kh = 0;
+        c_off += int64_t(p.conv_H) * p.conv_W;
+      }
+    }
+  }
+};
+
+template <int BN, int BMODE>
+__global__ void __launch_bounds__(THREADS, 2)
+    gemm_tc_kernel(const GemmParams p, int splits, int kt_per_split, float* __restrict__ ws) {
+  using G = Geo<BN>;
+  constexpr bool kIm2col = BMODE == kGemmB_Im2col;
+  constexpr bool kNK = BMODE == kGemmB_NK;
+  constexpr int LDB = kNK ? G::LDB_NK : G::LDB_KN;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __half* smem = reinterpret_cast<__half*>(smem_raw);
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp / G::WARPS_N, wn = warp % G::WARPS_N;
+  const int64_t M = p.M, N = p.N, K = p.K;
+  const int64_t n0 = int64_t(blockIdx.x) * BN, m0 = int64_t(blockIdx.y) * BM;
+  const int z = int(blockIdx.z) / splits, split = int(blockIdx.z) % splits;
+  const __half* A = static_cast<const __half*>(p.A) + z * p.a_bs;
+  const __half* B = static_cast<const __half*>(p.B) + z * p.b_bs;
+
+  const int KT = int((K + BK - 1) / BK);
+  const int kt_begin = split * kt_per_split;
+  const int ntiles = max(0, min(KT, kt_begin + kt_per_split) - kt_begin);
+
+  auto sA = [&](int slot) { return smem + slot * G::STAGE_ELEMS; };
+  auto sB = [&](int slot) { return smem + slot * G::STAGE_ELEMS + G::A_ELEMS; };
+
+  // ---- loaders ----
+  auto load_a = [&](int slot, int64_t k0) {
+    __half* dst = sA(slot);
+#pragma unroll
+    for (int i = 0; i < BM * BK / 8 / THREADS; ++i) {
+      const int c = tid + i * THREADS, r = c / (BK / 8), col = (c % (BK / 8)) * 8;
+      const int64_t gm = m0 + r, gk = k0 + col;
+      const bool ok = gm < M && gk < K;
+      cp_async16(dst + r * G::LDA + col, ok ? A + gm * p.lda + gk : A, ok);
+    }
+  };
+  auto load_b_dense = [&](int slot, int64_t k0) {
+    __half* dst = sB(slot);
+    if constexpr (kNK) {  // B(k, n) = B[n * ldb + k]: stage [BN][BK]
+#pragma unroll
+      for (int i = 0; i < BN * BK / 8 / THREADS; ++i) {
+        const int c = tid + i * THREADS, r = c / (BK / 8), col = (c % (BK / 8)) * 8;
+        const int64_t gn = n0 + r, gk = k0 + col;
+        const bool ok = gn < N && gk < K;
+        cp_async16(dst + r * LDB + col, ok ? B + gn * p.ldb + gk : B, ok);
+      }
+    } else {  // B(k, n) = B[k * ldb + n]: stage [BK][BN]
+#pragma unroll
+      for (int i = 0; i < BN * BK / 8 / THREADS; ++i) {
+        const int c = tid + i * THREADS, r = c / (BN / 8), col = (c % (BN / 8)) * 8;
+        const int64_t gk = k0 + r, gn = n0 + col;
+        const bool ok = gk < K && gn < N;
+        cp_async16(dst + r * LDB + col, ok ? B + gk * p.ldb + gn : B, ok);
+      }
+    }
+  };
+
+  // im2col state: this thread's output pixel and k walker.
+  const int g_col = tid % BN, g_row0 = tid / BN;
+  bool g_nvalid = false;
+  int64_t g_iy0 = 0, g_ix0 = 0;
+  Im2colWalker walker{0, 0, 0};
+  __half gather_regs[kIm2col ? G::GATHER : 1];
+  if constexpr (kIm2col) {
+    const int64_t n = n0 + g_col;
+    g_nvalid = n < N;
+    const int64_t oy = n / p.conv_Wo, ox = n - oy * p.conv_Wo;
+    g_iy0 = oy * p.conv_sh - p.conv_pt;
+    g_ix0 = ox * p.conv_sw - p.conv_pl;
+    walker.init(int64_t(kt_begin) * BK + g_row0, p);
+  }
+  // Gathers this thread's elements of the slice starting at k0 (the walker is already there).
+  auto gather = [&](int64_t k0) {
+#pragma unroll
+    for (int i = 0; i < G::GATHER; ++i) {
+      const int64_t k = k0 + g_row0 + i * G::KSTEP;
+      const int64_t iy = g_iy0 + walker.kh, ix = g_ix0 + walker.kw;
+      __half v = __float2half_rn(0.f);
+      if (g_nvalid && k < K && iy >= 0 && iy < p.conv_H && ix >= 0 && ix < p.conv_W)
+        v = __ldg(B + walker.c_off + iy * p.conv_W + ix);
+      gather_regs[i] = v;
+      walker.advance(G::KSTEP, p);
+    }
+  };
+  auto store_gathered = [&](int slot) {
+    __half* dst = sB(slot);
+#pragma unroll
+    for (int i = 0; i < G::GATHER; ++i) dst[(g_row0 + i * G::KSTEP) * LDB + g_col] = gather_regs[i];
+  };
+
+  auto load_tile = [&](int slot, int t) {  // t: tile index within this split
+    const int64_t k0 = int64_t(kt_begin + t) * BK;
+    load_a(slot, k0);
+    if constexpr (kIm2col) gather(k0);
+    else load_b_dense(slot, k0);
+  };
+
+  float acc[G::MI][G::NI][4];
+#pragma unroll
+  for (int i = 0; i < G::MI; ++i)
+#pragma unroll
+    for (int j = 0; j < G::NI; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+  // ---- prologue: slices 0 .. STAGES-2 in flight ----
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < ntiles) {
+      load_tile(s, s);
+      if constexpr (kIm2col) store_gathered(s);
+    }
+    cp_async_commit();
+  }
+
+  // ---- main loop ----
+  for (int t = 0; t < ntiles; ++t) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();  // slice t has landed; every warp is done with slice t-1's buffer
+    const int load_t = t + STAGES - 1, load_slot = load_t % STAGES;
+    const bool do_load = load_t < ntiles;
+    if (do_load) load_tile(load_slot, load_t);
+    cp_async_commit();
+
+    const __half* a_s = sA(t % STAGES);
+    const __half* b_s = sB(t % STAGES);
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      unsigned af[G::MI][4], bf[G::NI][2];
+#pragma unroll
+      for (int i = 0; i < G::MI; ++i)
+        ldmatrix_x4(af[i], a_s + (wm * G::WTM + i * 16 + (lane & 15)) * G::LDA + kk + (lane >> 4) * 8);
+#pragma unroll
+      for (int j = 0; j < G::NI / 2; ++j) {
+        unsigned r[4];
+        const int nb = wn * G::WTN + j * 16;
+        if constexpr (kNK)
+          ldmatrix_x4(r, b_s + (nb + (lane >> 4) * 8 + (lane & 7)) * LDB + kk + ((lane >> 3) & 1) * 8);
+        else
+          ldmatrix_x4_trans(r, b_s + (kk + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDB + nb + (lane >> 4) * 8);
+        bf[2 * j][0] = r[0];
+        bf[2 * j][1] = r[1];
+        bf[2 * j + 1][0] = r[2];
+        bf[2 * j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < G::MI; ++i)
+#pragma unroll
+        for (int j = 0; j < G::NI; ++j) mma16816(acc[i][j], af[i], bf[j][0], bf[j][1]);
+    }
+    if constexpr (kIm2col)
+      if (do_load) store_gathered(load_slot);  // read STAGES-1 iterations later, after their syncs
+  }
+  cp_async_wait<0>();
+
+  // ---- epilogue ----
+  const int row_in = lane >> 2, col_in = (lane & 3) * 2;
+  if (splits == 1) {
+    __half* C = static_cast<__half*>(p.C) + z * p.c_bs;
+    const __half* bias = static_cast<const __half*>(p.bias);
+    const bool pair_ok = (p.ldc % 2 == 0) && (p.c_bs % 2 == 0) && (reinterpret_cast<uintptr_t>(p.C) % 4 == 0);
+#pragma unroll
+    for (int i = 0; i < G::MI; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t m = m0 + wm * G::WTM + i * 16 + row_in + h * 8;
+        if (m >= M) continue;
+        const float bm = p.bias_mode == kBiasPerM ? __half2float(bias[m]) : 0.f;
+#pragma unroll
+        for (int j = 0; j < G::NI; ++j) {
+          const int64_t n = n0 + wn * G::WTN + j * 8 + col_in;
+          float v0 = acc[i][j][2 * h] + bm, v1 = acc[i][j][2 * h + 1] + bm;
+          if (p.bias_mode == kBiasPerN) {
+            if (n < N) v0 += __half2float(bias[n]);
+            if (n + 1 < N) v1 += __half2float(bias[n + 1]);
+          }
+          __half* dst = C + m * p.ldc + n;
+          if (pair_ok && n + 1 < N) {
+            *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(v0, v1);
+          } else {
+            if (n < N) dst[0] = __float2half_rn(v0);
+            if (n + 1 < N) dst[1] = __float2half_rn(v1);
+          }
+        }
+      }
+  } else {
+    // Partials of split s for batch z: ws[((s * batch + z) * M + m) * N + n], written in full (zeros
+    // included) so the reduction never reads stale memory.
+    float* W = ws + ((int64_t(split) * p.batch + z) * M) * N;
+#pragma unroll
+    for (int i = 0; i < G::MI; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t m = m0 + wm * G::WTM + i * 16 + row_in + h * 8;
+        if (m >= M) continue;
+#pragma unroll
+        for (int j = 0; j < G::NI; ++j) {
+          const int64_t n = n0 + wn * G::WTN + j * 8 + col_in;
+          if (n < N) W[m * N + n] = acc[i][j][2 * h];
+          if (n + 1 < N) W[m * N + n + 1] = acc[i][j][2 * h + 1];
+        }
+      }
+  }
+}
+
+// C[z][m, n] = sum over splits (in order) + bias, one thread per output element.
+__global__ void splitk_reduce_kernel(const GemmParams p, int splits, const float* __restrict__ ws) {
+  const int64_t M = p.M, N = p.N, total = int64_t(p.batch) * M * N;
+  __half* C = static_cast<__half*>(p.C);
+  const __half* bias = static_cast<const __half*>(p.bias);
+  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t n = idx % N, m = (idx / N) % M, z = idx / (M * N);
+    float v = 0.f;
+    for (int s = 0; s < splits; ++s) v += ws[int64_t(s) * total + idx];
+    if (p.bias_mode == kBiasPerM) v += __half2float(bias[m]);
+    else if (p.bias_mode == kBiasPerN) v += __half2float(bias[n]);
+    C[z * p.c_bs + m * p.ldc + n] = __float2half_rn(v);
+  }
+}
+
+int device_sm_count() {
+  int dev = 0, n = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return 100;
+  return n > 0 ? n : 100;
+}
+
+template <int BN, int BMODE>
+void launch(const GemmParams& p, const TcPlan& plan, float* ws, cudaStream_t s) {
+  using G = Geo<BN>;
+  auto kernel = gemm_tc_kernel<BN, BMODE>;
+  // Above 48 KiB of dynamic shared memory needs an opt-in, once per device and kernel.
+  static bool opted_in[64] = {};
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64 || !opted_in[dev]) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(G::SMEM_BYTES)));
+    if (dev >= 0 && dev < 64) opted_in[dev] = true;
+  }
+  const int KT = int((p.K + BK - 1) / BK);
+  const int kt_per = (KT + plan.splits - 1) / plan.splits;
+  const dim3 grid(unsigned((p.N + BN - 1) / BN), unsigned((p.M + BM - 1) / BM), unsigned(p.batch * plan.splits));
+  kernel<<<grid, THREADS, G::SMEM_BYTES, s>>>(p, plan.splits, kt_per, ws);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <int BN>
+void launch_mode(const GemmParams& p, const TcPlan& plan, float* ws, cudaStream_t s) {
+  if (p.b_mode == kGemmB_KN) launch<BN, kGemmB_KN>(p, plan, ws, s);
+  else if (p.b_mode == kGemmB_NK) launch<BN, kGemmB_NK>(p, plan, ws, s);
+  else launch<BN, kGemmB_Im2col>(p, plan, ws, s);
+}
+
+bool aligned16(const void* ptr, int64_t ld, int64_t bs) {
+  return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && ld % 8 == 0 && bs % 8 == 0;
+}
+
+}  // namespace
+
+bool gemm_tc_supported(const GemmParams& p) {
+  if (p.trans_a || p.epilogue != kEpiDense || p.M <= 0 || p.N <= 0 || p.K <= 0 || p.batch <= 0) return false;
+  if (!aligned16(p.A, p.lda, p.a_bs) || p.K % 8 != 0) return false;
+  if (p.b_mode == kGemmB_KN) return aligned16(p.B, p.ldb, p.b_bs) && p.N % 8 == 0;
+  if (p.b_mode == kGemmB_NK) return aligned16(p.B, p.ldb, p.b_bs);
+  return p.b_mode == kGemmB_Im2col && p.conv_KH >= 1 && p.conv_KW >= 1;
+}
+
+TcPlan gemm_tc_plan(const GemmParams& p) {
+  static const int sms = device_sm_count();
+  TcPlan plan;
+  plan.bn = p.N <= 64 ? 64 : 128;
+  const int64_t tiles = CEIL_DIV(p.M, int64_t(BM)) * CEIL_DIV(p.N, int64_t(plan.bn)) * p.batch;
+  const int64_t KT = CEIL_DIV(p.K, int64_t(BK));
+  // Fewer tiles than SMs: split K so that about two CTAs per SM run, each over >= 8 slices (256 of K),
+  // at most 16 ways (the workspace and the reduction grow with the split count).
+  if (tiles < sms) {
+    const int64_t want = CEIL_DIV(2 * int64_t(sms), tiles);
+    const int64_t splits = std::max<int64_t>(1, std::min<int64_t>({want, KT / 8, 16, 65535 / p.batch}));
+    plan.splits = int(splits);
+  }
+  if (plan.splits > 1) {
+    // Recount so that no split is empty.
+    const int64_t per = CEIL_DIV(KT, int64_t(plan.splits));
+    plan.splits = int(CEIL_DIV(KT, per));
+  }
+  plan.workspace_floats = plan.splits > 1 ? int64_t(plan.splits) * p.batch * p.M * p.N : 0;
+  return plan;
+}
+
+void gemm_tc_cuda(const GemmParams& p, const TcPlan& plan, float* workspace, cudaStream_t stream) {
+  L2D_ASSERT(gemm_tc_supported(p) && plan.splits >= 1 && (plan.splits == 1 || workspace));
+  L2D_ASSERT(int64_t(p.batch) * plan.splits <= 65535 && CEIL_DIV(p.M, int64_t(BM)) <= 65535);
+  if (plan.bn == 64) launch_mode<64>(p, plan, workspace, stream);
+  else launch_mode<128>(p, plan, workspace, stream);
+  if (plan.splits > 1) {
+    const int64_t total = int64_t(p.batch) * p.M * p.N;
+    const int blocks = int(std::min<int64_t>(CEIL_DIV(total, int64_t(256)), 65535));
+    splitk_reduce_kernel<<<blocks, 256, 0, stream>>>(p, plan.splits, workspace);
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace l2d::cuda
