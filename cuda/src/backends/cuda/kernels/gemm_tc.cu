@@ -17,11 +17,12 @@
 
 #include "../common.cuh"
 #include "gemm_tc.cuh"
+#include "gemm_tc_layout.h"
 
 namespace l2d::cuda {
 namespace {
 
-constexpr int BM = 128, BK = 32, THREADS = 256, STAGES = 3, PAD = 8;
+using namespace tc;
 
 __device__ __forceinline__ unsigned smem_u32(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -58,50 +59,6 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Per-BN geometry: BN = 128 -> 2 x 4 warps of 64 x 32; BN = 64 -> 4 x 2 warps of 32 x 32.
-template <int BN>
-struct Geo {
-  static constexpr int WARPS_N = BN == 128 ? 4 : 2;
-  static constexpr int WARPS_M = 8 / WARPS_N;
-  static constexpr int WTM = BM / WARPS_M, WTN = BN / WARPS_N;
-  static constexpr int MI = WTM / 16, NI = WTN / 8;
-  static constexpr int LDA = BK + PAD;
-  static constexpr int A_ELEMS = BM * LDA;
-  static constexpr int LDB_KN = BN + PAD;  // B staged k-major: [BK][BN]
-  static constexpr int LDB_NK = BK + PAD;  // B staged n-major: [BN][BK]
-  static constexpr int B_ELEMS = BK * LDB_KN > BN * LDB_NK ? BK * LDB_KN : BN * LDB_NK;
-  static constexpr int STAGE_ELEMS = A_ELEMS + B_ELEMS;
-  static constexpr size_t SMEM_BYTES = size_t(STAGES) * STAGE_ELEMS * sizeof(__half);
-  // im2col gather: thread t owns column t % BN and rows t / BN + i * KSTEP.
-  static constexpr int KSTEP = THREADS / BN, GATHER = BK / KSTEP;
-  static_assert(NI % 2 == 0 && MI >= 1 && THREADS % BN == 0 && BK % KSTEP == 0, "tile geometry");
-};
-
-// Walks this thread's k sequence (k, k + KSTEP, ...) of an NCHW im2col gather as (c, kh, kw) without
-// divisions. The element at (k, n) is x[c, iy0 + kh, ix0 + kw], zero outside the image.
-struct Im2colWalker {
-  int64_t c_off;  // c * H * W
-  int kh, kw;
-  __device__ void init(int64_t k, const GemmParams& p) {
-    const int khw = p.conv_KH * p.conv_KW;
-    const int64_t c = k / khw;
-    const int r = int(k - c * khw);
-    kh = r / p.conv_KW;
-    kw = r - kh * p.conv_KW;
-    c_off = c * int64_t(p.conv_H) * p.conv_W;
-  }
-  __device__ __forceinline__ void advance(int step, const GemmParams& p) {
-    kw += step;
-    while (kw >= p.conv_KW) {
-      kw -= p.conv_KW;
-      if (++kh == p.conv_KH) {
-        kh = 0;
-        c_off += int64_t(p.conv_H) * p.conv_W;
-      }
-    }
-  }
-};
-
 template <int BN, int BMODE>
 __global__ void __launch_bounds__(THREADS, 2)
     gemm_tc_kernel(const GemmParams p, int splits, int kt_per_split, float* __restrict__ ws) {
@@ -132,7 +89,8 @@ __global__ void __launch_bounds__(THREADS, 2)
     __half* dst = sA(slot);
 #pragma unroll
     for (int i = 0; i < BM * BK / 8 / THREADS; ++i) {
-      const int c = tid + i * THREADS, r = c / (BK / 8), col = (c % (BK / 8)) * 8;
+      int r, col;
+      chunk_pos<BK>(tid + i * THREADS, r, col);
       const int64_t gm = m0 + r, gk = k0 + col;
       const bool ok = gm < M && gk < K;
       cp_async16(dst + r * G::LDA + col, ok ? A + gm * p.lda + gk : A, ok);
@@ -143,7 +101,8 @@ __global__ void __launch_bounds__(THREADS, 2)
     if constexpr (kNK) {  // B(k, n) = B[n * ldb + k]: stage [BN][BK]
 #pragma unroll
       for (int i = 0; i < BN * BK / 8 / THREADS; ++i) {
-        const int c = tid + i * THREADS, r = c / (BK / 8), col = (c % (BK / 8)) * 8;
+        int r, col;
+        chunk_pos<BK>(tid + i * THREADS, r, col);
         const int64_t gn = n0 + r, gk = k0 + col;
         const bool ok = gn < N && gk < K;
         cp_async16(dst + r * LDB + col, ok ? B + gn * p.ldb + gk : B, ok);
@@ -151,7 +110,8 @@ __global__ void __launch_bounds__(THREADS, 2)
     } else {  // B(k, n) = B[k * ldb + n]: stage [BK][BN]
 #pragma unroll
       for (int i = 0; i < BN * BK / 8 / THREADS; ++i) {
-        const int c = tid + i * THREADS, r = c / (BN / 8), col = (c % (BN / 8)) * 8;
+        int r, col;
+        chunk_pos<BN>(tid + i * THREADS, r, col);
         const int64_t gk = k0 + r, gn = n0 + col;
         const bool ok = gk < K && gn < N;
         cp_async16(dst + r * LDB + col, ok ? B + gk * p.ldb + gn : B, ok);
@@ -164,6 +124,8 @@ __global__ void __launch_bounds__(THREADS, 2)
   bool g_nvalid = false;
   int64_t g_iy0 = 0, g_ix0 = 0;
   Im2colWalker walker{0, 0, 0};
+  const ConvGeo cg{p.conv_C, p.conv_H, p.conv_W, p.conv_KH, p.conv_KW, p.conv_sh, p.conv_sw, p.conv_pt, p.conv_pl,
+                   p.conv_Wo};
   __half gather_regs[kIm2col ? G::GATHER : 1];
   if constexpr (kIm2col) {
     const int64_t n = n0 + g_col;
@@ -171,19 +133,16 @@ __global__ void __launch_bounds__(THREADS, 2)
     const int64_t oy = n / p.conv_Wo, ox = n - oy * p.conv_Wo;
     g_iy0 = oy * p.conv_sh - p.conv_pt;
     g_ix0 = ox * p.conv_sw - p.conv_pl;
-    walker.init(int64_t(kt_begin) * BK + g_row0, p);
+    walker.init(int64_t(kt_begin) * BK + g_row0, cg);
   }
   // Gathers this thread's elements of the slice starting at k0 (the walker is already there).
   auto gather = [&](int64_t k0) {
 #pragma unroll
     for (int i = 0; i < G::GATHER; ++i) {
       const int64_t k = k0 + g_row0 + i * G::KSTEP;
-      const int64_t iy = g_iy0 + walker.kh, ix = g_ix0 + walker.kw;
-      __half v = __float2half_rn(0.f);
-      if (g_nvalid && k < K && iy >= 0 && iy < p.conv_H && ix >= 0 && ix < p.conv_W)
-        v = __ldg(B + walker.c_off + iy * p.conv_W + ix);
-      gather_regs[i] = v;
-      walker.advance(G::KSTEP, p);
+      const int64_t off = walker.offset(g_iy0, g_ix0, cg);
+      gather_regs[i] = g_nvalid && k < K && off >= 0 ? __ldg(B + off) : __float2half_rn(0.f);
+      walker.advance(G::KSTEP, cg);
     }
   };
   auto store_gathered = [&](int slot) {
@@ -233,15 +192,12 @@ __global__ void __launch_bounds__(THREADS, 2)
       unsigned af[G::MI][4], bf[G::NI][2];
 #pragma unroll
       for (int i = 0; i < G::MI; ++i)
-        ldmatrix_x4(af[i], a_s + (wm * G::WTM + i * 16 + (lane & 15)) * G::LDA + kk + (lane >> 4) * 8);
+        ldmatrix_x4(af[i], a_s + a_ldsm_offset<BN>(wm, i, lane, kk));
 #pragma unroll
       for (int j = 0; j < G::NI / 2; ++j) {
         unsigned r[4];
-        const int nb = wn * G::WTN + j * 16;
-        if constexpr (kNK)
-          ldmatrix_x4(r, b_s + (nb + (lane >> 4) * 8 + (lane & 7)) * LDB + kk + ((lane >> 3) & 1) * 8);
-        else
-          ldmatrix_x4_trans(r, b_s + (kk + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDB + nb + (lane >> 4) * 8);
+        if constexpr (kNK) ldmatrix_x4(r, b_s + b_nk_ldsm_offset<BN>(wn, j, lane, kk));
+        else ldmatrix_x4_trans(r, b_s + b_kn_ldsm_offset<BN>(wn, j, lane, kk));
         bf[2 * j][0] = r[0];
         bf[2 * j][1] = r[1];
         bf[2 * j + 1][0] = r[2];
@@ -257,8 +213,7 @@ __global__ void __launch_bounds__(THREADS, 2)
   }
   cp_async_wait<0>();
 
-  // ---- epilogue ----
-  const int row_in = lane >> 2, col_in = (lane & 3) * 2;
+  // ---- epilogue (acc_pos: element e of acc[i][j] is tile (row, col); e = 0/1 and 2/3 are column pairs) ----
   if (splits == 1) {
     __half* C = static_cast<__half*>(p.C) + z * p.c_bs;
     const __half* bias = static_cast<const __half*>(p.bias);
@@ -267,12 +222,16 @@ __global__ void __launch_bounds__(THREADS, 2)
     for (int i = 0; i < G::MI; ++i)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int64_t m = m0 + wm * G::WTM + i * 16 + row_in + h * 8;
+        int tr, tc0;
+        acc_pos<BN>(wm, wn, i, 0, lane, 2 * h, tr, tc0);
+        const int64_t m = m0 + tr;
         if (m >= M) continue;
         const float bm = p.bias_mode == kBiasPerM ? __half2float(bias[m]) : 0.f;
 #pragma unroll
         for (int j = 0; j < G::NI; ++j) {
-          const int64_t n = n0 + wn * G::WTN + j * 8 + col_in;
+          int r_, c_;
+          acc_pos<BN>(wm, wn, i, j, lane, 2 * h, r_, c_);
+          const int64_t n = n0 + c_;
           float v0 = acc[i][j][2 * h] + bm, v1 = acc[i][j][2 * h + 1] + bm;
           if (p.bias_mode == kBiasPerN) {
             if (n < N) v0 += __half2float(bias[n]);
@@ -295,11 +254,15 @@ __global__ void __launch_bounds__(THREADS, 2)
     for (int i = 0; i < G::MI; ++i)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int64_t m = m0 + wm * G::WTM + i * 16 + row_in + h * 8;
+        int tr, tc0;
+        acc_pos<BN>(wm, wn, i, 0, lane, 2 * h, tr, tc0);
+        const int64_t m = m0 + tr;
         if (m >= M) continue;
 #pragma unroll
         for (int j = 0; j < G::NI; ++j) {
-          const int64_t n = n0 + wn * G::WTN + j * 8 + col_in;
+          int r_, c_;
+          acc_pos<BN>(wm, wn, i, j, lane, 2 * h, r_, c_);
+          const int64_t n = n0 + c_;
           if (n < N) W[m * N + n] = acc[i][j][2 * h];
           if (n + 1 < N) W[m * N + n + 1] = acc[i][j][2 * h + 1];
         }
@@ -335,7 +298,7 @@ void launch(const GemmParams& p, const TcPlan& plan, float* ws, cudaStream_t s) 
   using G = Geo<BN>;
   auto kernel = gemm_tc_kernel<BN, BMODE>;
   // Above 48 KiB of dynamic shared memory needs an opt-in, once per device and kernel.
-  static bool opted_in[64] = {};
+  static bool opted_in[64] = {};  // (a data race here only repeats an idempotent call)
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   if (dev < 0 || dev >= 64 || !opted_in[dev]) {
