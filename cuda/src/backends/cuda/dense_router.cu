@@ -104,6 +104,11 @@ void DenseRouter::fold_events() {
   pending_.clear();
 }
 
+void DenseRouter::note_vendor_error(const std::string& err) {
+  ++vendor_errors_;
+  last_vendor_error_ = err;
+}
+
 bool DenseRouter::own_ok(const GemmParams& g) const { return fp16_ && gemm_tc_supported(g); }
 
 void DenseRouter::run_own(CudaBackend& be, const GemmParams& g) {
@@ -122,15 +127,13 @@ void DenseRouter::conv2d(CudaBackend& be, const GemmParams& g, const vendor::Dnn
   if (dnn && dnn_ && (mode_ == Mode::Vendor || (mode_ == Mode::Auto && fp16_))) {
     size_t ws_bytes = 0;
     if (dnn_->prepare(*dnn, &ws_bytes)) {
+      std::string err;
       record(be.stream(), cls, KernelPath::Vendor, flops, [&] {
-        if (ws_bytes > 0) {
-          Buffer ws(&be, ws_bytes);
-          dnn_->run(*dnn, ws.data(), ws_bytes, be.stream());
-        } else {
-          dnn_->run(*dnn, nullptr, 0, be.stream());
-        }
+        Buffer ws(&be, ws_bytes);
+        err = dnn_->run(*dnn, ws_bytes ? ws.data() : nullptr, ws_bytes, be.stream());
       });
-      return;
+      if (err.empty()) return;
+      note_vendor_error(err);  // recomputed below: our kernels overwrite the whole output
     }
   }
   if (mode_ != Mode::Simple && own_ok(g)) {
@@ -145,15 +148,13 @@ void DenseRouter::gemm(CudaBackend& be, const GemmParams& g, const vendor::LtGem
   if (lt && lt_ && (mode_ == Mode::Vendor || (mode_ == Mode::Auto && fp16_))) {
     size_t ws_bytes = 0;
     if (lt_->prepare(*lt, &ws_bytes)) {
+      std::string err;
       record(be.stream(), cls, KernelPath::Vendor, flops, [&] {
-        if (ws_bytes > 0) {
-          Buffer ws(&be, ws_bytes);
-          lt_->run(*lt, ws.data(), ws_bytes, be.stream());
-        } else {
-          lt_->run(*lt, nullptr, 0, be.stream());
-        }
+        Buffer ws(&be, ws_bytes);
+        err = lt_->run(*lt, ws_bytes ? ws.data() : nullptr, ws_bytes, be.stream());
       });
-      return;
+      if (err.empty()) return;
+      note_vendor_error(err);
     }
   }
   if (mode_ != Mode::Simple && own_ok(g)) {
@@ -175,7 +176,9 @@ std::string DenseRouter::info_json() {
     << ",\"cublasLt\":" << (lt_ ? json_str(lt_->description()) : "null")
     << ",\"cublasLt_why\":" << (lt_ ? "null" : json_str(lt_why_))
     << ",\"cudnn\":" << (dnn_ ? json_str(dnn_->description()) : "null")
-    << ",\"cudnn_why\":" << (dnn_ ? "null" : json_str(dnn_why_)) << ",\"profiling\":" << (profile_ ? "true" : "false")
+    << ",\"cudnn_why\":" << (dnn_ ? "null" : json_str(dnn_why_)) << ",\"vendor_errors\":" << vendor_errors_
+    << ",\"last_vendor_error\":" << (vendor_errors_ ? json_str(last_vendor_error_) : "null")
+    << ",\"profiling\":" << (profile_ ? "true" : "false")
     << ",\"ops\":{";
   bool first = true;
   for (const auto& [cls, paths] : counters_) {

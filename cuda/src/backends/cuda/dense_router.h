@@ -6,6 +6,8 @@
 // cannot take an op falls back vendor -> own -> simple, and the counters record what actually ran.
 // Default ("auto", a fixed table until there are measurements): fp16: vendor when loaded, else own
 // where supported, else simple; fp32 (the verification mode): simple.
+// A vendor call that returns an error status is counted (vendor_errors), its shape retired from the
+// vendor path, and the op recomputed on our kernels.
 // L2D_PROFILE_DENSE=1 also times every routed op with CUDA events (adds a sync when read; not for
 // graph capture), reported per class by info_json().
 #pragma once
@@ -66,6 +68,8 @@ class DenseRouter {
   template <typename Fn>
   void record(cudaStream_t s, const std::string& cls, KernelPath path, double flops, Fn&& fn);
   void fold_events();
+  // A vendor call returned an error status (nothing usable written): counted, reported, recomputed.
+  void note_vendor_error(const std::string& err);
 
   bool fp16_;
   Mode mode_ = Mode::Auto;
@@ -73,6 +77,8 @@ class DenseRouter {
   std::unique_ptr<vendor::CublasLt> lt_;
   std::unique_ptr<vendor::Cudnn> dnn_;
   std::string lt_why_, dnn_why_;
+  int64_t vendor_errors_ = 0;
+  std::string last_vendor_error_;
   std::map<std::string, std::array<Counter, 3>> counters_;
   std::vector<Pending> pending_;
 };

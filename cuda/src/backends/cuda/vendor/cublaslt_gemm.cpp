@@ -139,20 +139,27 @@ bool CublasLt::prepare(const LtGemm& g, size_t* workspace_bytes) {
   return it->second->ok;
 }
 
-void CublasLt::run(const LtGemm& g, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+std::string CublasLt::run(const LtGemm& g, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   const LtLib& L = lt_lib();
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = plans_.find(key_of(g));
   L2D_ASSERT(it != plans_.end() && it->second->ok && workspace_bytes >= it->second->workspace);
   Plan& plan = *it->second;
+  lt::Status st = lt::kStatusSuccess;
+  const char* what = "set BIAS_POINTER";
   if (g.bias) {
     const void* bias = g.bias;
-    check(L.cublasLtMatmulDescSetAttribute(plan.desc, lt::kDescBiasPointer, &bias, sizeof(bias)), "set BIAS_POINTER");
+    st = L.cublasLtMatmulDescSetAttribute(plan.desc, lt::kDescBiasPointer, &bias, sizeof(bias));
   }
-  const float alpha = 1.f, beta = 0.f;
-  check(L.cublasLtMatmul(static_cast<lt::Handle>(handle_), plan.desc, &alpha, g.B, plan.a, g.A, plan.b, &beta, g.C,
-                         plan.d, g.C, plan.d, &plan.algo, workspace, workspace_bytes, stream),
-        "Matmul");
+  if (st == lt::kStatusSuccess) {
+    what = "Matmul";
+    const float alpha = 1.f, beta = 0.f;
+    st = L.cublasLtMatmul(static_cast<lt::Handle>(handle_), plan.desc, &alpha, g.B, plan.a, g.A, plan.b, &beta, g.C,
+                          plan.d, g.C, plan.d, &plan.algo, workspace, workspace_bytes, stream);
+  }
+  if (st == lt::kStatusSuccess) return "";
+  plan.ok = false;
+  return std::string("cuBLASLt ") + what + " failed with status " + std::to_string(st);
 }
 
 }  // namespace l2d::vendor

@@ -45,8 +45,9 @@ class CublasLt {
   // Chooses (once per problem shape, cached) an algorithm; false when cuBLASLt has none for g (the
   // caller falls back). *workspace_bytes: what run() needs.
   bool prepare(const LtGemm& g, size_t* workspace_bytes);
-  // Runs g on stream (prepare(g) must have returned true). Throws L2D_ERR_BACKEND on a cuBLASLt error.
-  void run(const LtGemm& g, void* workspace, size_t workspace_bytes, cudaStream_t stream);
+  // Runs g on stream (prepare(g) must have returned true). A cuBLASLt error status comes back as a
+  // message (empty = success) and retires the shape's plan; the caller then recomputes with its own kernels.
+  std::string run(const LtGemm& g, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
   static constexpr size_t kMaxWorkspaceBytes = size_t(32) << 20;
 

@@ -126,19 +126,28 @@ bool Cudnn::prepare(const DnnConv& c, size_t* workspace_bytes) {
   return it->second->ok;
 }
 
-void Cudnn::run(const DnnConv& c, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+std::string Cudnn::run(const DnnConv& c, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   const DnnLib& L = dnn_lib();
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = plans_.find(key_of(c));
   L2D_ASSERT(it != plans_.end() && it->second->ok && workspace_bytes >= it->second->workspace);
-  const Plan& plan = *it->second;
+  Plan& plan = *it->second;
   const auto h = static_cast<dnn::Handle>(handle_);
-  check(L.cudnnSetStream(h, stream), "SetStream");
   const float one = 1.f, zero = 0.f;  // scaling factors are float for half and float tensors
-  check(L.cudnnConvolutionForward(h, &one, plan.x, c.x, plan.w, c.w, plan.conv, plan.algo, workspace, workspace_bytes,
-                                  &zero, plan.y, c.y),
-        "ConvolutionForward");
-  if (c.bias) check(L.cudnnAddTensor(h, &one, plan.bias, c.bias, &one, plan.y, c.y), "AddTensor (bias)");
+  const char* what = "SetStream";
+  dnn::Status st = L.cudnnSetStream(h, stream);
+  if (st == dnn::kStatusSuccess) {
+    what = "ConvolutionForward";
+    st = L.cudnnConvolutionForward(h, &one, plan.x, c.x, plan.w, c.w, plan.conv, plan.algo, workspace, workspace_bytes,
+                                   &zero, plan.y, c.y);
+  }
+  if (st == dnn::kStatusSuccess && c.bias) {
+    what = "AddTensor (bias)";
+    st = L.cudnnAddTensor(h, &one, plan.bias, c.bias, &one, plan.y, c.y);
+  }
+  if (st == dnn::kStatusSuccess) return "";
+  plan.ok = false;
+  return std::string("cuDNN ") + what + ": " + L.cudnnGetErrorString(st) + " (" + std::to_string(st) + ")";
 }
 
 }  // namespace l2d::vendor

@@ -38,7 +38,10 @@ class Cudnn {
   // Chooses an algorithm once per shape (cuDNN's v7 heuristic, no timing runs); false when cuDNN
   // rejects the problem. *workspace_bytes: what run() needs.
   bool prepare(const DnnConv& c, size_t* workspace_bytes);
-  void run(const DnnConv& c, void* workspace, size_t workspace_bytes, cudaStream_t stream);
+  // Runs c on stream (prepare(c) must have returned true). A cuDNN error status comes back as its
+  // message (empty = success) and retires the shape's plan, so the caller can recompute the whole
+  // output with its own kernels (a failing call writes nothing the fallback does not overwrite).
+  std::string run(const DnnConv& c, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
   static constexpr size_t kMaxWorkspaceBytes = size_t(256) << 20;
 
