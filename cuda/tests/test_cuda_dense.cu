@@ -15,6 +15,7 @@
 // Host code only.
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -87,6 +88,19 @@ int main(int argc, char** argv) {
   const bool exact32 = path != "vendor", exact16 = path == "simple" || path == "own";
   std::printf("test_cuda_dense: %zu shapes from %s, L2D_KERNELS=%s (fp32 %s, fp16 %s)\n", rows.size(), table,
               path.c_str(), exact32 ? "exact" : "default bounds", exact16 ? "within 1 ulp" : "default bounds");
+
+  // Which mode and vendor libraries a CUDA context of this process gets (the harness opens its own).
+  int32_t available = 0;
+  if (!std::getenv("L2D_TEST_SELF") && l2d_backend_available("cuda", &available) == L2D_OK && available) {
+    l2d_context* probe = nullptr;
+    const char* stats = nullptr;
+    if (l2d_context_create("cuda", "{\"precision\":\"fp16\"}", &probe) == L2D_OK &&
+        l2d_context_stats(probe, &stats) == L2D_OK) {
+      const char* k = std::strstr(stats, "\"kernels\":");
+      std::printf("test_cuda_dense: kernels %s\n", k ? k + 10 : stats);
+    }
+    if (probe) l2d_context_free(probe);
+  }
 
   std::vector<Case> cases;
   for (const Row& r : rows) {
