@@ -5,6 +5,8 @@
 //   - the cp.async chunks of the A and B stagings cover each tile element exactly once;
 //   - one BK slice through ldmatrix + mma lands every C element of the 128 x BN tile exactly once,
 //     equal to the plain product (integer data: exact), for BN = 128 and 64, B staged n- or k-major;
+//   - split-K plans cut K into non-empty, covering ranges of >= 8 slices and fill the GPU at the
+//     UNet's 16x16 and 8x8 levels;
 //   - the im2col walker gathers x[c, iy, ix] (or zero) for every (k, n) over consecutive slices and
 //     from split-K starts, for strided, padded and asymmetric geometries.
 // Plain C++ (no GPU): runs in every build, so a wrong lane formula fails on the CPU machines.
@@ -229,9 +231,42 @@ void check_geometry(int C, int H, int W, int KH, int KW, int s, int pt, int pb, 
   }
 }
 
+void check_split(int64_t M, int64_t N, int64_t K, int64_t batch, int sms) {
+  const SplitPlan sp = split_plan(M, N, K, batch, sms);
+  const int KT = int((K + BK - 1) / BK);
+  CHECK(sp.bn == (N <= 64 ? 64 : 128), "bn for N=%lld", (long long)N);
+  CHECK(sp.splits >= 1 && sp.splits <= 16 && batch * sp.splits <= 65535, "splits %d", sp.splits);
+  int covered = 0;
+  for (int s = 0; s < sp.splits; ++s) {
+    int begin, count;
+    split_range(s, sp.kt_per, KT, begin, count);
+    CHECK(count > 0 && begin == covered, "M=%lld N=%lld K=%lld split %d/%d: [%d, +%d) after %d", (long long)M,
+          (long long)N, (long long)K, s, sp.splits, begin, count, covered);
+    covered = begin + count;
+  }
+  CHECK(covered == KT, "splits cover %d of %d slices", covered, KT);
+  if (sp.splits > 1) CHECK(sp.kt_per >= 8, "a split of %d slices (< 8)", sp.kt_per);
+}
+
 }  // namespace
 
 int main() {
+  // UNet 3x3 convs per level at T = 2 (M = O, N = H*W, K = 9 C, batch = T) and a few linears, on
+  // H100/H200 (132 SMs) and smaller parts; then odd shapes.
+  const int64_t convs[][4] = {{320, 4096, 2880, 2}, {640, 1024, 5760, 2}, {1280, 256, 11520, 2}, {1280, 64, 11520, 2},
+                              {1280, 64, 23040, 3}, {4, 4096, 2880, 2},   {8192, 320, 320, 1},   {128, 1280, 1280, 1},
+                              {2, 1280, 320, 1},    {154, 320, 768, 1},   {577, 768, 3072, 1},   {1, 768, 768, 1}};
+  for (int sms : {132, 128, 114, 84, 46})
+    for (const auto& c : convs) check_split(c[0], c[1], c[2], c[3], sms);
+  for (int64_t K = 8; K <= 20000; K = K * 3 / 2 + 8)
+    for (int64_t N : {8, 64, 72, 4096}) check_split(96, N, K, 1, 132);
+  // The small levels must fill an H100/H200 (>= one CTA per SM) once split.
+  for (const auto& c : {convs[2], convs[3]}) {
+    const SplitPlan sp = split_plan(c[0], c[1], c[2], c[3], 132);
+    const int64_t ctas = ((c[0] + BM - 1) / BM) * ((c[1] + sp.bn - 1) / sp.bn) * c[3] * sp.splits;
+    CHECK(ctas >= 132, "M=%lld N=%lld: %lld CTAs", (long long)c[0], (long long)c[1], (long long)ctas);
+  }
+
   check_tile<128>(false);
   check_tile<128>(true);
   check_tile<64>(false);

@@ -78,8 +78,8 @@ __global__ void __launch_bounds__(THREADS, 2)
   const __half* B = static_cast<const __half*>(p.B) + z * p.b_bs;
 
   const int KT = int((K + BK - 1) / BK);
-  const int kt_begin = split * kt_per_split;
-  const int ntiles = max(0, min(KT, kt_begin + kt_per_split) - kt_begin);
+  int kt_begin, ntiles;
+  split_range(split, kt_per_split, KT, kt_begin, ntiles);
 
   auto sA = [&](int slot) { return smem + slot * G::STAGE_ELEMS; };
   auto sB = [&](int slot) { return smem + slot * G::STAGE_ELEMS + G::A_ELEMS; };
@@ -305,10 +305,8 @@ void launch(const GemmParams& p, const TcPlan& plan, float* ws, cudaStream_t s) 
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(G::SMEM_BYTES)));
     if (dev >= 0 && dev < 64) opted_in[dev] = true;
   }
-  const int KT = int((p.K + BK - 1) / BK);
-  const int kt_per = (KT + plan.splits - 1) / plan.splits;
   const dim3 grid(unsigned((p.N + BN - 1) / BN), unsigned((p.M + BM - 1) / BM), unsigned(p.batch * plan.splits));
-  kernel<<<grid, THREADS, G::SMEM_BYTES, s>>>(p, plan.splits, kt_per, ws);
+  kernel<<<grid, THREADS, G::SMEM_BYTES, s>>>(p, plan.splits, plan.kt_per, ws);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -335,22 +333,11 @@ bool gemm_tc_supported(const GemmParams& p) {
 
 TcPlan gemm_tc_plan(const GemmParams& p) {
   static const int sms = device_sm_count();
+  const SplitPlan sp = split_plan(p.M, p.N, p.K, p.batch, sms);
   TcPlan plan;
-  plan.bn = p.N <= 64 ? 64 : 128;
-  const int64_t tiles = CEIL_DIV(p.M, int64_t(BM)) * CEIL_DIV(p.N, int64_t(plan.bn)) * p.batch;
-  const int64_t KT = CEIL_DIV(p.K, int64_t(BK));
-  // Fewer tiles than SMs: split K so that about two CTAs per SM run, each over >= 8 slices (256 of K),
-  // at most 16 ways (the workspace and the reduction grow with the split count).
-  if (tiles < sms) {
-    const int64_t want = CEIL_DIV(2 * int64_t(sms), tiles);
-    const int64_t splits = std::max<int64_t>(1, std::min<int64_t>({want, KT / 8, 16, 65535 / p.batch}));
-    plan.splits = int(splits);
-  }
-  if (plan.splits > 1) {
-    // Recount so that no split is empty.
-    const int64_t per = CEIL_DIV(KT, int64_t(plan.splits));
-    plan.splits = int(CEIL_DIV(KT, per));
-  }
+  plan.bn = sp.bn;
+  plan.splits = sp.splits;
+  plan.kt_per = sp.kt_per;
   plan.workspace_floats = plan.splits > 1 ? int64_t(plan.splits) * p.batch * p.M * p.N : 0;
   return plan;
 }

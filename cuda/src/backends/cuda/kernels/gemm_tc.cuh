@@ -22,7 +22,8 @@ bool gemm_tc_supported(const GemmParams& p);
 // (splits * batch * M * N; 0 when splits == 1). The caller allocates it stream-ordered.
 struct TcPlan {
   int splits = 1;
-  int bn = 128;  // tile width in N: 128 or 64
+  int bn = 128;     // tile width in N: 128 or 64
+  int kt_per = 1;   // BK-slices per split
   int64_t workspace_floats = 0;
 };
 TcPlan gemm_tc_plan(const GemmParams& p);

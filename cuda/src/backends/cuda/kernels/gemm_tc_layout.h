@@ -75,6 +75,39 @@ L2D_HD void acc_pos(int wm, int wn, int i, int j, int lane, int e, int& row, int
   col = wn * G::WTN + j * 8 + (lane & 3) * 2 + (e & 1);
 }
 
+// ---- split-K ----
+// How a problem is cut: tile width bn (64 when N fits, else 128), splits of K (1 = none) and the
+// slices per split. Fewer tiles than SMs: split K so that about two CTAs per SM run, each over >= 8
+// slices (256 of K), at most 16 ways (the workspace and the reduction grow with the split count);
+// recounted so that no split is empty. Host only.
+struct SplitPlan {
+  int bn = 128, splits = 1, kt_per = 1;
+};
+inline SplitPlan split_plan(int64_t M, int64_t N, int64_t K, int64_t batch, int sms) {
+  SplitPlan s;
+  s.bn = N <= 64 ? 64 : 128;
+  const int64_t tiles = ((M + BM - 1) / BM) * ((N + s.bn - 1) / s.bn) * batch;
+  const int64_t KT = (K + BK - 1) / BK;
+  int64_t splits = 1;
+  if (tiles < sms) {
+    splits = (2 * int64_t(sms) + tiles - 1) / tiles;
+    if (splits > KT / 8) splits = KT / 8;
+    if (splits > 16) splits = 16;
+    if (splits > 65535 / batch) splits = 65535 / batch;
+    if (splits < 1) splits = 1;
+  }
+  const int64_t per = (KT + splits - 1) / splits;
+  s.kt_per = int(per);
+  s.splits = int((KT + per - 1) / per);
+  return s;
+}
+// The slices [begin, begin + count) of split `split`.
+L2D_HD void split_range(int split, int kt_per, int KT, int& begin, int& count) {
+  begin = split * kt_per;
+  const int end = begin + kt_per < KT ? begin + kt_per : KT;
+  count = end > begin ? end - begin : 0;
+}
+
 // ---- im2col ----
 // Geometry of an NCHW convolution seen as B(k, n) = x[c, oy*sh - pt + kh, ox*sw - pl + kw] with
 // k = (c*KH + kh)*KW + kw and n = oy*Wo + ox (zero outside the image).
