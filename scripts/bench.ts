@@ -1,7 +1,7 @@
 /**
  * `deno task bench [--device cpu|cuda] [--engine path] [--frames n] [--sizes 512x512,768x512] [--steps 2,3]`
  * `[--precision fp16|fp32] [--warmup n] [--stage-iters n] [--no-stages] [--max-seconds s] [--budget s]`
- * `[--kernels auto|simple|own|vendor] [--no-layers]`
+ * `[--kernels auto|simple|own|vendor|tune] [--no-layers]`
  *
  * A benchmark (not a test) of the live stream through the public API. For each configuration (stream
  * size x denoising steps) it creates a stream, warms it up (the 8 sink frames, the T-1 latency frames and
@@ -24,7 +24,7 @@
  * outputs) that the fused stream does not make, and exclude its frame resize / colour conversion; their
  * sum is an estimate, not a breakdown of the push time.
  *
- * Dense kernels (CUDA): `--kernels simple|own|vendor|auto` sets `L2D_KERNELS` for every context of the
+ * Dense kernels (CUDA): `--kernels simple|own|vendor|tune|auto` sets `L2D_KERNELS` for every context of the
  * run (which implementation runs convolutions and matrix products; see cuda/src/backends/cuda/dense_router.h).
  * The summary's `kernels` says which mode ran and which vendor libraries loaded (or why not); every
  * configuration gets `dense_per_frame`: the dense calls per pushed frame by path (from the backend's
@@ -109,6 +109,10 @@ export interface KernelInfo {
   cudnn: string | null;
   cudnn_why: string | null;
   profiling: boolean;
+  vendor_errors?: number;
+  last_vendor_error?: string | null;
+  /** L2D_KERNELS=tune: "class shape" -> the candidates' milliseconds ("own=0.41 vendor=0.38"). */
+  tuned?: Record<string, string>;
   /** class -> path ("simple" | "own" | "vendor") -> counters. */
   ops: Record<string, Record<string, KernelCounter>>;
 }
@@ -274,7 +278,7 @@ export interface BenchOptions {
   /** Per-layer-class profile pass (CUDA). @default false */
   layers?: boolean;
   /** L2D_KERNELS for every context of the run (unset: the library default, "auto"). */
-  kernels?: "auto" | "simple" | "own" | "vendor";
+  kernels?: "auto" | "simple" | "own" | "vendor" | "tune";
   /** Stop a configuration's timed frames after this many seconds. */
   maxSeconds: number;
   /**
@@ -695,8 +699,8 @@ if (import.meta.main) {
       throw new TypeError(`--precision must be fp16 or fp32`);
     }
     const kernels = values.kernels as BenchOptions["kernels"];
-    if (kernels !== undefined && !["auto", "simple", "own", "vendor"].includes(kernels)) {
-      throw new TypeError(`--kernels must be auto, simple, own or vendor, got "${kernels}"`);
+    if (kernels !== undefined && !["auto", "simple", "own", "vendor", "tune"].includes(kernels)) {
+      throw new TypeError(`--kernels must be auto, simple, own, vendor or tune, got "${kernels}"`);
     }
     let configs: BenchConfig[];
     if (values.sizes || values.steps) {

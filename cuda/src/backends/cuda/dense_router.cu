@@ -1,6 +1,7 @@
 // Path choice, vendor fallbacks, counters and optional event timing for the dense ops.
 #include "dense_router.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -28,6 +29,7 @@ const char* mode_name(DenseRouter::Mode m) {
     case DenseRouter::Mode::Simple: return "simple";
     case DenseRouter::Mode::Own: return "own";
     case DenseRouter::Mode::Vendor: return "vendor";
+    case DenseRouter::Mode::Tune: return "tune";
   }
   return "?";
 }
@@ -53,12 +55,12 @@ DenseRouter::DenseRouter(bool fp16) : fp16_(fp16) {
     else if (v == "simple") mode_ = Mode::Simple;
     else if (v == "own") mode_ = Mode::Own;
     else if (v == "vendor") mode_ = Mode::Vendor;
-    else fail(L2D_ERR_INVALID_ARGUMENT, "L2D_KERNELS must be auto, simple, own or vendor, got \"", v, "\"");
+    else if (v == "tune") mode_ = Mode::Tune;
+    else fail(L2D_ERR_INVALID_ARGUMENT, "L2D_KERNELS must be auto, simple, own, vendor or tune, got \"", v, "\"");
   }
   if (const char* env = std::getenv("L2D_PROFILE_DENSE")) profile_ = std::strcmp(env, "1") == 0;
   // fp32 "auto" never uses the vendor path, so the libraries are only opened where they may run.
-  const bool want_vendor = mode_ == Mode::Vendor || (mode_ == Mode::Auto && fp16_);
-  if (want_vendor) {
+  if (vendor_allowed()) {
     lt_ = vendor::CublasLt::open(lt_why_);
     dnn_ = vendor::Cudnn::open(dnn_why_);
   } else {
@@ -122,46 +124,115 @@ void DenseRouter::run_own(CudaBackend& be, const GemmParams& g) {
   }
 }
 
-void DenseRouter::conv2d(CudaBackend& be, const GemmParams& g, const vendor::DnnConv* dnn, const std::string& cls) {
-  const double flops = gemm_flops(g);
-  if (dnn && dnn_ && (mode_ == Mode::Vendor || (mode_ == Mode::Auto && fp16_))) {
-    size_t ws_bytes = 0;
-    if (dnn_->prepare(*dnn, &ws_bytes)) {
-      std::string err;
-      record(be.stream(), cls, KernelPath::Vendor, flops, [&] {
-        Buffer ws(&be, ws_bytes);
-        err = dnn_->run(*dnn, ws_bytes ? ws.data() : nullptr, ws_bytes, be.stream());
-      });
-      if (err.empty()) return;
-      note_vendor_error(err);  // recomputed below: our kernels overwrite the whole output
+namespace {
+
+// The shape of a GEMM as a tuning key (everything the kernels' speed depends on).
+std::string shape_key(const GemmParams& g, bool vendor_form) {
+  std::ostringstream k;
+  k << g.M << ',' << g.N << ',' << g.K << ',' << g.batch << ',' << g.b_mode << ',' << g.bias_mode << ',' << g.lda
+    << ',' << g.ldb << ',' << (g.a_bs != 0) << (g.b_bs != 0) << (vendor_form ? 'v' : '-');
+  if (g.b_mode == kGemmB_Im2col)
+    k << ',' << g.conv_C << 'x' << g.conv_H << 'x' << g.conv_W << ',' << g.conv_KH << 'x' << g.conv_KW << ",s"
+      << g.conv_sh << ",p" << g.conv_pt << '.' << g.conv_pl;
+  return k.str();
+}
+
+}  // namespace
+
+bool DenseRouter::vendor_allowed() const {
+  return mode_ == Mode::Vendor || mode_ == Mode::Tune || (mode_ == Mode::Auto && fp16_);
+}
+
+void DenseRouter::route(CudaBackend& be, const std::string& cls, const std::string& key, double flops,
+                        std::vector<Candidate>& cands) {
+  if (mode_ == Mode::Tune) {
+    auto it = tuned_.find(key);
+    if (it == tuned_.end()) {
+      tune(be, cls, key, flops, cands);
+      return;
+    }
+    // The measured winner first; the rest stay as fallbacks.
+    std::stable_partition(cands.begin(), cands.end(), [&](const Candidate& c) { return c.path == it->second; });
+  }
+  for (Candidate& c : cands) {
+    bool ok = false;
+    record(be.stream(), cls, c.path, flops, [&] { ok = c.run(); });
+    if (ok) return;
+  }
+  fail(L2D_ERR_INTERNAL, "no kernel path could run ", cls);  // unreachable: simple always runs
+}
+
+// Runs every candidate once untimed and twice between CUDA events (synchronising: only on a shape's
+// first call), keeps the fastest for the key, and runs it once more so that its output is the one left.
+void DenseRouter::tune(CudaBackend& be, const std::string& cls, const std::string& key, double flops,
+                       std::vector<Candidate>& cands) {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  KernelPath best = KernelPath::Simple;
+  float best_ms = 1e30f;
+  std::string report;
+  for (Candidate& c : cands) {
+    if (!c.run()) continue;  // declined or failed: not a candidate for this shape
+    float ms = 1e30f;
+    for (int rep = 0; rep < 2; ++rep) {
+      CUDA_CHECK(cudaEventRecord(start, be.stream()));
+      c.run();
+      CUDA_CHECK(cudaEventRecord(stop, be.stream()));
+      CUDA_CHECK(cudaEventSynchronize(stop));
+      float t = 0.f;
+      CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+      ms = std::min(ms, t);
+    }
+    report += std::string(report.empty() ? "" : " ") + kernel_path_name(c.path) + "=" + std::to_string(ms);
+    if (ms < best_ms) {
+      best_ms = ms;
+      best = c.path;
     }
   }
-  if (mode_ != Mode::Simple && own_ok(g)) {
-    record(be.stream(), cls, KernelPath::Own, flops, [&] { run_own(be, g); });
-    return;
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  tuned_[key] = best;
+  tune_log_[cls + " " + key] = report;
+  std::stable_partition(cands.begin(), cands.end(), [&](const Candidate& c) { return c.path == best; });
+  for (Candidate& c : cands) {
+    bool ok = false;
+    record(be.stream(), cls, c.path, flops, [&] { ok = c.run(); });
+    if (ok) return;
   }
-  record(be.stream(), cls, KernelPath::Simple, flops, [&] { gemm_cuda(g, fp16_, be.stream()); });
+  fail(L2D_ERR_INTERNAL, "no kernel path could run ", cls);
+}
+
+void DenseRouter::conv2d(CudaBackend& be, const GemmParams& g, const vendor::DnnConv* dnn, const std::string& cls) {
+  std::vector<Candidate> cands;
+  size_t ws_bytes = 0;
+  if (dnn && dnn_ && vendor_allowed() && dnn_->prepare(*dnn, &ws_bytes)) {
+    cands.push_back({KernelPath::Vendor, [&, ws_bytes] {
+                       Buffer ws(&be, ws_bytes);
+                       const std::string err = dnn_->run(*dnn, ws_bytes ? ws.data() : nullptr, ws_bytes, be.stream());
+                       if (!err.empty()) note_vendor_error(err);  // our kernels then overwrite the whole output
+                       return err.empty();
+                     }});
+  }
+  if (mode_ != Mode::Simple && own_ok(g)) cands.push_back({KernelPath::Own, [&] { return run_own(be, g), true; }});
+  cands.push_back({KernelPath::Simple, [&] { return gemm_cuda(g, fp16_, be.stream()), true; }});
+  route(be, cls, mode_ == Mode::Tune ? shape_key(g, dnn != nullptr) : std::string(), gemm_flops(g), cands);
 }
 
 void DenseRouter::gemm(CudaBackend& be, const GemmParams& g, const vendor::LtGemm* lt, const std::string& cls) {
-  const double flops = gemm_flops(g);
-  if (lt && lt_ && (mode_ == Mode::Vendor || (mode_ == Mode::Auto && fp16_))) {
-    size_t ws_bytes = 0;
-    if (lt_->prepare(*lt, &ws_bytes)) {
-      std::string err;
-      record(be.stream(), cls, KernelPath::Vendor, flops, [&] {
-        Buffer ws(&be, ws_bytes);
-        err = lt_->run(*lt, ws_bytes ? ws.data() : nullptr, ws_bytes, be.stream());
-      });
-      if (err.empty()) return;
-      note_vendor_error(err);
-    }
+  std::vector<Candidate> cands;
+  size_t ws_bytes = 0;
+  if (lt && lt_ && vendor_allowed() && lt_->prepare(*lt, &ws_bytes)) {
+    cands.push_back({KernelPath::Vendor, [&, ws_bytes] {
+                       Buffer ws(&be, ws_bytes);
+                       const std::string err = lt_->run(*lt, ws_bytes ? ws.data() : nullptr, ws_bytes, be.stream());
+                       if (!err.empty()) note_vendor_error(err);
+                       return err.empty();
+                     }});
   }
-  if (mode_ != Mode::Simple && own_ok(g)) {
-    record(be.stream(), cls, KernelPath::Own, flops, [&] { run_own(be, g); });
-    return;
-  }
-  record(be.stream(), cls, KernelPath::Simple, flops, [&] { gemm_cuda(g, fp16_, be.stream()); });
+  if (mode_ != Mode::Simple && own_ok(g)) cands.push_back({KernelPath::Own, [&] { return run_own(be, g), true; }});
+  cands.push_back({KernelPath::Simple, [&] { return gemm_cuda(g, fp16_, be.stream()), true; }});
+  route(be, cls, mode_ == Mode::Tune ? shape_key(g, lt != nullptr) : std::string(), gemm_flops(g), cands);
 }
 
 void DenseRouter::simple_only(CudaBackend& be, const GemmParams& g, const std::string& cls) {
@@ -178,7 +249,17 @@ std::string DenseRouter::info_json() {
     << ",\"cudnn\":" << (dnn_ ? json_str(dnn_->description()) : "null")
     << ",\"cudnn_why\":" << (dnn_ ? "null" : json_str(dnn_why_)) << ",\"vendor_errors\":" << vendor_errors_
     << ",\"last_vendor_error\":" << (vendor_errors_ ? json_str(last_vendor_error_) : "null")
-    << ",\"profiling\":" << (profile_ ? "true" : "false")
+    << ",\"profiling\":" << (profile_ ? "true" : "false");
+  if (mode_ == Mode::Tune) {  // shape -> the candidates' ms and the winner
+    o << ",\"tuned\":{";
+    bool tfirst = true;
+    for (const auto& [k, report] : tune_log_) {
+      o << (tfirst ? "" : ",") << json_str(k) << ":" << json_str(report);
+      tfirst = false;
+    }
+    o << "}";
+  }
+  o
     << ",\"ops\":{";
   bool first = true;
   for (const auto& [cls, paths] : counters_) {

@@ -4,6 +4,9 @@
 //   vendor: cuDNN for convolutions, cuBLASLt for linear / matmul, when the libraries load at run time.
 // L2D_KERNELS=simple|own|vendor (read when the context is created) forces one path; a forced path that
 // cannot take an op falls back vendor -> own -> simple, and the counters record what actually ran.
+// L2D_KERNELS=tune measures, on each shape's first call, every path that can run it (CUDA events and a
+// sync: run a warm-up frame before any graph capture) and keeps the fastest for that shape; the
+// candidates' milliseconds are in info_json()'s "tuned".
 // Default ("auto", a fixed table until there are measurements): fp16: vendor when loaded, else own
 // where supported, else simple; fp32 (the verification mode): simple.
 // A vendor call that returns an error status is counted (vendor_errors), its shape retired from the
@@ -15,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <array>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -33,7 +37,7 @@ const char* kernel_path_name(KernelPath p);
 
 class DenseRouter {
  public:
-  enum class Mode { Auto, Simple, Own, Vendor };
+  enum class Mode { Auto, Simple, Own, Vendor, Tune };
   // Reads L2D_KERNELS / L2D_PROFILE_DENSE and opens the vendor libraries unless the mode excludes them.
   // Throws L2D_ERR_INVALID_ARGUMENT for an unknown L2D_KERNELS value.
   explicit DenseRouter(bool fp16);
@@ -62,6 +66,17 @@ class DenseRouter {
     std::string cls;
     KernelPath path;
   };
+  // One way to run an op; false when it could not (vendor declined or failed: nothing usable written).
+  struct Candidate {
+    KernelPath path;
+    std::function<bool()> run;
+  };
+  bool vendor_allowed() const;
+  // Runs the first candidate that succeeds (tune: the shape's measured winner first).
+  void route(CudaBackend& be, const std::string& cls, const std::string& key, double flops,
+             std::vector<Candidate>& cands);
+  void tune(CudaBackend& be, const std::string& cls, const std::string& key, double flops,
+            std::vector<Candidate>& cands);
   bool own_ok(const GemmParams& g) const;
   void run_own(CudaBackend& be, const GemmParams& g);
   // Records the op (and its events when profiling) around fn.
@@ -81,6 +96,8 @@ class DenseRouter {
   std::string last_vendor_error_;
   std::map<std::string, std::array<Counter, 3>> counters_;
   std::vector<Pending> pending_;
+  std::map<std::string, KernelPath> tuned_;       // tune: shape key -> fastest path
+  std::map<std::string, std::string> tune_log_;  // tune: "class key" -> "own=0.41 vendor=0.38 ..."
 };
 
 }  // namespace l2d::cuda
