@@ -286,7 +286,7 @@ __global__ void splitk_reduce_kernel(const GemmParams p, int splits, const float
   }
 }
 
-int device_sm_count() {
+int tc_sm_count() {  // (bringup adds a per-device cached device_sm_count() to common.cuh: use it once merged)
   int dev = 0, n = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
     return 100;
@@ -332,7 +332,7 @@ bool gemm_tc_supported(const GemmParams& p) {
 }
 
 TcPlan gemm_tc_plan(const GemmParams& p) {
-  static const int sms = device_sm_count();
+  static const int sms = tc_sm_count();
   const SplitPlan sp = split_plan(p.M, p.N, p.K, p.batch, sms);
   TcPlan plan;
   plan.bn = sp.bn;
