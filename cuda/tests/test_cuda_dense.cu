@@ -23,11 +23,15 @@
 
 #include "op_test_harness.h"
 
-#ifndef L2D_DENSE_SHAPES
-#define L2D_DENSE_SHAPES "cuda/tests/dense_shapes.txt"
-#endif
-
 namespace {
+
+// dense_shapes.txt next to this source (CMake passes absolute source paths, so __FILE__ locates it
+// from any working directory); L2D_DENSE_SHAPES overrides.
+std::string default_table() {
+  const std::string self = __FILE__;
+  const size_t slash = self.find_last_of('/');
+  return (slash == std::string::npos ? std::string(".") : self.substr(0, slash)) + "/dense_shapes.txt";
+}
 
 struct Row {
   bool conv = false;
@@ -75,7 +79,8 @@ std::string dims(const std::vector<int64_t>& v, size_t from, size_t to, const ch
 int main(int argc, char** argv) {
   using namespace l2d_test;
   Harness h("test_cuda_dense", argc, argv);
-  const char* table = std::getenv("L2D_DENSE_SHAPES") ? std::getenv("L2D_DENSE_SHAPES") : L2D_DENSE_SHAPES;
+  const std::string table_path = std::getenv("L2D_DENSE_SHAPES") ? std::getenv("L2D_DENSE_SHAPES") : default_table();
+  const char* table = table_path.c_str();
   std::vector<Row> rows;
   std::string why;
   if (!parse_table(table, rows, why)) {
