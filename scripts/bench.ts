@@ -1,6 +1,7 @@
 /**
  * `deno task bench [--device cpu|cuda] [--engine path] [--frames n] [--sizes 512x512,768x512] [--steps 2,3]`
  * `[--precision fp16|fp32] [--warmup n] [--stage-iters n] [--no-stages] [--max-seconds s] [--budget s]`
+ * `[--kernels auto|simple|own|vendor|tune] [--no-layers]`
  *
  * A benchmark (not a test) of the live stream through the public API. For each configuration (stream
  * size x denoising steps) it creates a stream, warms it up (the 8 sink frames, the T-1 latency frames and
@@ -23,8 +24,19 @@
  * outputs) that the fused stream does not make, and exclude its frame resize / colour conversion; their
  * sum is an estimate, not a breakdown of the push time.
  *
+ * Dense kernels (CUDA): `--kernels simple|own|vendor|tune|auto` sets `L2D_KERNELS` for every context of the
+ * run (which implementation runs convolutions and matrix products; see cuda/src/backends/cuda/dense_router.h).
+ * The summary's `kernels` says which mode ran and which vendor libraries loaded (or why not); every
+ * configuration gets `dense_per_frame`: the dense calls per pushed frame by path (from the backend's
+ * counters). Unless `--no-layers`, a third pass loads the networks once more in a context with
+ * `L2D_PROFILE_DENSE=1` (CUDA events around every dense op, so its stage times are not reported) and
+ * reports per layer class (conv3x3/<output size>, conv1x1/<size>, linear, matmul, ...) and stage the
+ * milliseconds per call, GFLOP, achieved TFLOP/s and the path that ran (`layers`). Attention, norms
+ * and elementwise ops are not instrumented: per stage, `other_ms` = the stage's unprofiled median
+ * minus its dense milliseconds is their time (when the stage timings ran).
+ *
  * The human table goes to stderr; the LAST stdout line is one JSON object (device, configs with fps,
- * p50/p99, native p50, overhead, stage ms, memory).
+ * p50/p99, native p50, overhead, stage ms, memory, kernels, layers).
  *
  * Defaults: CPU: the tiny synthetic default engine (`Engine.loadDefault`), sizes 64x64,128x128, steps
  * 2,3. CUDA: `models/engines/synthetic-sd15-sm_90.l2de` (made like `deno task make-synthetic-engine
@@ -64,6 +76,8 @@ export interface BenchResult extends BenchConfig {
   backend_in_use_bytes: number;
   backend_peak_bytes: number;
   rss_bytes: number;
+  /** Dense (conv / matmul) calls per pushed frame by kernel path (CUDA). */
+  dense_per_frame?: Record<string, number>;
   stopped_early?: boolean;
 }
 
@@ -75,6 +89,77 @@ export interface StageTimes {
   decode: number;
   /** depth + 2 x encode + unet + decode. */
   sum_per_frame: number;
+}
+
+/** Counters of one layer class and path (`l2d_context_stats` -> `kernels.ops`). */
+export interface KernelCounter {
+  calls: number;
+  gflop: number;
+  /** Present when the context profiles (L2D_PROFILE_DENSE=1). */
+  ms?: number;
+}
+
+/** `kernels` of `l2d_context_stats` (CUDA; null on the CPU backend). */
+export interface KernelInfo {
+  mode: string;
+  precision: string;
+  default: string;
+  cublasLt: string | null;
+  cublasLt_why: string | null;
+  cudnn: string | null;
+  cudnn_why: string | null;
+  profiling: boolean;
+  vendor_errors?: number;
+  last_vendor_error?: string | null;
+  /** L2D_KERNELS=tune: "class shape" -> the candidates' milliseconds ("own=0.41 vendor=0.38"). */
+  tuned?: Record<string, string>;
+  /** class -> path ("simple" | "own" | "vendor") -> counters. */
+  ops: Record<string, Record<string, KernelCounter>>;
+}
+
+/** One row of the per-layer-class report: per call of the stage. */
+export interface LayerRow {
+  class: string;
+  path: string;
+  calls: number;
+  ms: number;
+  gflop: number;
+  tflops: number;
+}
+
+/** The dense-kernel counters of a context, or null (CPU backend, or a library without them). */
+export function kernelInfo(stats: unknown): KernelInfo | null {
+  const k = (stats as { kernels?: KernelInfo | null }).kernels;
+  return k && typeof k === "object" && k.ops ? k : null;
+}
+
+/** Per-call rows of what ran between two snapshots (`iters` calls of a stage), busiest first. */
+export function layerRows(after: KernelInfo, before: KernelInfo | null, iters: number): LayerRow[] {
+  const rows: LayerRow[] = [];
+  for (const [cls, paths] of Object.entries(after.ops)) {
+    for (const [path, c] of Object.entries(paths)) {
+      const b = before?.ops[cls]?.[path];
+      const calls = (c.calls - (b?.calls ?? 0)) / iters;
+      if (calls <= 0) continue;
+      const gflop = (c.gflop - (b?.gflop ?? 0)) / iters;
+      const ms = ((c.ms ?? NaN) - (b?.ms ?? 0)) / iters;
+      rows.push({ class: cls, path, calls, ms: r3(ms), gflop: r3(gflop), tflops: r2(gflop / ms) });
+    }
+  }
+  return rows.sort((a, b) => (b.ms - a.ms) || (b.gflop - a.gflop));
+}
+
+/** Dense calls between two snapshots, per path, divided by `frames`. */
+export function densePerFrame(after: KernelInfo, before: KernelInfo | null, frames: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [cls, paths] of Object.entries(after.ops)) {
+    for (const [path, c] of Object.entries(paths)) {
+      const d = c.calls - (before?.ops[cls]?.[path]?.calls ?? 0);
+      if (d > 0) out[path] = (out[path] ?? 0) + d / frames;
+    }
+  }
+  for (const k of Object.keys(out)) out[k] = r2(out[k]!);
+  return out;
 }
 
 /** Nearest-rank percentile of sorted values. */
@@ -115,6 +200,7 @@ export function tIndexFor(style: readonly number[], steps: number): number[] {
 }
 
 const r2 = (x: number) => Math.round(x * 100) / 100;
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
 const mb = (b: number) => (b / 2 ** 20).toFixed(0);
 
 /** Deterministic, non-constant RGB test frames (a moving pattern plus noise; never all zeros). */
@@ -189,6 +275,10 @@ export interface BenchOptions {
   extraWarmup: number;
   stageIters: number;
   stages: boolean;
+  /** Per-layer-class profile pass (CUDA). @default false */
+  layers?: boolean;
+  /** L2D_KERNELS for every context of the run (unset: the library default, "auto"). */
+  kernels?: "auto" | "simple" | "own" | "vendor" | "tune";
   /** Stop a configuration's timed frames after this many seconds. */
   maxSeconds: number;
   /**
@@ -255,6 +345,7 @@ async function streamBench(engine: Engine, o: BenchOptions, started: number, ski
       const handle = stream.session.unsafeHandle;
       const out = new Uint8Array(width * height * 3), ready = new Int32Array(1);
       const pub: number[] = [], nat: number[] = [];
+      const kernelsBefore = kernelInfo(engine.stats());
       const timed = performance.now();
       let stopped = false;
       for (let i = 0; i < 2 * o.frames; i++) {
@@ -288,6 +379,7 @@ async function streamBench(engine: Engine, o: BenchOptions, started: number, ski
         }
       }
       const stats = engine.stats();
+      const kernelsAfter = kernelInfo(stats);
       const sorted = [...pub].sort((a, b) => a - b);
       const total = pub.reduce((a, b) => a + b, 0);
       const p50 = percentile(sorted, 0.5), nativeP50 = median(nat);
@@ -306,6 +398,9 @@ async function streamBench(engine: Engine, o: BenchOptions, started: number, ski
         backend_in_use_bytes: stats.bytes_in_use,
         backend_peak_bytes: stats.peak_bytes,
         rss_bytes: Deno.memoryUsage().rss,
+        ...(kernelsAfter
+          ? { dense_per_frame: densePerFrame(kernelsAfter, kernelsBefore, pub.length + nat.length) }
+          : {}),
         ...(stopped ? { stopped_early: true } : {}),
       };
       results.push(r);
@@ -321,10 +416,28 @@ async function streamBench(engine: Engine, o: BenchOptions, started: number, ski
   return results;
 }
 
-/** Per-stage timings of separate model calls (see the module doc). */
-async function stageBench(path: string, o: BenchOptions, started: number): Promise<Map<string, StageTimes>> {
+/** A context of the run; `profile` turns on the dense-op event timing (L2D_PROFILE_DENSE, read at creation). */
+function createContext(o: BenchOptions, profile: boolean): Context {
+  if (profile) Deno.env.set("L2D_PROFILE_DENSE", "1");
+  try {
+    return Context.create(o.device, { precision: o.precision });
+  } finally {
+    if (profile) Deno.env.delete("L2D_PROFILE_DENSE");
+  }
+}
+
+/**
+ * Per-stage timings of separate model calls (see the module doc). With `layers`, the context profiles
+ * its dense ops and each stage's per-call layer rows are stored there under the stage's label.
+ */
+async function stageBench(
+  path: string,
+  o: BenchOptions,
+  started: number,
+  layers?: Map<string, LayerRow[]>,
+): Promise<Map<string, StageTimes>> {
   using file = await openEngine(path, { verify: false });
-  using ctx = Context.create(o.device, { precision: o.precision });
+  using ctx = createContext(o, layers !== undefined);
   const make = async (kind: string, prefix: string, config: unknown) => {
     using w = new TensorMap();
     await file.loadInto(w, prefix);
@@ -340,14 +453,17 @@ async function stageBench(path: string, o: BenchOptions, started: number): Promi
   using depth = await make("midas", "midas.", midasCfg);
   const crossDim = Number(unetCfg.cross_attention_dim ?? 768);
 
-  const time = async (fn: () => Promise<void>): Promise<number> => {
+  const time = async (label: string, fn: () => Promise<void>): Promise<number> => {
     await fn(); // warm-up call
+    const before = layers ? kernelInfo(ctx.stats()) : null;
     const t: number[] = [];
     for (let i = 0; i < o.stageIters; i++) {
       const a = performance.now();
       await fn();
       t.push(performance.now() - a);
     }
+    const after = layers ? kernelInfo(ctx.stats()) : null;
+    if (layers && after) layers.set(label, layerRows(after, before, o.stageIters));
     return median(t);
   };
   const uniform = (n: number) => {
@@ -361,7 +477,7 @@ async function stageBench(path: string, o: BenchOptions, started: number): Promi
   {
     using io = new TensorMap();
     io.setF32("images", uniform(3 * 384 * 384), [1, 3, 384, 384]);
-    depthMs = await time(() => depth.run("depth", io));
+    depthMs = await time("midas 384x384", () => depth.run("depth", io));
   }
   const perSize = new Map<string, { encode: number; decode: number }>();
   for (const { width, height, steps } of o.configs) {
@@ -374,10 +490,10 @@ async function stageBench(path: string, o: BenchOptions, started: number): Promi
     if (!sized) {
       using enc = new TensorMap();
       enc.setF32("images", uniform(3 * height * width), [1, 3, height, width]);
-      const encode = await time(() => vae.run("encode", enc));
+      const encode = await time(`taesd encode ${key}`, () => vae.run("encode", enc));
       using dec = new TensorMap();
       dec.setF32("latents", uniform(4 * h * w), [1, 4, h, w]);
-      const decode = await time(() => vae.run("decode", dec));
+      const decode = await time(`taesd decode ${key}`, () => vae.run("decode", dec));
       sized = { encode, decode };
       perSize.set(key, sized);
     }
@@ -397,7 +513,7 @@ async function stageBench(path: string, o: BenchOptions, started: number): Promi
     io.setPhilox("depth", [steps, 4, 1, h, w], { kind: "normal", seed: 15 });
     io.setPhilox("encoder_hidden_states", [1, 77, crossDim], { kind: "normal", seed: 13 });
     io.setI64("timesteps", Array.from({ length: steps }, (_, i) => 999 - 100 * i), [steps]);
-    const unetMs = await time(() => session.run("stream", io));
+    const unetMs = await time(`unet ${key} T=${steps}`, () => session.run("stream", io));
     out.set(`${key}/${steps}`, {
       depth_midas_384: r2(depthMs),
       encode: r2(sized.encode),
@@ -410,9 +526,21 @@ async function stageBench(path: string, o: BenchOptions, started: number): Promi
   return out;
 }
 
+/** The unprofiled median of the stage a layer label names ("unet 512x512 T=2", "taesd encode 512x512", ...). */
+function unprofiledStageMs(results: BenchResult[], label: string): number | undefined {
+  const m = /^(unet|taesd encode|taesd decode|midas) (\d+)x(\d+)(?: T=(\d+))?$/.exec(label);
+  if (!m) return undefined;
+  const [, stage, w, h, t] = m;
+  if (stage === "midas") return results.find((r) => r.stages_ms)?.stages_ms?.depth_midas_384;
+  const r = results.find((r) => r.stages_ms && `${r.width}` === w && `${r.height}` === h && (!t || `${r.steps}` === t));
+  if (!r?.stages_ms) return undefined;
+  return stage === "unet" ? r.stages_ms.unet : stage === "taesd encode" ? r.stages_ms.encode : r.stages_ms.decode;
+}
+
 /** Runs the benchmark; returns the JSON summary. */
 export async function runBench(o: BenchOptions): Promise<Record<string, unknown>> {
   const t0 = performance.now();
+  if (o.kernels) Deno.env.set("L2D_KERNELS", o.kernels); // read by every context created from here on
   const path = o.engine ?? await defaultEngine(o.device, o.log);
   let results: BenchResult[];
   let info: Record<string, unknown>;
@@ -428,6 +556,15 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     const s = engine.stats();
     info.backend_peak_bytes = s.peak_bytes;
     info.backend = s.backend;
+    const k = kernelInfo(s);
+    if (k) {
+      const { ops: _ops, ...rest } = k;
+      info.kernels = rest;
+      o.log(
+        `dense kernels: ${k.mode} (${k.default}); cuBLASLt: ${k.cublasLt ?? k.cublasLt_why}; ` +
+          `cuDNN: ${k.cudnn ?? k.cudnn_why}`,
+      );
+    }
   }
   if (o.stages && remaining(o, t0) < 0.3 * (o.budget ?? Infinity)) {
     stagesSkipped = `budget: ${remaining(o, t0).toFixed(0)} s of ${o.budget} s left`;
@@ -435,6 +572,25 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
   } else if (o.stages) {
     const stages = await stageBench(path, o, t0);
     for (const r of results) r.stages_ms = stages.get(`${r.width}x${r.height}/${r.steps}`);
+  }
+  let layers: Record<string, { rows: LayerRow[]; dense_ms: number; other_ms?: number }> | undefined;
+  if (o.layers && o.device === "cuda") {
+    if (remaining(o, t0) < 0.15 * (o.budget ?? Infinity)) {
+      o.log(`layer profile skipped (budget: ${remaining(o, t0).toFixed(0)} s left)`);
+    } else {
+      const byStage = new Map<string, LayerRow[]>();
+      await stageBench(path, o, t0, byStage);
+      layers = {};
+      for (const [label, rows] of byStage) {
+        const dense = rows.reduce((a, r) => a + r.ms * r.calls, 0);
+        const stageMs = unprofiledStageMs(results, label);
+        layers[label] = {
+          rows,
+          dense_ms: r3(dense),
+          ...(stageMs !== undefined ? { other_ms: r3(stageMs - dense) } : {}),
+        };
+      }
+    }
   }
   return {
     bench: "live2diff-stream",
@@ -446,6 +602,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     configs: results,
     ...(skipped.length ? { skipped_configs: skipped } : {}),
     ...(stagesSkipped ? { stages_skipped: stagesSkipped } : {}),
+    ...(layers ? { layers } : {}),
     peak: {
       backend_peak_bytes: info.backend_peak_bytes,
       rss_bytes: Deno.memoryUsage().rss,
@@ -497,6 +654,21 @@ function printTable(summary: Record<string, unknown>, log: (s: string) => void):
   log(line(head).join("  "));
   for (const row of table) log(line(row).join("  "));
   log("stage columns: medians of separate native calls at the same size (see scripts/bench.ts)\n");
+  const layers = summary.layers as
+    | Record<string, { rows: LayerRow[]; dense_ms: number; other_ms?: number }>
+    | undefined;
+  for (const [label, l] of Object.entries(layers ?? {})) {
+    log(
+      `${label}: dense ${l.dense_ms.toFixed(2)} ms` +
+        (l.other_ms !== undefined ? `, other ${l.other_ms.toFixed(2)} ms` : ""),
+    );
+    for (const r of l.rows) {
+      log(
+        `  ${r.class.padEnd(22)} ${r.path.padEnd(7)} x${String(r.calls).padEnd(4)} ${r.ms.toFixed(3).padStart(8)} ms ` +
+          `${r.gflop.toFixed(1).padStart(8)} GFLOP ${r.tflops.toFixed(1).padStart(7)} TFLOP/s`,
+      );
+    }
+  }
 }
 
 if (import.meta.main) {
@@ -512,6 +684,8 @@ if (import.meta.main) {
       warmup: { type: "string", default: "3" },
       "stage-iters": { type: "string" },
       "no-stages": { type: "boolean", default: false },
+      "no-layers": { type: "boolean", default: false },
+      kernels: { type: "string" },
       "max-seconds": { type: "string" },
       budget: { type: "string" },
     },
@@ -523,6 +697,10 @@ if (import.meta.main) {
     const precision = values.precision as "fp16" | "fp32" | undefined;
     if (precision !== undefined && precision !== "fp16" && precision !== "fp32") {
       throw new TypeError(`--precision must be fp16 or fp32`);
+    }
+    const kernels = values.kernels as BenchOptions["kernels"];
+    if (kernels !== undefined && !["auto", "simple", "own", "vendor", "tune"].includes(kernels)) {
+      throw new TypeError(`--kernels must be auto, simple, own, vendor or tune, got "${kernels}"`);
     }
     let configs: BenchConfig[];
     if (values.sizes || values.steps) {
@@ -552,6 +730,8 @@ if (import.meta.main) {
       extraWarmup: Math.round(Number(values.warmup)),
       stageIters: Math.round(int(values["stage-iters"], device === "cuda" ? 20 : 5, "stage-iters")),
       stages: !values["no-stages"],
+      layers: !values["no-layers"],
+      kernels,
       maxSeconds: int(values["max-seconds"], 60, "max-seconds"),
       budget: values.budget === undefined ? undefined : int(values.budget, 0, "budget"),
       log,

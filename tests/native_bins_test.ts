@@ -1,5 +1,6 @@
 // Runs the native test programs CMake builds next to the library: the plain-C compile of l2d.h with
-// the status/error contract (test_abi_c) and Philox known answers in C++ (test_philox). The CUDA
+// the status/error contract (test_abi_c), Philox known answers in C++ (test_philox) and the own
+// tensor-core GEMM's index formulas through an emulation of ldmatrix / mma.sync (test_gemm_tc_layout). The CUDA
 // op test (test_cuda_ops) runs when present: without a GPU it reports "no GPU" and passes.
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
@@ -15,12 +16,12 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-for (const name of ["test_abi_c", "test_philox", "test_cuda_ops"]) {
+for (const name of ["test_abi_c", "test_philox", "test_gemm_tc_layout", "test_cuda_ops"]) {
   const path = build + name;
   const present = await exists(path);
   Deno.test({
     name: `native program ${name} passes`,
-    // test_cuda_ops only exists in CUDA builds; the other two are always built.
+    // test_cuda_ops only exists in CUDA builds; the others are always built.
     ignore: name === "test_cuda_ops" && !present,
     fn: async () => {
       assert.ok(present, `${path} is missing: run \`deno task build:native\``);

@@ -253,7 +253,8 @@ l2d_status l2d_context_stats(l2d_context* ctx, const char** out_json) {
     REQUIRE_ARG(out_json);
     const l2d::Backend& be = *ctx->ptr->backend;
     g_scratch_json = "{\"backend\":\"" + be.name() + "\",\"bytes_in_use\":" + std::to_string(be.bytes_in_use()) +
-                     ",\"peak_bytes\":" + std::to_string(be.peak_bytes()) + "}";
+                     ",\"peak_bytes\":" + std::to_string(be.peak_bytes()) +
+                     ",\"kernels\":" + ctx->ptr->backend->kernel_info_json() + "}";
     *out_json = g_scratch_json.c_str();
   });
 }

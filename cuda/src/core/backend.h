@@ -56,6 +56,9 @@ class Backend {
   // Bytes currently allocated and the high-water mark.
   virtual size_t bytes_in_use() const = 0;
   virtual size_t peak_bytes() const = 0;
+  // JSON describing which kernels run the dense ops (CUDA: path per layer class, vendor libraries);
+  // "null" where there is no choice. May synchronise.
+  virtual std::string kernel_info_json() { return "null"; }
 
   // ---- host transfer ----
   // A tensor on this backend from host data (floats -> float_dtype(), integers -> I32).

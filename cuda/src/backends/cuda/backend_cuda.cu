@@ -6,6 +6,7 @@
 #include "../backends.h"
 #include "backend_cuda.h"
 #include "common.cuh"
+#include "dense_router.h"
 
 namespace l2d {
 
@@ -31,7 +32,10 @@ CudaBackend::CudaBackend(int device, bool fp16) : device_(device), fp16_(fp16) {
   CUDA_CHECK(cudaMemsetAsync(dev_error_, 0, sizeof(DeviceError), stream_));
   *host_error_ = DeviceError{};
   CUDA_CHECK(cudaStreamSynchronize(stream_));
+  dense_ = std::make_unique<DenseRouter>(fp16_);
 }
+
+std::string CudaBackend::kernel_info_json() { return dense_->info_json(); }
 
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);

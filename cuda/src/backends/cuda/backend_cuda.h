@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -15,6 +16,7 @@
 namespace l2d::cuda {
 
 struct DeviceError;  // common.cuh
+class DenseRouter;  // dense_router.h
 
 class CudaBackend final : public Backend {
  public:
@@ -27,6 +29,7 @@ class CudaBackend final : public Backend {
   void raw_free(void* ptr, size_t bytes) override;
   size_t bytes_in_use() const override { return in_use_; }
   size_t peak_bytes() const override { return peak_; }
+  std::string kernel_info_json() override;
 
   Tensor from_host(const HostTensor& host) override;
   HostTensor to_host(const Tensor& t) override;
@@ -75,6 +78,7 @@ class CudaBackend final : public Backend {
   size_t in_use_ = 0, peak_ = 0, reserved_ = 0;
   DeviceError* dev_error_ = nullptr;   // device word written by kernels
   DeviceError* host_error_ = nullptr;  // pinned copy read after each synchronize()
+  std::unique_ptr<DenseRouter> dense_;  // conv / GEMM path choice (L2D_KERNELS), vendor libraries
 };
 
 // Philox values computed on the device (checks the shared philox.h in device code).

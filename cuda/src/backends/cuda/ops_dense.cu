@@ -1,9 +1,12 @@
 // Convolutions, linear layers, batched matmul and attention of the CUDA backend: shape checks
-// (the same as the CPU oracle's) and one kernel launch each, no scratch memory, no host sync.
+// (the same as the CPU oracle's), then the DenseRouter picks the implementation (simple / own /
+// vendor: dense_router.h). No host sync; scratch memory only for split-K and vendor workspaces.
 #include <algorithm>
+#include <string>
 
 #include "backend_cuda.h"
 #include "common.cuh"
+#include "dense_router.h"
 #include "kernels/attention.cuh"
 #include "kernels/gemm.cuh"
 #include "ops_util.h"
@@ -57,7 +60,30 @@ Tensor CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
   g.c_bs = O * Ho * Wo;
   g.bias = bias ? bias->data() : nullptr;
   g.bias_mode = bias ? kBiasPerM : kBiasNone;
-  gemm_cuda(g, fp16_, stream_);
+  // cuDNN's legacy API has symmetric padding only (TF "SAME" asymmetric pads stay on our kernels).
+  vendor::DnnConv dc;
+  const bool symmetric = p.pad_top == p.pad_bottom && p.pad_left == p.pad_right;
+  if (symmetric) {
+    dc.N = int(dim_or_fail(N, "conv2d batch"));
+    dc.C = int(C);
+    dc.H = int(H);
+    dc.W = int(W);
+    dc.O = int(dim_or_fail(O, "conv2d channels"));
+    dc.KH = int(KH);
+    dc.KW = int(KW);
+    dc.pad_h = p.pad_top;
+    dc.pad_w = p.pad_left;
+    dc.stride_h = p.stride_h;
+    dc.stride_w = p.stride_w;
+    dc.x = x.data();
+    dc.w = w.data();
+    dc.bias = g.bias;
+    dc.y = y.data();
+    dc.fp16 = fp16_;
+  }
+  const std::string cls = "conv" + std::to_string(KH) + "x" + std::to_string(KW) + "/" + std::to_string(Ho) + "x" +
+                          std::to_string(Wo);
+  dense_->conv2d(*this, g, symmetric ? &dc : nullptr, cls);
   return y;
 }
 
@@ -89,7 +115,7 @@ Tensor CudaBackend::conv_transpose2d(const Tensor& x, const Tensor& w, const Ten
   g.ct_k = int(k);
   g.ct_H = int(dim_or_fail(H, "conv_transpose2d height"));
   g.ct_W = int(dim_or_fail(W, "conv_transpose2d width"));
-  gemm_cuda(g, fp16_, stream_);
+  dense_->simple_only(*this, g, "conv_transpose" + std::to_string(k) + "x" + std::to_string(k));
   return y;
 }
 
@@ -115,7 +141,20 @@ Tensor CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias)
   g.ldc = N;
   g.bias = bias ? bias->data() : nullptr;
   g.bias_mode = bias ? kBiasPerN : kBiasNone;
-  gemm_cuda(g, fp16_, stream_);
+  vendor::LtGemm lt;
+  lt.M = M;
+  lt.N = N;
+  lt.K = K;
+  lt.A = x.data();
+  lt.lda = K;
+  lt.B = w.data();
+  lt.ldb = K;
+  lt.b_nk = true;
+  lt.C = y.data();
+  lt.ldc = N;
+  lt.bias = g.bias;
+  lt.fp16 = fp16_;
+  dense_->gemm(*this, g, &lt, "linear");
   return y;
 }
 
@@ -146,7 +185,22 @@ Tensor CudaBackend::matmul(const Tensor& a, const Tensor& b) {
   g.C = y.data();
   g.ldc = N;
   g.c_bs = M * N;
-  gemm_cuda(g, fp16_, stream_);
+  vendor::LtGemm lt;
+  lt.M = M;
+  lt.N = N;
+  lt.K = K;
+  lt.batch = g.batch;
+  lt.A = g.A;
+  lt.lda = g.lda;
+  lt.a_bs = g.a_bs;
+  lt.B = g.B;
+  lt.ldb = g.ldb;
+  lt.b_bs = g.b_bs;
+  lt.C = g.C;
+  lt.ldc = g.ldc;
+  lt.c_bs = g.c_bs;
+  lt.fp16 = fp16_;
+  dense_->gemm(*this, g, &lt, "matmul");
   return y;
 }
 

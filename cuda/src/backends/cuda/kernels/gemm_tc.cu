@@ -1,0 +1,358 @@
+// The "own" tensor-core GEMM. One CTA (8 warps) computes a 128 x BN tile of C[z] (BN = 128 or 64)
+// over a range of K (all of it, or one split-K slice), stepping in BK = 32 slices through a
+// STAGES-deep ring of shared-memory buffers:
+//   - A (always row-major [M, K], k contiguous) and dense B operands arrive by cp.async (16 bytes per
+//     instruction, zero-filled past the edges), STAGES - 1 slices ahead of the math;
+//   - the im2col B operand (NCHW convolutions) cannot use cp.async (a 3x3 tap shifts rows by one
+//     element, so sources are not 16-byte aligned): each thread gathers its elements into registers
+//     for slice kt + STAGES - 1 before the math of slice kt and stores them after it, so the global
+//     latency hides behind the MMAs. The gather walks k = (c, kh, kw) incrementally (no divides).
+//   - math: ldmatrix.x4 (A; B with .trans when B is k-major in shared memory) + mma.sync m16n8k16,
+//     fp32 accumulators in registers.
+// Epilogue: bias (per row for convolutions, per column for linear) and fp16 stores (half2 where
+// aligned), or, for split-K, fp32 partials into a workspace that a second kernel sums in a fixed
+// order (deterministic: no atomics) before adding the bias.
+// Shared rows are padded by 16 bytes, which makes every ldmatrix phase hit 8 distinct bank groups.
+#include <algorithm>
+
+#include "../common.cuh"
+#include "gemm_tc.cuh"
+#include "gemm_tc_layout.h"
+
+namespace l2d::cuda {
+namespace {
+
+using namespace tc;
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy; src_bytes == 0 writes 16 zero bytes (nothing is read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+
+// D = A (16x16, row) * B (16x8, col) + D, fp16 inputs, fp32 accumulators.
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int BN, int BMODE>
+__global__ void __launch_bounds__(THREADS, 2)
+    gemm_tc_kernel(const GemmParams p, int splits, int kt_per_split, float* __restrict__ ws) {
+  using G = Geo<BN>;
+  constexpr bool kIm2col = BMODE == kGemmB_Im2col;
+  constexpr bool kNK = BMODE == kGemmB_NK;
+  constexpr int LDB = kNK ? G::LDB_NK : G::LDB_KN;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __half* smem = reinterpret_cast<__half*>(smem_raw);
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp / G::WARPS_N, wn = warp % G::WARPS_N;
+  const int64_t M = p.M, N = p.N, K = p.K;
+  const int64_t n0 = int64_t(blockIdx.x) * BN, m0 = int64_t(blockIdx.y) * BM;
+  const int z = int(blockIdx.z) / splits, split = int(blockIdx.z) % splits;
+  const __half* A = static_cast<const __half*>(p.A) + z * p.a_bs;
+  const __half* B = static_cast<const __half*>(p.B) + z * p.b_bs;
+
+  const int KT = int((K + BK - 1) / BK);
+  int kt_begin, ntiles;
+  split_range(split, kt_per_split, KT, kt_begin, ntiles);
+
+  auto sA = [&](int slot) { return smem + slot * G::STAGE_ELEMS; };
+  auto sB = [&](int slot) { return smem + slot * G::STAGE_ELEMS + G::A_ELEMS; };
+
+  // ---- loaders ----
+  auto load_a = [&](int slot, int64_t k0) {
+    __half* dst = sA(slot);
+#pragma unroll
+    for (int i = 0; i < BM * BK / 8 / THREADS; ++i) {
+      int r, col;
+      chunk_pos<BK>(tid + i * THREADS, r, col);
+      const int64_t gm = m0 + r, gk = k0 + col;
+      const bool ok = gm < M && gk < K;
+      cp_async16(dst + r * G::LDA + col, ok ? A + gm * p.lda + gk : A, ok);
+    }
+  };
+  auto load_b_dense = [&](int slot, int64_t k0) {
+    __half* dst = sB(slot);
+    if constexpr (kNK) {  // B(k, n) = B[n * ldb + k]: stage [BN][BK]
+#pragma unroll
+      for (int i = 0; i < BN * BK / 8 / THREADS; ++i) {
+        int r, col;
+        chunk_pos<BK>(tid + i * THREADS, r, col);
+        const int64_t gn = n0 + r, gk = k0 + col;
+        const bool ok = gn < N && gk < K;
+        cp_async16(dst + r * LDB + col, ok ? B + gn * p.ldb + gk : B, ok);
+      }
+    } else {  // B(k, n) = B[k * ldb + n]: stage [BK][BN]
+#pragma unroll
+      for (int i = 0; i < BN * BK / 8 / THREADS; ++i) {
+        int r, col;
+        chunk_pos<BN>(tid + i * THREADS, r, col);
+        const int64_t gk = k0 + r, gn = n0 + col;
+        const bool ok = gk < K && gn < N;
+        cp_async16(dst + r * LDB + col, ok ? B + gk * p.ldb + gn : B, ok);
+      }
+    }
+  };
+
+  // im2col state: this thread's output pixel and k walker.
+  const int g_col = tid % BN, g_row0 = tid / BN;
+  bool g_nvalid = false;
+  int64_t g_iy0 = 0, g_ix0 = 0;
+  Im2colWalker walker{0, 0, 0};
+  const ConvGeo cg{p.conv_C, p.conv_H, p.conv_W, p.conv_KH, p.conv_KW, p.conv_sh, p.conv_sw, p.conv_pt, p.conv_pl,
+                   p.conv_Wo};
+  __half gather_regs[kIm2col ? G::GATHER : 1];
+  if constexpr (kIm2col) {
+    const int64_t n = n0 + g_col;
+    g_nvalid = n < N;
+    const int64_t oy = n / p.conv_Wo, ox = n - oy * p.conv_Wo;
+    g_iy0 = oy * p.conv_sh - p.conv_pt;
+    g_ix0 = ox * p.conv_sw - p.conv_pl;
+    walker.init(int64_t(kt_begin) * BK + g_row0, cg);
+  }
+  // Gathers this thread's elements of the slice starting at k0 (the walker is already there).
+  auto gather = [&](int64_t k0) {
+#pragma unroll
+    for (int i = 0; i < G::GATHER; ++i) {
+      const int64_t k = k0 + g_row0 + i * G::KSTEP;
+      const int64_t off = walker.offset(g_iy0, g_ix0, cg);
+      gather_regs[i] = g_nvalid && k < K && off >= 0 ? __ldg(B + off) : __float2half_rn(0.f);
+      walker.advance(G::KSTEP, cg);
+    }
+  };
+  auto store_gathered = [&](int slot) {
+    __half* dst = sB(slot);
+#pragma unroll
+    for (int i = 0; i < G::GATHER; ++i) dst[(g_row0 + i * G::KSTEP) * LDB + g_col] = gather_regs[i];
+  };
+
+  auto load_tile = [&](int slot, int t) {  // t: tile index within this split
+    const int64_t k0 = int64_t(kt_begin + t) * BK;
+    load_a(slot, k0);
+    if constexpr (kIm2col) gather(k0);
+    else load_b_dense(slot, k0);
+  };
+
+  float acc[G::MI][G::NI][4];
+#pragma unroll
+  for (int i = 0; i < G::MI; ++i)
+#pragma unroll
+    for (int j = 0; j < G::NI; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+  // ---- prologue: slices 0 .. STAGES-2 in flight ----
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < ntiles) {
+      load_tile(s, s);
+      if constexpr (kIm2col) store_gathered(s);
+    }
+    cp_async_commit();
+  }
+
+  // ---- main loop ----
+  for (int t = 0; t < ntiles; ++t) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();  // slice t has landed; every warp is done with slice t-1's buffer
+    const int load_t = t + STAGES - 1, load_slot = load_t % STAGES;
+    const bool do_load = load_t < ntiles;
+    if (do_load) load_tile(load_slot, load_t);
+    cp_async_commit();
+
+    const __half* a_s = sA(t % STAGES);
+    const __half* b_s = sB(t % STAGES);
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      unsigned af[G::MI][4], bf[G::NI][2];
+#pragma unroll
+      for (int i = 0; i < G::MI; ++i)
+        ldmatrix_x4(af[i], a_s + a_ldsm_offset<BN>(wm, i, lane, kk));
+#pragma unroll
+      for (int j = 0; j < G::NI / 2; ++j) {
+        unsigned r[4];
+        if constexpr (kNK) ldmatrix_x4(r, b_s + b_nk_ldsm_offset<BN>(wn, j, lane, kk));
+        else ldmatrix_x4_trans(r, b_s + b_kn_ldsm_offset<BN>(wn, j, lane, kk));
+        bf[2 * j][0] = r[0];
+        bf[2 * j][1] = r[1];
+        bf[2 * j + 1][0] = r[2];
+        bf[2 * j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < G::MI; ++i)
+#pragma unroll
+        for (int j = 0; j < G::NI; ++j) mma16816(acc[i][j], af[i], bf[j][0], bf[j][1]);
+    }
+    if constexpr (kIm2col)
+      if (do_load) store_gathered(load_slot);  // read STAGES-1 iterations later, after their syncs
+  }
+  cp_async_wait<0>();
+
+  // ---- epilogue (acc_pos: element e of acc[i][j] is tile (row, col); e = 0/1 and 2/3 are column pairs) ----
+  if (splits == 1) {
+    __half* C = static_cast<__half*>(p.C) + z * p.c_bs;
+    const __half* bias = static_cast<const __half*>(p.bias);
+    const bool pair_ok = (p.ldc % 2 == 0) && (p.c_bs % 2 == 0) && (reinterpret_cast<uintptr_t>(p.C) % 4 == 0);
+#pragma unroll
+    for (int i = 0; i < G::MI; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        int tr, tc0;
+        acc_pos<BN>(wm, wn, i, 0, lane, 2 * h, tr, tc0);
+        const int64_t m = m0 + tr;
+        if (m >= M) continue;
+        const float bm = p.bias_mode == kBiasPerM ? __half2float(bias[m]) : 0.f;
+#pragma unroll
+        for (int j = 0; j < G::NI; ++j) {
+          int r_, c_;
+          acc_pos<BN>(wm, wn, i, j, lane, 2 * h, r_, c_);
+          const int64_t n = n0 + c_;
+          float v0 = acc[i][j][2 * h] + bm, v1 = acc[i][j][2 * h + 1] + bm;
+          if (p.bias_mode == kBiasPerN) {
+            if (n < N) v0 += __half2float(bias[n]);
+            if (n + 1 < N) v1 += __half2float(bias[n + 1]);
+          }
+          __half* dst = C + m * p.ldc + n;
+          if (pair_ok && n + 1 < N) {
+            *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(v0, v1);
+          } else {
+            if (n < N) dst[0] = __float2half_rn(v0);
+            if (n + 1 < N) dst[1] = __float2half_rn(v1);
+          }
+        }
+      }
+  } else {
+    // Partials of split s for batch z: ws[((s * batch + z) * M + m) * N + n], written in full (zeros
+    // included) so the reduction never reads stale memory.
+    float* W = ws + ((int64_t(split) * p.batch + z) * M) * N;
+#pragma unroll
+    for (int i = 0; i < G::MI; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        int tr, tc0;
+        acc_pos<BN>(wm, wn, i, 0, lane, 2 * h, tr, tc0);
+        const int64_t m = m0 + tr;
+        if (m >= M) continue;
+#pragma unroll
+        for (int j = 0; j < G::NI; ++j) {
+          int r_, c_;
+          acc_pos<BN>(wm, wn, i, j, lane, 2 * h, r_, c_);
+          const int64_t n = n0 + c_;
+          if (n < N) W[m * N + n] = acc[i][j][2 * h];
+          if (n + 1 < N) W[m * N + n + 1] = acc[i][j][2 * h + 1];
+        }
+      }
+  }
+}
+
+// C[z][m, n] = sum over splits (in order) + bias, one thread per output element.
+__global__ void splitk_reduce_kernel(const GemmParams p, int splits, const float* __restrict__ ws) {
+  const int64_t M = p.M, N = p.N, total = int64_t(p.batch) * M * N;
+  __half* C = static_cast<__half*>(p.C);
+  const __half* bias = static_cast<const __half*>(p.bias);
+  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t n = idx % N, m = (idx / N) % M, z = idx / (M * N);
+    float v = 0.f;
+    for (int s = 0; s < splits; ++s) v += ws[int64_t(s) * total + idx];
+    if (p.bias_mode == kBiasPerM) v += __half2float(bias[m]);
+    else if (p.bias_mode == kBiasPerN) v += __half2float(bias[n]);
+    C[z * p.c_bs + m * p.ldc + n] = __float2half_rn(v);
+  }
+}
+
+int tc_sm_count() {  // (bringup adds a per-device cached device_sm_count() to common.cuh: use it once merged)
+  int dev = 0, n = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return 100;
+  return n > 0 ? n : 100;
+}
+
+template <int BN, int BMODE>
+void launch(const GemmParams& p, const TcPlan& plan, float* ws, cudaStream_t s) {
+  using G = Geo<BN>;
+  auto kernel = gemm_tc_kernel<BN, BMODE>;
+  // Above 48 KiB of dynamic shared memory needs an opt-in, once per device and kernel.
+  static bool opted_in[64] = {};  // (a data race here only repeats an idempotent call)
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64 || !opted_in[dev]) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(G::SMEM_BYTES)));
+    if (dev >= 0 && dev < 64) opted_in[dev] = true;
+  }
+  const dim3 grid(unsigned((p.N + BN - 1) / BN), unsigned((p.M + BM - 1) / BM), unsigned(p.batch * plan.splits));
+  kernel<<<grid, THREADS, G::SMEM_BYTES, s>>>(p, plan.splits, plan.kt_per, ws);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <int BN>
+void launch_mode(const GemmParams& p, const TcPlan& plan, float* ws, cudaStream_t s) {
+  if (p.b_mode == kGemmB_KN) launch<BN, kGemmB_KN>(p, plan, ws, s);
+  else if (p.b_mode == kGemmB_NK) launch<BN, kGemmB_NK>(p, plan, ws, s);
+  else launch<BN, kGemmB_Im2col>(p, plan, ws, s);
+}
+
+bool aligned16(const void* ptr, int64_t ld, int64_t bs) {
+  return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && ld % 8 == 0 && bs % 8 == 0;
+}
+
+}  // namespace
+
+bool gemm_tc_supported(const GemmParams& p) {
+  if (p.trans_a || p.epilogue != kEpiDense || p.M <= 0 || p.N <= 0 || p.K <= 0 || p.batch <= 0) return false;
+  if (!aligned16(p.A, p.lda, p.a_bs) || p.K % 8 != 0) return false;
+  if (p.b_mode == kGemmB_KN) return aligned16(p.B, p.ldb, p.b_bs) && p.N % 8 == 0;
+  if (p.b_mode == kGemmB_NK) return aligned16(p.B, p.ldb, p.b_bs);
+  return p.b_mode == kGemmB_Im2col && p.conv_KH >= 1 && p.conv_KW >= 1;
+}
+
+TcPlan gemm_tc_plan(const GemmParams& p) {
+  static const int sms = tc_sm_count();
+  const SplitPlan sp = split_plan(p.M, p.N, p.K, p.batch, sms);
+  TcPlan plan;
+  plan.bn = sp.bn;
+  plan.splits = sp.splits;
+  plan.kt_per = sp.kt_per;
+  plan.workspace_floats = plan.splits > 1 ? int64_t(plan.splits) * p.batch * p.M * p.N : 0;
+  return plan;
+}
+
+void gemm_tc_cuda(const GemmParams& p, const TcPlan& plan, float* workspace, cudaStream_t stream) {
+  L2D_ASSERT(gemm_tc_supported(p) && plan.splits >= 1 && (plan.splits == 1 || workspace));
+  L2D_ASSERT(int64_t(p.batch) * plan.splits <= 65535 && CEIL_DIV(p.M, int64_t(BM)) <= 65535);
+  if (plan.bn == 64) launch_mode<64>(p, plan, workspace, stream);
+  else launch_mode<128>(p, plan, workspace, stream);
+  if (plan.splits > 1) {
+    const int64_t total = int64_t(p.batch) * p.M * p.N;
+    const int blocks = int(std::min<int64_t>(CEIL_DIV(total, int64_t(256)), 65535));
+    splitk_reduce_kernel<<<blocks, 256, 0, stream>>>(p, plan.splits, workspace);
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace l2d::cuda
