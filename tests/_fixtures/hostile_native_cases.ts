@@ -6,7 +6,7 @@
  * Run as a script it builds the golden tiny models once, tries every case in order and prints one
  * JSON line per case: `{"name", "code", "message"}` (`code` "OK" when the call succeeded). A case
  * that kills the process leaves its name as the last "start" line. `--skip=<case name>` leaves a
- * case out (to see the others against an old library after one crashed).
+ * case out, `--only=<name prefix>` runs only matching cases (to replay them against an old library).
  *
  * @module
  */
@@ -20,7 +20,14 @@ import { Context, Model, NativeStream, TensorMap } from "../../ffi/native.ts";
 import { goldenPath } from "./golden_root.ts";
 
 /** What a case builds: a model from a mutated golden config, a stream, or raw JSON text. */
-export type HostileTarget = "unet" | "taesd" | "clip_text" | "stream" | "raw_json" | "context";
+export type HostileTarget = "unet" | "taesd" | "clip_text" | "stream" | "raw_json" | "context" | "ops";
+
+/** A tensor of an "ops" case: float32 or int64 values with a shape. */
+export interface OpsTensor {
+  f32?: number[];
+  i64?: number[];
+  shape: number[];
+}
 
 /** One hostile input and the typed error it must get. */
 export interface HostileCase {
@@ -31,6 +38,9 @@ export interface HostileCase {
   key?: string;
   /** The value put there (serialised with JSON.stringify). */
   value?: unknown;
+  /** ops target: the method run on an "ops" model and its inputs. */
+  method?: string;
+  inputs?: Record<string, OpsTensor>;
   /** JSON text given as is (raw_json: the config of an "ops" model; context: cpu context options). */
   raw?: string;
   /** The EngineError code expected ("OK" for the controls: valid values the same way). */
@@ -314,6 +324,67 @@ export const HOSTILE_CASES: readonly HostileCase[] = [
     code: "INVALID_ARGUMENT",
     fragments: ["debug"],
   },
+  // The "ops" model passes raw parameters to backend ops: a divisor of 0 was SIGFPE, a short
+  // parameter vector an out-of-bounds read.
+  {
+    name: "ops group_norm 0 groups",
+    target: "ops",
+    method: "group_norm",
+    inputs: {
+      x: { f32: Array(16).fill(1), shape: [1, 4, 2, 2] },
+      gamma: { f32: [1, 1, 1, 1], shape: [4] },
+      beta: { f32: [0, 0, 0, 0], shape: [4] },
+      params: { f32: [0, 1e-5, 0], shape: [3] },
+    },
+    code: "INVALID_ARGUMENT",
+    fragments: ["groups"],
+  },
+  {
+    name: "ops attention 0 heads",
+    target: "ops",
+    method: "attention",
+    inputs: {
+      q: { f32: Array(8).fill(1), shape: [1, 2, 4] },
+      k: { f32: Array(8).fill(1), shape: [1, 2, 4] },
+      v: { f32: Array(8).fill(1), shape: [1, 2, 4] },
+      params: { i64: [0, 0], shape: [2] },
+    },
+    code: "INVALID_ARGUMENT",
+    fragments: ["heads"],
+  },
+  {
+    name: "ops conv2d stride 0",
+    target: "ops",
+    method: "conv2d",
+    inputs: {
+      x: { f32: Array(16).fill(1), shape: [1, 1, 4, 4] },
+      w: { f32: Array(9).fill(1), shape: [1, 1, 3, 3] },
+      params: { i64: [0, 1, 1, 1, 1, 1], shape: [6] },
+    },
+    code: "INVALID_ARGUMENT",
+    fragments: ["stride"],
+  },
+  {
+    name: "ops slice params []",
+    target: "ops",
+    method: "slice",
+    inputs: { x: { f32: [1, 2, 3], shape: [3] }, params: { i64: [], shape: [0] } },
+    code: "INVALID_ARGUMENT",
+    fragments: ["params", "4 values"],
+  },
+  {
+    name: "control ops group_norm 2 groups",
+    target: "ops",
+    method: "group_norm",
+    inputs: {
+      x: { f32: Array(16).fill(1), shape: [1, 4, 2, 2] },
+      gamma: { f32: [1, 1, 1, 1], shape: [4] },
+      beta: { f32: [0, 0, 0, 0], shape: [4] },
+      params: { f32: [2, 1e-5, 0], shape: [3] },
+    },
+    code: "OK",
+    fragments: [],
+  },
 ];
 
 /** A deep copy of `obj` with the dotted `path` set to `value` (objects created on the way). */
@@ -334,8 +405,11 @@ function outcome(e: unknown): { code: string; message: string } {
   return { code: "NOT_ENGINE_ERROR", message: String(e) };
 }
 
-/** Runs every case not named in `skip` (`--skip=<name>`, to replay the others against an old library). */
-async function runAll(skip: Set<string>): Promise<void> {
+/**
+ * Runs every case not named in `skip` (`--skip=<name>`) and, when `only` is not empty, starting
+ * with one of its prefixes (`--only=<prefix>`): to replay cases one by one against an old library.
+ */
+async function runAll(skip: Set<string>, only: string[]): Promise<void> {
   using ctx = Context.create("cpu", { threads: 1 });
   const unetDir = goldenPath("models/tiny_sd15/unet");
   const warmup = JSON.parse(await Deno.readTextFile(goldenPath("cases/unet_warmup/case.json")));
@@ -359,7 +433,7 @@ async function runAll(skip: Set<string>): Promise<void> {
   const streamConfig = { width: 64, height: 64, seed: 1, similar_image_filter: {} };
 
   for (const c of HOSTILE_CASES) {
-    if (skip.has(c.name)) continue;
+    if (skip.has(c.name) || (only.length > 0 && !only.some((p) => c.name.startsWith(p)))) continue;
     console.log(JSON.stringify({ start: c.name }));
     let result = { code: "OK", message: "" };
     try {
@@ -369,6 +443,14 @@ async function runAll(skip: Set<string>): Promise<void> {
         (await Model.create(ctx, "taesd", withKey(taesd.config, c.key!, c.value), taesd.weights)).close();
       } else if (c.target === "clip_text") {
         (await Model.create(ctx, "clip_text", withKey(clipConfig, c.key!, c.value))).close();
+      } else if (c.target === "ops") {
+        using ops = await Model.create(ctx, "ops", {});
+        using io = new TensorMap();
+        for (const [name, t] of Object.entries(c.inputs ?? {})) {
+          if (t.i64) io.setI64(name, t.i64, t.shape);
+          else io.setF32(name, Float32Array.from(t.f32 ?? []), t.shape);
+        }
+        await ops.run(c.method!, io);
       } else if (c.target === "stream") {
         const config = withKey(streamConfig, c.key!, c.value) as typeof streamConfig;
         NativeStream.create(unet, vae, depth, config).close();
@@ -413,5 +495,6 @@ async function rawCall(ctx: Context, c: HostileCase): Promise<{ code: string; me
 }
 
 if (import.meta.main) {
-  await runAll(new Set(Deno.args.filter((a) => a.startsWith("--skip=")).map((a) => a.slice("--skip=".length))));
+  const values = (flag: string) => Deno.args.filter((a) => a.startsWith(flag)).map((a) => a.slice(flag.length));
+  await runAll(new Set(values("--skip=")), values("--only="));
 }
