@@ -10,7 +10,6 @@
  *
  * @module
  */
-import { join } from "node:path";
 import { EngineError } from "../../ffi/errors.ts";
 import { cString, native, pointerSlot, slotPointer } from "../../ffi/library.ts";
 import { loadMidasWeights, midasConfigFromSpec } from "../../ffi/loaders/midas.ts";
