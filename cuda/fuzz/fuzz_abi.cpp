@@ -21,9 +21,9 @@ const char* const kOpsMethods[] = {"identity", "linear", "matmul", "conv2d", "co
                                    "layer_norm", "geglu", "unary", "binary", "attention", "embedding",
                                    "minmax_normalize", "permute", "slice", "concat", "upsample_nearest",
                                    "max_pool2d", "resize_bilinear", "fit_frame", "stream_temporal_attention"};
-const char* const kNames[] = {"x", "y", "w", "b", "a", "params", "perm", "dim", "size", "op", "ids", "table",
+const char* const kNames[] = {"x", "w", "b", "a", "params", "perm", "dim", "size", "op", "ids", "table",
                               "gamma", "beta", "eps", "frame", "stride", "q", "k", "v", "heads", "cache",
-                              "pe_idx", "update_idx", "bias", "conv_in.weight"};
+                              "qpe", "kpe", "vpe", "pe_idx", "update_idx", "bias", "conv_in.weight"};
 
 void check(l2d_status s) {
   if (s < L2D_OK || s > L2D_ERR_INTERNAL) __builtin_trap();
@@ -40,6 +40,24 @@ std::vector<int64_t> shape(FuzzedDataProvider& in, int32_t ndim) {
   for (int32_t i = 0; i < ndim && i < int32_t(s.size()); ++i)
     s[size_t(i)] = in.ConsumeBool() ? in.ConsumeIntegralInRange<int64_t>(0, 8) : in.ConsumeIntegral<int64_t>();
   return s;
+}
+
+// Sets `name` to a small tensor the way a test of the ops model would: F32 or I64, rank 0..5,
+// sides 0..4, values from the input (integers small, so they land on edges like 0, -1, rank).
+void small_tensor(FuzzedDataProvider& in, l2d_tmap* map, const char* name) {
+  const bool ints = in.ConsumeBool();
+  const int32_t ndim = in.ConsumeIntegralInRange<int32_t>(0, 5);
+  int64_t shape[5];
+  int64_t n = 1;
+  for (int32_t i = 0; i < ndim; ++i) n *= shape[i] = in.ConsumeIntegralInRange<int64_t>(0, 4);
+  std::vector<float> f(static_cast<size_t>(n));
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    if (ints) v[size_t(i)] = in.ConsumeIntegralInRange<int64_t>(-2, 8);
+    else f[size_t(i)] = in.ConsumeBool() ? float(in.ConsumeIntegralInRange<int>(-2, 8)) : in.ConsumeFloatingPoint<float>();
+  }
+  check(ints ? l2d_tmap_set(map, name, L2D_I64, ndim, shape, v.data(), uint64_t(n) * 8)
+             : l2d_tmap_set(map, name, L2D_F32, ndim, shape, f.data(), uint64_t(n) * 4));
 }
 
 uint64_t numel_or_max(const std::vector<int64_t>& s, int32_t ndim) {
@@ -64,7 +82,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<uint8_t> buf;
 
   for (int op = 0; op < 48 && in.remaining_bytes() > 0; ++op) {
-    switch (in.ConsumeIntegralInRange<int>(0, 8)) {
+    switch (in.ConsumeIntegralInRange<int>(0, 9)) {
       case 0: {  // tmap_set
         const std::string n = name(in);
         const int32_t dtype = in.ConsumeIntegralInRange<int32_t>(-1, 8);
@@ -133,6 +151,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                        ? kOpsMethods[in.ConsumeIntegralInRange<size_t>(0, std::size(kOpsMethods) - 1)]
                                        : in.ConsumeRandomLengthString(32);
         check(l2d_model_run(model, method.c_str(), map));
+        break;
+      }
+      case 9: {  // an ops-model call with every input it reads set to a small fuzzed tensor
+        l2d_model* ops = nullptr;
+        if (l2d_model_create(ctx, "ops", "{}", nullptr, &ops) != L2D_OK) __builtin_trap();
+        const char* method = kOpsMethods[in.ConsumeIntegralInRange<size_t>(0, std::size(kOpsMethods) - 1)];
+        for (const char* n : kNames)
+          if (in.ConsumeBool()) small_tensor(in, map, n);
+        check(l2d_model_run(ops, method, map));
+        l2d_model_free(ops);
         break;
       }
       case 8: {  // a session of the last model

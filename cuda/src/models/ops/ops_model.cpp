@@ -2,6 +2,7 @@
 // any backend from TS (CUDA vs CPU reference, ggml test-backend-ops style) and a tensor can
 // round-trip TS -> native -> TS. Scalar parameters travel as small tensors in the same map.
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "../../pipeline/frame_prep.h"
@@ -21,6 +22,10 @@ int checked(int64_t v, int64_t lo, int64_t hi, const char* what) {
   L2D_REQUIRE(v >= lo && v <= hi, "ops: ", what, " must be ", lo, "..", hi, ", got ", v);
   return int(v);
 }
+
+// A float parameter as an integer for checked(): out-of-range values (undefined to convert) map to
+// INT64_MIN, which every range refuses.
+int64_t as_int(float f) { return std::fabs(f) < 4.0e18f ? int64_t(f) : INT64_MIN; }
 
 void require_rank(const Tensor& t, int lo, int hi, const char* name) {
   L2D_REQUIRE(t.ndim() >= lo && t.ndim() <= hi, "ops: \"", name, "\" must have ", lo, "..", hi, " dimensions, got ",
@@ -95,7 +100,7 @@ class OpsModel final : public Model {
       const auto p = scalars("params", 3);  // [groups, eps, silu]
       const Tensor x = in("x");
       require_rank(x, 2, 8, "x");
-      const int groups = checked(int64_t(p[0]), 1, x.dim(1), "groups");
+      const int groups = checked(as_int(p[0]), 1, x.dim(1), "groups");
       L2D_REQUIRE(x.dim(1) % groups == 0, "ops group_norm: ", x.dim(1), " channels are not divisible by ", groups,
                   " groups");
       y = be_.group_norm(x, groups, in("gamma"), in("beta"), p[1], p[2] != 0.f);
@@ -126,9 +131,9 @@ class OpsModel final : public Model {
       io.put("cache_out", be_.to_host(cache));
     } else if (method == "unary") {
       const auto p = scalars("params", 3);  // [op, a, b]
-      y = be_.unary(in("x"), Unary(checked(int64_t(p[0]), 0, int(Unary::Clamp), "unary op")), p[1], p[2]);
+      y = be_.unary(in("x"), Unary(checked(as_int(p[0]), 0, int(Unary::Clamp), "unary op")), p[1], p[2]);
     } else if (method == "binary") {
-      y = be_.binary(in("a"), in("b"), Binary(checked(int64_t(scalars("op", 1)[0]), 0, int(Binary::Div), "binary op")));
+      y = be_.binary(in("a"), in("b"), Binary(checked(as_int(scalars("op", 1)[0]), 0, int(Binary::Div), "binary op")));
     } else if (method == "geglu") {
       const Tensor x = in("x");
       require_rank(x, 1, 8, "x");
