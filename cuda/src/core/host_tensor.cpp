@@ -96,7 +96,7 @@ std::vector<float> HostTensor::to_f32() const {
   std::vector<float> out(static_cast<size_t>(n));
   const uint8_t* p = bytes.data();
   switch (dtype) {
-    case L2D_F32: std::memcpy(out.data(), p, size_t(n) * 4); break;
+    case L2D_F32: if (n) std::memcpy(out.data(), p, size_t(n) * 4); break;  // memcpy(null, null, 0) is UB
     case L2D_F16:
       for (int64_t i = 0; i < n; ++i) {
         uint16_t h;
@@ -139,7 +139,7 @@ std::vector<int64_t> HostTensor::to_i64() const {
   std::vector<int64_t> out(static_cast<size_t>(n));
   const uint8_t* p = bytes.data();
   switch (dtype) {
-    case L2D_I64: std::memcpy(out.data(), p, size_t(n) * 8); break;
+    case L2D_I64: if (n) std::memcpy(out.data(), p, size_t(n) * 8); break;
     case L2D_I32:
       for (int64_t i = 0; i < n; ++i) {
         int32_t v;
@@ -154,7 +154,9 @@ std::vector<int64_t> HostTensor::to_i64() const {
     default: {
       const std::vector<float> f = to_f32();
       for (int64_t i = 0; i < n; ++i) {
-        if (f[i] != std::floor(f[i])) fail(L2D_ERR_INVALID_ARGUMENT, "expected integer values, got ", f[i]);
+        // Integral and within int64 (a float outside it would be undefined to convert).
+        if (f[i] != std::floor(f[i]) || !(std::fabs(f[i]) < 9.2e18f))
+          fail(L2D_ERR_INVALID_ARGUMENT, "expected integer values, got ", f[i]);
         out[i] = int64_t(f[i]);
       }
     }

@@ -76,19 +76,43 @@ class JsonParser {
       v.type_ = Json::Type::Bool;
     } else if (s_.compare(pos_, 4, "null") == 0) {
       pos_ += 4;
-    } else if (c == '-' || (c >= '0' && c <= '9')) {
-      const char* begin = s_.c_str() + pos_;
-      char* end = nullptr;
-      v.number_ = std::strtod(begin, &end);
-      if (end == begin) error("bad number");
-      pos_ += size_t(end - begin);
-      v.type_ = Json::Type::Number;
     } else if (s_.compare(pos_, 8, "Infinity") == 0 || s_.compare(pos_, 9, "-Infinity") == 0 ||
                s_.compare(pos_, 3, "NaN") == 0) {
       error("non-finite numbers are not JSON");
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      v.number_ = parse_number();
+      v.type_ = Json::Type::Number;
     } else {
       error("unexpected character");
     }
+    return v;
+  }
+
+  bool digit_at(size_t i) const { return i < s_.size() && s_[i] >= '0' && s_[i] <= '9'; }
+
+  // Exactly the JSON number grammar: strtod alone would also take "-nan", "-inf", hex and
+  // "1e999" (Infinity), none of which may reach a config.
+  double parse_number() {
+    const size_t begin = pos_;
+    size_t i = pos_;
+    if (i < s_.size() && s_[i] == '-') ++i;
+    if (!digit_at(i)) error("bad number");
+    if (s_[i] == '0') ++i;
+    else while (digit_at(i)) ++i;
+    if (i < s_.size() && s_[i] == '.') {
+      if (!digit_at(++i)) error("bad number");
+      while (digit_at(i)) ++i;
+    }
+    if (i < s_.size() && (s_[i] == 'e' || s_[i] == 'E')) {
+      ++i;
+      if (i < s_.size() && (s_[i] == '+' || s_[i] == '-')) ++i;
+      if (!digit_at(i)) error("bad number");
+      while (digit_at(i)) ++i;
+    }
+    const std::string text = s_.substr(begin, i - begin);
+    const double v = std::strtod(text.c_str(), nullptr);
+    if (!std::isfinite(v)) error("number out of range");
+    pos_ = i;
     return v;
   }
 
@@ -149,9 +173,13 @@ class JsonParser {
         case 't': out += '\t'; break;
         case 'u': {
           uint32_t cp = parse_hex4();
-          if (cp >= 0xD800 && cp < 0xDC00 && pos_ + 6 <= s_.size() && s_[pos_] == '\\' && s_[pos_ + 1] == 'u') {
+          // A surrogate must be a high one followed by a low one: a lone half has no UTF-8 form.
+          if (cp >= 0xDC00 && cp < 0xE000) error("lone low surrogate");
+          if (cp >= 0xD800 && cp < 0xDC00) {
+            if (!(pos_ + 6 <= s_.size() && s_[pos_] == '\\' && s_[pos_ + 1] == 'u')) error("lone high surrogate");
             pos_ += 2;
             const uint32_t lo = parse_hex4();
+            if (lo < 0xDC00 || lo >= 0xE000) error("high surrogate without a low one");
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
           }
           append_utf8(out, cp);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../core/config.h"
 #include "../core/error.h"
 
 namespace l2d {
@@ -18,12 +19,14 @@ static std::vector<float> linspace_f32(float start, float end, int n) {
   return out;
 }
 
-LcmSchedule make_lcm_schedule(const Json& c) {
+LcmSchedule make_lcm_schedule(const Json& config) {
+  // Per-stream options: a bad value is an invalid argument naming the key (never an int wrap).
+  const ConfigReader c(config, "scheduler config", L2D_ERR_INVALID_ARGUMENT);
   LcmSchedule s;
-  const int train = int(c.get_int("num_train_timesteps", 1000));
-  const double beta_start = c.get_number("beta_start", 0.00085), beta_end = c.get_number("beta_end", 0.012);
-  const std::string schedule = c.get_str("beta_schedule", "linear");
-  L2D_REQUIRE(train >= 2 && train <= 100000, "num_train_timesteps must be 2..100000, got ", train);
+  const int train = int(c.integer("num_train_timesteps", 1000, 2, 100000));
+  const double beta_start = c.number("beta_start", 0.00085, 0.0, 1.0);
+  const double beta_end = c.number("beta_end", 0.012, 0.0, 1.0);
+  const std::string schedule = c.string("beta_schedule", "linear");
   std::vector<float> betas;
   if (schedule == "linear") {
     betas = linspace_f32(float(beta_start), float(beta_end), train);
@@ -41,8 +44,8 @@ LcmSchedule make_lcm_schedule(const Json& c) {
     s.alphas_cumprod[size_t(i)] = float(prod);
   }
 
-  const int n_inf = int(c.get_int("num_inference_steps", 50));
-  const int original = int(c.get_int("original_inference_steps", 50));
+  const int n_inf = int(c.integer("num_inference_steps", 50, 1, 100000));
+  const int original = int(c.integer("original_inference_steps", 50, 1, 100000));
   L2D_REQUIRE(n_inf >= 1 && original >= 1 && n_inf <= original && original <= train,
               "num_inference_steps must be 1..original_inference_steps (", original, "), got ", n_inf);
   const int k = train / original;
@@ -54,12 +57,11 @@ LcmSchedule make_lcm_schedule(const Json& c) {
 
   std::vector<int64_t> t_index;
   if (c.has("t_index_list")) {
-    t_index = c["t_index_list"].int_array();
+    t_index = c.integers("t_index_list", 1, 16, 0, n_inf - 1);
   } else {
-    const double strength = c.get_number("strength", 0.4);
-    const int steps = int(c.get_int("steps", 2));
-    L2D_REQUIRE(strength > 0 && strength <= 1, "strength must be in (0, 1], got ", strength);
-    L2D_REQUIRE(steps >= 1 && steps <= n_inf, "steps must be 1..", n_inf, ", got ", steps);
+    const double strength = c.number("strength", 0.4, 0.0, 1.0);
+    const int steps = int(c.integer("steps", 2, 1, std::min(n_inf, 16)));
+    L2D_REQUIRE(strength > 0, "scheduler config: strength must be in (0, 1], got ", strength);
     const int first = std::min(n_inf - 1, int(std::lround((1.0 - strength) * n_inf)));
     for (int i = 0; i < steps; ++i) {
       const int idx = steps == 1 ? first : first + int(std::lround(double(i) * (n_inf - 1 - first) / (steps - 1)));
@@ -73,7 +75,7 @@ LcmSchedule make_lcm_schedule(const Json& c) {
     s.timesteps.push_back(s.all_timesteps[size_t(t_index[i])]);
   }
 
-  const float scaling = float(c.get_number("timestep_scaling", 10.0));
+  const float scaling = float(c.number("timestep_scaling", 10.0, 0.0, 1e6));
   const float sigma_data = 0.5f;
   for (int64_t t : s.timesteps) {
     const float a = s.alphas_cumprod[size_t(t)];

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
+#include "../core/config.h"
 #include "../core/philox.h"
 
 namespace l2d {
@@ -12,6 +14,18 @@ namespace {
 
 constexpr int kDepthSize = 384;  // MiDaS DPT-Hybrid input (encode_depth resizes to 384x384)
 
+// Stream options are per-call arguments: a bad one is L2D_ERR_INVALID_ARGUMENT naming the key.
+ConfigReader stream_options(const Json& config) {
+  return ConfigReader(config, "stream config", L2D_ERR_INVALID_ARGUMENT);
+}
+
+// width/height: checked (and a multiple of the VAE factor) before anything is sized by them.
+int64_t stream_side(const Json& config, const char* key, int vae_factor) {
+  const ConfigReader c = stream_options(config);
+  const int64_t v = c.integer(key, 512, 1, 8192);
+  c.require_divisible(key, v, "the taesd downsampling factor", vae_factor);
+  return v;
+}
 
 }  // namespace
 
@@ -20,20 +34,17 @@ LiveStream::LiveStream(const unet::UnetModel& unet, const Taesd& vae, const mida
       unet_(unet),
       vae_(vae),
       depth_(depth),
-      width_(config.get_int("width", 512)),
-      height_(config.get_int("height", 512)),
+      width_(stream_side(config, "width", vae.downsampling_factor())),
+      height_(stream_side(config, "height", vae.downsampling_factor())),
       lh_(0),
       lw_(0),
-      seed_(uint32_t(config.get_int("seed", 0))),
-      debug_(config.get_bool("debug", false)),
-      sched_(make_lcm_schedule(config.has("scheduler") ? config["scheduler"] : config)),
+      seed_(uint32_t(stream_options(config).integer("seed", 0, 0, UINT32_MAX))),
+      debug_(stream_options(config).boolean("debug", false)),
+      sched_(make_lcm_schedule(stream_options(config).has("scheduler") ? config["scheduler"] : config)),
       T_(sched_.steps()),
       cache_(be_, T_, unet.config().motion.window, unet.config().motion.sink,
-             unet.cache_specs(config.get_int("height", 512) / vae.downsampling_factor(),
-                              config.get_int("width", 512) / vae.downsampling_factor())) {
+             unet.cache_specs(height_ / vae.downsampling_factor(), width_ / vae.downsampling_factor())) {
   const int f = vae.downsampling_factor();
-  L2D_REQUIRE(width_ > 0 && height_ > 0 && width_ % f == 0 && height_ % f == 0, "stream size ", width_, "x", height_,
-              " must be a positive multiple of ", f);
   lh_ = height_ / f;
   lw_ = width_ / f;
   // The scheduler config may also sit at the top level (t_index_list, strength, steps).
@@ -54,11 +65,12 @@ LiveStream::LiveStream(const unet::UnetModel& unet, const Taesd& vae, const mida
     for (int64_t v : sched_.timesteps) t.push_back(float(v));
     stream_t_features_ = unet_.timestep_features(t);
   }
-  if (config.has("similar_image_filter")) {
-    const Json& s = config["similar_image_filter"];
-    sim_threshold_ = s.get_number("threshold", 0.98);
-    sim_max_skip_ = int(s.get_int("max_skip_frames", 10));
-    L2D_REQUIRE(sim_threshold_ > 0 && sim_threshold_ <= 1, "similar_image_filter.threshold must be in (0, 1]");
+  const ConfigReader options = stream_options(config);
+  if (options.has("similar_image_filter")) {
+    const ConfigReader s = options.object("similar_image_filter");
+    sim_threshold_ = s.number("threshold", 0.98, 0.0, 1.0);
+    if (sim_threshold_ <= 0) s.error("threshold", "must be in (0, 1], got ", sim_threshold_);
+    sim_max_skip_ = int(s.integer("max_skip_frames", 10, 0, 1 << 30));
   }
   reset();
 }

@@ -8,14 +8,15 @@
 #include <new>
 #include <thread>
 
+#include "../../core/config.h"
 #include "../backends.h"
 
 namespace l2d {
 
 std::unique_ptr<Backend> make_cpu_backend(const Json& options) {
   const int64_t hw = std::max(1u, std::thread::hardware_concurrency());
-  const int64_t threads = options.get_int("threads", hw);
-  L2D_REQUIRE(threads >= 1 && threads <= 256, "threads must be 1..256, got ", threads);
+  const int64_t threads =
+      ConfigReader(options, "cpu context options", L2D_ERR_INVALID_ARGUMENT).integer("threads", std::min<int64_t>(hw, 256), 1, 256);
   return std::make_unique<cpu::CpuBackend>(int(threads));
 }
 

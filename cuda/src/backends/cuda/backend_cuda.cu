@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "../../core/config.h"
 #include "../../core/philox.h"
 #include "../backends.h"
 #include "backend_cuda.h"
@@ -17,9 +18,10 @@ bool cuda_backend_available() {
 
 std::unique_ptr<Backend> make_cuda_backend(const Json& options) {
   if (!cuda_backend_available()) fail(L2D_ERR_UNSUPPORTED, "no CUDA device is available");
-  const std::string precision = options.get_str("precision", "fp16");
+  const ConfigReader o(options, "cuda context options", L2D_ERR_INVALID_ARGUMENT);
+  const std::string precision = o.string("precision", "fp16");
   L2D_REQUIRE(precision == "fp16" || precision == "fp32", "precision must be \"fp16\" or \"fp32\", got \"", precision, "\"");
-  return std::make_unique<cuda::CudaBackend>(int(options.get_int("device", 0)), precision == "fp16");
+  return std::make_unique<cuda::CudaBackend>(int(o.integer("device", 0, 0, 1023)), precision == "fp16");
 }
 
 namespace cuda {

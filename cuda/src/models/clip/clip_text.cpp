@@ -6,6 +6,7 @@
 //   = final_layer_norm(hidden_states[-(clip_skip + 1)]) (Live2Diff's _encode_prompt).
 #include "clip_text.h"
 
+#include "../../core/config.h"
 #include "../model.h"
 
 namespace l2d {
@@ -20,28 +21,23 @@ Unary activation(const std::string& name) {
   fail(L2D_ERR_UNSUPPORTED, "clip_text: hidden_act \"", name, "\" is not supported");
 }
 
-int positive(const Json& config, const char* key) {
-  if (!config.has(key)) fail(L2D_ERR_FORMAT, "clip_text config: missing \"", key, "\"");
-  const int64_t v = config[key].integer();
-  if (v < 1 || v > (1 << 24)) fail(L2D_ERR_FORMAT, "clip_text config: \"", key, "\" must be positive, got ", v);
-  return int(v);
-}
-
 }  // namespace
 
+// Bounds: CLIP ViT-L has hidden 768, 12 heads, 49408 tokens, 77 positions, 12 layers; the limits
+// keep every weight product far from overflow and are refused with the key named.
 ClipTextEncoder::ClipTextEncoder(Backend& be, const Json& config, WeightLoader& w, const std::string& prefix)
     : be_(be) {
-  hidden_ = positive(config, "hidden_size");
-  heads_ = positive(config, "num_attention_heads");
-  vocab_ = positive(config, "vocab_size");
-  max_pos_ = positive(config, "max_position_embeddings");
-  const int inter = positive(config, "intermediate_size");
-  const int n_layers = positive(config, "num_hidden_layers");
-  if (hidden_ % heads_ != 0)
-    fail(L2D_ERR_FORMAT, "clip_text config: hidden_size ", hidden_, " is not divisible by num_attention_heads ", heads_);
-  eps_ = float(config.get_number("layer_norm_eps", 1e-5));
-  eos_token_id_ = config.get_int("eos_token_id", 2);
-  act_ = activation(config.get_str("hidden_act", "quick_gelu"));
+  const ConfigReader c(config, "clip_text config");
+  hidden_ = int(c.integer("hidden_size", 1, 16384));
+  heads_ = int(c.integer("num_attention_heads", 1, 1024));
+  c.require_divisible("hidden_size", hidden_, "num_attention_heads", heads_);
+  vocab_ = int(c.integer("vocab_size", 1, 1 << 20));
+  max_pos_ = int(c.integer("max_position_embeddings", 1, 1 << 16));
+  const int inter = int(c.integer("intermediate_size", 1, 1 << 17));
+  const int n_layers = int(c.integer("num_hidden_layers", 1, 256));
+  eps_ = float(c.number("layer_norm_eps", 1e-5, 1e-12, 1.0));
+  eos_token_id_ = c.integer("eos_token_id", 2, 0, (1 << 20) - 1);
+  act_ = activation(c.string("hidden_act", "quick_gelu"));
 
   const int64_t C = hidden_;
   tok_emb_ = w.get(prefix + "embeddings.token_embedding.weight", {vocab_, C});

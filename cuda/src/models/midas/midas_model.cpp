@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <memory>
 
+#include "../../core/config.h"
 #include "../model.h"
 #include "midas.h"
 
@@ -20,29 +21,25 @@ namespace {
 constexpr int kMultiple = 32;  // layer_4 is at 1/32 and the fusion blocks upsample by exactly 2
 
 int config_groups(const Json& config) {
-  const int64_t g = config.get_int("groupnorm_groups", 32);
-  if (g < 1 || g > 1 << 16) fail(L2D_ERR_FORMAT, "midas config: groupnorm_groups must be positive, got ", g);
-  return int(g);
+  return int(ConfigReader(config, "midas config").integer("groupnorm_groups", 32, 1, 1 << 16));
 }
 
 int config_heads(const Json& config, WeightLoader& w) {
-  if (config.has("vit_num_heads")) {
-    const int64_t h = config["vit_num_heads"].integer();
-    if (h < 1 || h > 1 << 16) fail(L2D_ERR_FORMAT, "midas config: vit_num_heads must be positive, got ", h);
-    return int(h);
-  }
+  const ConfigReader c(config, "midas config");
+  if (c.has("vit_num_heads")) return int(c.integer("vit_num_heads", 1, 1 << 16));
   const Shape& cs = w.shape_of("pretrained.model.cls_token");
   const int64_t dim = cs.empty() ? 0 : cs.back();
-  if (dim % 64 != 0)
+  if (dim < 64 || dim % 64 != 0)
     fail(L2D_ERR_FORMAT, "midas config: \"vit_num_heads\" is required for embed dim ", dim, " (not a multiple of 64)");
   return int(dim / 64);
 }
 
+// Block indices; out-of-range ones are refused by the ViT against its real depth.
 std::vector<int> config_hooks(const Json& config) {
+  const ConfigReader c(config, "midas config");
+  if (!c.has("vit_hooks")) return {8, 11};
   std::vector<int> hooks;
-  if (!config.has("vit_hooks")) return {8, 11};
-  for (int64_t v : config["vit_hooks"].int_array()) hooks.push_back(int(std::max<int64_t>(-1, std::min<int64_t>(v, 1 << 16))));
-  if (hooks.size() != 2) fail(L2D_ERR_FORMAT, "midas config: vit_hooks must list 2 block indices");
+  for (int64_t v : c.integers("vit_hooks", 2, 2, -1, 1 << 16)) hooks.push_back(int(v));
   return hooks;
 }
 

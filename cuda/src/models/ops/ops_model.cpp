@@ -1,6 +1,8 @@
 // ops_model.cpp: the "ops" model exposes single backend ops by name, so tests can run any op on
 // any backend from TS (CUDA vs CPU reference, ggml test-backend-ops style) and a tensor can
 // round-trip TS -> native -> TS. Scalar parameters travel as small tensors in the same map.
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "../../pipeline/frame_prep.h"
@@ -9,6 +11,39 @@
 namespace l2d {
 namespace {
 
+// The ops model is reachable through the C ABI with any tensors, so each method checks what its
+// backend op divides by, indexes with or allocates from (parameter counts, ranges, ranks) and
+// refuses with L2D_ERR_INVALID_ARGUMENT; the ops' own shape asserts then cover the rest.
+constexpr int64_t kMaxSide = 16384;            // output sides of resampling ops
+constexpr int64_t kMaxOutputElements = 1 << 28;  // 1 GiB of float32 per output
+constexpr int64_t kMaxStride = 64, kMaxPad = 1024;
+
+int checked(int64_t v, int64_t lo, int64_t hi, const char* what) {
+  L2D_REQUIRE(v >= lo && v <= hi, "ops: ", what, " must be ", lo, "..", hi, ", got ", v);
+  return int(v);
+}
+
+// A float parameter as an integer for checked(): out-of-range values (undefined to convert) map to
+// INT64_MIN, which every range refuses.
+int64_t as_int(float f) { return std::fabs(f) < 4.0e18f ? int64_t(f) : INT64_MIN; }
+
+void require_rank(const Tensor& t, int lo, int hi, const char* name) {
+  L2D_REQUIRE(t.ndim() >= lo && t.ndim() <= hi, "ops: \"", name, "\" must have ", lo, "..", hi, " dimensions, got ",
+              shape_str(t.shape()));
+  for (int64_t d : t.shape()) L2D_REQUIRE(d >= 1, "ops: \"", name, "\" has an empty dimension: ", shape_str(t.shape()));
+}
+
+void require_output(int64_t a, int64_t b, int64_t c, const char* what) {
+  L2D_REQUIRE(double(a) * double(b) * double(c) <= double(kMaxOutputElements), "ops: the ", what, " output of ", a,
+              " x ", b, " x ", c, " elements is larger than ", kMaxOutputElements);
+}
+
+Conv2dParams conv_params(const std::vector<int64_t>& p) {
+  return Conv2dParams{checked(p[0], 1, kMaxStride, "stride"), checked(p[1], 1, kMaxStride, "stride"),
+                      checked(p[2], 0, kMaxPad, "padding"),   checked(p[3], 0, kMaxPad, "padding"),
+                      checked(p[4], 0, kMaxPad, "padding"),   checked(p[5], 0, kMaxPad, "padding")};
+}
+
 class OpsModel final : public Model {
  public:
   explicit OpsModel(Backend& be) : be_(be) {}
@@ -16,70 +51,148 @@ class OpsModel final : public Model {
   void run(const std::string& method, TensorMap& io) override {
     auto in = [&](const char* name) { return be_.from_host(io.at(name, "ops model")); };
     auto opt = [&](const char* name) { return io.has(name) ? be_.from_host(io.at(name, "ops")) : Tensor(); };
-    auto scalars = [&](const char* name) { return io.at(name, "ops model").to_f32(); };
-    auto ints = [&](const char* name) { return io.at(name, "ops model").to_i64(); };
+    // Parameter vectors of exactly n values.
+    auto scalars = [&](const char* name, size_t n) {
+      std::vector<float> v = io.at(name, "ops model").to_f32();
+      L2D_REQUIRE(v.size() == n, "ops ", method, ": \"", name, "\" must have ", n, " values, got ", v.size());
+      for (float f : v) L2D_REQUIRE(std::isfinite(f), "ops ", method, ": \"", name, "\" must be finite");
+      return v;
+    };
+    auto ints = [&](const char* name, size_t n) {
+      std::vector<int64_t> v = io.at(name, "ops model").to_i64();
+      L2D_REQUIRE(v.size() == n, "ops ", method, ": \"", name, "\" must have ", n, " values, got ", v.size());
+      return v;
+    };
     Tensor y;
     if (method == "identity") {
       y = in("x");
     } else if (method == "linear") {
       Tensor b = opt("b");
-      y = be_.linear(in("x"), in("w"), b.defined() ? &b : nullptr);
+      const Tensor x = in("x"), w = in("w");
+      require_rank(x, 1, 8, "x");
+      require_rank(w, 2, 2, "w");
+      y = be_.linear(x, w, b.defined() ? &b : nullptr);
     } else if (method == "matmul") {
-      y = be_.matmul(in("a"), in("b"));
+      const Tensor a = in("a"), b = in("b");
+      require_rank(a, 2, 8, "a");
+      require_rank(b, 2, 8, "b");
+      y = be_.matmul(a, b);
     } else if (method == "conv2d") {
       Tensor b = opt("b");
-      const auto p = ints("params");  // [stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right]
-      L2D_REQUIRE(p.size() == 6, "conv2d params must have 6 values");
-      y = be_.conv2d(in("x"), in("w"), b.defined() ? &b : nullptr,
-                     Conv2dParams{int(p[0]), int(p[1]), int(p[2]), int(p[3]), int(p[4]), int(p[5])});
+      const auto p = ints("params", 6);  // [stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right]
+      const Tensor x = in("x"), w = in("w");
+      require_rank(x, 4, 4, "x");
+      require_rank(w, 4, 4, "w");
+      const Conv2dParams cp = conv_params(p);
+      L2D_REQUIRE(x.dim(2) + cp.pad_top + cp.pad_bottom >= w.dim(2) && x.dim(3) + cp.pad_left + cp.pad_right >= w.dim(3),
+                  "ops conv2d: the kernel ", shape_str(w.shape()), " is larger than the padded input ", shape_str(x.shape()));
+      y = be_.conv2d(x, w, b.defined() ? &b : nullptr, cp);
     } else if (method == "conv_transpose2d") {
       Tensor b = opt("b");
-      y = be_.conv_transpose2d(in("x"), in("w"), b.defined() ? &b : nullptr, int(ints("stride")[0]));
+      const Tensor x = in("x"), w = in("w");
+      require_rank(x, 4, 4, "x");
+      require_rank(w, 4, 4, "w");
+      const int stride = checked(ints("stride", 1)[0], 1, kMaxStride, "stride");
+      require_output(x.dim(0) * w.dim(1), (x.dim(2) - 1) * stride + w.dim(2), (x.dim(3) - 1) * stride + w.dim(3),
+                     "conv_transpose2d");
+      y = be_.conv_transpose2d(x, w, b.defined() ? &b : nullptr, stride);
     } else if (method == "group_norm") {
-      const auto p = scalars("params");  // [groups, eps, silu]
-      y = be_.group_norm(in("x"), int(p[0]), in("gamma"), in("beta"), p[1], p[2] != 0.f);
+      const auto p = scalars("params", 3);  // [groups, eps, silu]
+      const Tensor x = in("x");
+      require_rank(x, 2, 8, "x");
+      const int groups = checked(as_int(p[0]), 1, x.dim(1), "groups");
+      L2D_REQUIRE(x.dim(1) % groups == 0, "ops group_norm: ", x.dim(1), " channels are not divisible by ", groups,
+                  " groups");
+      y = be_.group_norm(x, groups, in("gamma"), in("beta"), p[1], p[2] != 0.f);
     } else if (method == "layer_norm") {
-      y = be_.layer_norm(in("x"), in("gamma"), in("beta"), scalars("eps")[0]);
+      const Tensor x = in("x");
+      require_rank(x, 1, 8, "x");
+      y = be_.layer_norm(x, in("gamma"), in("beta"), scalars("eps", 1)[0]);
     } else if (method == "attention") {
-      const auto p = ints("params");  // [heads, causal]
-      y = be_.attention(in("q"), in("k"), in("v"), int(p[0]), p[1] ? AttnMask::Causal : AttnMask::None);
+      const auto p = ints("params", 2);  // [heads, causal]
+      const Tensor q = in("q"), k = in("k"), v = in("v");
+      require_rank(q, 3, 3, "q");
+      require_rank(k, 3, 3, "k");
+      require_rank(v, 3, 3, "v");
+      const int heads = checked(p[0], 1, q.dim(2), "heads");
+      L2D_REQUIRE(q.dim(2) % heads == 0 && k.dim(2) % heads == 0 && v.dim(2) % heads == 0,
+                  "ops attention: the channels are not divisible by ", heads, " heads");
+      y = be_.attention(q, k, v, heads, p[1] ? AttnMask::Causal : AttnMask::None);
     } else if (method == "stream_temporal_attention") {
       Tensor cache = in("cache");
-      y = be_.stream_temporal_attention(in("q"), in("k"), in("v"), cache, in("qpe"), in("kpe"), in("vpe"),
-                                        in("pe_idx"), in("update_idx"), in("bias"), int(ints("heads")[0]));
+      const Tensor q = in("q");
+      require_rank(q, 3, 3, "q");
+      require_rank(cache, 5, 5, "cache");
+      const int heads = checked(ints("heads", 1)[0], 1, q.dim(2), "heads");
+      L2D_REQUIRE(q.dim(2) % heads == 0, "ops stream_temporal_attention: ", q.dim(2), " channels are not divisible by ",
+                  heads, " heads");
+      y = be_.stream_temporal_attention(q, in("k"), in("v"), cache, in("qpe"), in("kpe"), in("vpe"), in("pe_idx"),
+                                        in("update_idx"), in("bias"), heads);
       io.put("cache_out", be_.to_host(cache));
     } else if (method == "unary") {
-      const auto p = scalars("params");  // [op, a, b]
-      y = be_.unary(in("x"), Unary(int(p[0])), p[1], p[2]);
+      const auto p = scalars("params", 3);  // [op, a, b]
+      y = be_.unary(in("x"), Unary(checked(as_int(p[0]), 0, int(Unary::Clamp), "unary op")), p[1], p[2]);
     } else if (method == "binary") {
-      y = be_.binary(in("a"), in("b"), Binary(int(scalars("op")[0])));
+      y = be_.binary(in("a"), in("b"), Binary(checked(as_int(scalars("op", 1)[0]), 0, int(Binary::Div), "binary op")));
     } else if (method == "geglu") {
-      y = be_.geglu(in("x"));
+      const Tensor x = in("x");
+      require_rank(x, 1, 8, "x");
+      y = be_.geglu(x);
     } else if (method == "permute") {
+      const Tensor x = in("x");
       std::vector<int> perm;
-      for (int64_t v : ints("perm")) perm.push_back(int(v));
-      y = be_.permute(in("x"), perm);
-    } else if (method == "upsample_nearest") {
-      const auto s = ints("size");
-      y = be_.upsample_nearest(in("x"), int(s[0]), int(s[1]));
-    } else if (method == "resize_bilinear") {
-      const auto s = ints("size");  // [h, w, align_corners]
-      y = be_.resize_bilinear(in("x"), int(s[0]), int(s[1]), s[2] != 0);
+      std::vector<bool> seen(x.ndim(), false);
+      for (int64_t v : ints("perm", x.ndim())) {
+        const int d = checked(v, 0, int64_t(x.ndim()) - 1, "perm entry");
+        L2D_REQUIRE(!seen[size_t(d)], "ops permute: perm repeats dimension ", d);
+        seen[size_t(d)] = true;
+        perm.push_back(d);
+      }
+      y = be_.permute(x, perm);
+    } else if (method == "upsample_nearest" || method == "resize_bilinear") {
+      const bool bilinear = method == "resize_bilinear";
+      const auto s = ints("size", bilinear ? 3 : 2);  // [h, w(, align_corners)]
+      const Tensor x = in("x");
+      require_rank(x, 4, 4, "x");
+      const int h = checked(s[0], 1, kMaxSide, "output height"), w = checked(s[1], 1, kMaxSide, "output width");
+      require_output(x.dim(0) * x.dim(1), h, w, method.c_str());
+      y = bilinear ? be_.resize_bilinear(x, h, w, s[2] != 0) : be_.upsample_nearest(x, h, w);
     } else if (method == "max_pool2d") {
-      const auto p = ints("params");  // [kernel, stride, pad_top, pad_bottom, pad_left, pad_right]
-      y = be_.max_pool2d(in("x"), int(p[0]), Conv2dParams{int(p[1]), int(p[1]), int(p[2]), int(p[3]), int(p[4]), int(p[5])});
+      const auto p = ints("params", 6);  // [kernel, stride, pad_top, pad_bottom, pad_left, pad_right]
+      const Tensor x = in("x");
+      require_rank(x, 4, 4, "x");
+      const int kernel = checked(p[0], 1, kMaxStride, "kernel");
+      const Conv2dParams cp = conv_params({p[1], p[1], p[2], p[3], p[4], p[5]});
+      L2D_REQUIRE(x.dim(2) + cp.pad_top + cp.pad_bottom >= kernel && x.dim(3) + cp.pad_left + cp.pad_right >= kernel,
+                  "ops max_pool2d: the kernel ", kernel, " is larger than the padded input ", shape_str(x.shape()));
+      y = be_.max_pool2d(x, kernel, cp);
     } else if (method == "embedding") {
-      y = be_.embedding(in("ids"), in("table"));
+      const Tensor table = in("table");
+      require_rank(table, 2, 2, "table");
+      y = be_.embedding(in("ids"), table);
     } else if (method == "minmax_normalize") {
-      y = be_.minmax_normalize(in("x"));
+      const Tensor x = in("x");
+      require_rank(x, 1, 8, "x");
+      y = be_.minmax_normalize(x);
     } else if (method == "slice") {
-      const auto p = ints("params");  // [dim, start, end, step]
-      y = be_.slice(in("x"), int(p[0]), p[1], p[2], p[3]);
+      const auto p = ints("params", 4);  // [dim, start, end, step]
+      const Tensor x = in("x");
+      require_rank(x, 1, 8, "x");
+      const int dim = checked(p[0], 0, int64_t(x.ndim()) - 1, "slice dim");
+      checked(p[1], 0, x.dim(dim), "slice start");
+      checked(p[2], p[1], x.dim(dim), "slice end");
+      checked(p[3], 1, x.dim(dim), "slice step");
+      y = be_.slice(x, dim, p[1], p[2], p[3]);
     } else if (method == "fit_frame") {
       // The stream's frame preparation (scale to cover, antialias, centre-crop), for tests.
       const HostTensor& f = io.at("frame", "ops model");
-      const auto size = ints("size");  // [height, width]
-      L2D_REQUIRE(f.dtype == L2D_U8 && f.shape.size() == 3 && size.size() == 2, "fit_frame needs frame U8 [H, W, C]");
+      const auto size = ints("size", 2);  // [height, width]
+      L2D_REQUIRE(f.dtype == L2D_U8 && f.shape.size() == 3, "fit_frame needs frame U8 [H, W, C]");
+      checked(f.shape[0], 1, kMaxSide, "frame height");
+      checked(f.shape[1], 1, kMaxSide, "frame width");
+      checked(f.shape[2], 3, 4, "frame channels");
+      checked(size[0], 1, kMaxSide, "fit height");
+      checked(size[1], 1, kMaxSide, "fit width");
       std::vector<uint8_t> scratch;
       const uint8_t* out = fit_frame({f.bytes.data(), f.shape[1], f.shape[0], int(f.shape[2])}, size[1], size[0], scratch);
       HostTensor r;
@@ -89,7 +202,9 @@ class OpsModel final : public Model {
       io.put("y", std::move(r));
       return;
     } else if (method == "concat") {
-      y = be_.concat({in("a"), in("b")}, int(ints("dim")[0]));
+      const Tensor a = in("a"), b = in("b");
+      require_rank(a, 1, 8, "a");
+      y = be_.concat({a, b}, checked(ints("dim", 1)[0], 0, int64_t(a.ndim()) - 1, "concat dim"));
     } else {
       unknown_method("ops", method);
     }

@@ -6,42 +6,45 @@
 
 #include <string>
 
+#include "../../core/config.h"
 #include "../model.h"
 
 namespace l2d {
 
 namespace {
 
-std::vector<int> int_list(const Json& config, const char* key) {
-  if (!config.has(key)) fail(L2D_ERR_FORMAT, "taesd config: missing \"", key, "\"");
+// Config bounds: real TAESD has 64-channel blocks, 3 blocks per stage, 4 stages, factor 2; the
+// limits keep 2^stages and upscale^stages far from int overflow (a factor of 0 would divide by zero).
+constexpr int64_t kMaxChannels = 16384;
+constexpr size_t kMaxStages = 8;
+constexpr int64_t kMaxBlocks = 64;
+
+std::vector<int> int_list(const ConfigReader& c, const char* key, int64_t lo, int64_t hi) {
   std::vector<int> out;
-  for (int64_t v : config[key].int_array()) {
-    if (v < 0 || v > 1 << 20) fail(L2D_ERR_FORMAT, "taesd config: \"", key, "\" has an invalid value ", v);
-    out.push_back(int(v));
-  }
+  for (int64_t v : c.integers(key, 1, kMaxStages, lo, hi)) out.push_back(int(v));
   return out;
 }
 
 }  // namespace
 
 Taesd::Taesd(Backend& be, const Json& config, WeightLoader& w) : be_(be) {
-  const std::string act = config.get_str("act_fn", "relu");
+  const ConfigReader cfg(config, "taesd config");
+  const std::string act = cfg.string("act_fn", "relu");
   if (act != "relu") fail(L2D_ERR_UNSUPPORTED, "taesd: act_fn \"", act, "\" is not supported (only \"relu\")");
-  const std::string up = config.get_str("upsample_fn", "nearest");
+  const std::string up = cfg.string("upsample_fn", "nearest");
   if (up != "nearest") fail(L2D_ERR_UNSUPPORTED, "taesd: upsample_fn \"", up, "\" is not supported (only \"nearest\")");
-  in_channels_ = int(config.get_int("in_channels", 3));
-  out_channels_ = int(config.get_int("out_channels", 3));
-  latent_channels_ = int(config.get_int("latent_channels", 4));
-  upscale_ = int(config.get_int("upsampling_scaling_factor", 2));
-  const std::vector<int> enc_ch = int_list(config, "encoder_block_out_channels");
-  const std::vector<int> dec_ch = int_list(config, "decoder_block_out_channels");
-  const std::vector<int> enc_n = int_list(config, "num_encoder_blocks");
-  const std::vector<int> dec_n = int_list(config, "num_decoder_blocks");
-  if (enc_ch.empty() || enc_ch.size() != enc_n.size())
-    fail(L2D_ERR_FORMAT, "taesd config: encoder_block_out_channels and num_encoder_blocks must have the same non-zero length");
-  if (dec_ch.empty() || dec_ch.size() != dec_n.size())
-    fail(L2D_ERR_FORMAT, "taesd config: decoder_block_out_channels and num_decoder_blocks must have the same non-zero length");
-  if (upscale_ < 1) fail(L2D_ERR_FORMAT, "taesd config: upsampling_scaling_factor must be >= 1");
+  in_channels_ = int(cfg.integer("in_channels", 3, 1, 1024));
+  out_channels_ = int(cfg.integer("out_channels", 3, 1, 1024));
+  latent_channels_ = int(cfg.integer("latent_channels", 4, 1, 1024));
+  upscale_ = int(cfg.integer("upsampling_scaling_factor", 2, 1, 8));
+  const std::vector<int> enc_ch = int_list(cfg, "encoder_block_out_channels", 1, kMaxChannels);
+  const std::vector<int> dec_ch = int_list(cfg, "decoder_block_out_channels", 1, kMaxChannels);
+  const std::vector<int> enc_n = int_list(cfg, "num_encoder_blocks", 0, kMaxBlocks);
+  const std::vector<int> dec_n = int_list(cfg, "num_decoder_blocks", 0, kMaxBlocks);
+  if (enc_ch.size() != enc_n.size())
+    fail(L2D_ERR_FORMAT, "taesd config: encoder_block_out_channels and num_encoder_blocks must have the same length");
+  if (dec_ch.size() != dec_n.size())
+    fail(L2D_ERR_FORMAT, "taesd config: decoder_block_out_channels and num_decoder_blocks must have the same length");
 
   auto load_conv = [&](const std::string& name, int out, int in, int k, bool bias, int stride) {
     Conv c;

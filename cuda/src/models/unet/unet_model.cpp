@@ -21,6 +21,7 @@
 // bookkeeping: call reset (or set_state) before streaming again.
 #include <cstdio>
 
+#include "../../core/config.h"
 #include "unet_model.h"
 
 namespace l2d::unet {
@@ -336,9 +337,10 @@ class UnetSession final : public Session {
 }  // namespace
 
 std::unique_ptr<Session> UnetModel::create_session(const Json& config) {
-  const int64_t steps = config["steps"].integer();
-  const int64_t h = config["latent_height"].integer(), w = config["latent_width"].integer();
-  L2D_REQUIRE(steps >= 1 && steps <= 64, "unet session: steps must be 1..64, got ", steps);
+  // Checked before anything is sized by them; the KV cache then refuses sizes beyond its budget.
+  const ConfigReader c(config, "unet session config", L2D_ERR_INVALID_ARGUMENT);
+  const int64_t steps = c.integer("steps", 1, 64);
+  const int64_t h = c.integer("latent_height", 1, 4096), w = c.integer("latent_width", 1, 4096);
   L2D_REQUIRE(cfg_.motion.enabled, "unet session: the model has no motion modules (use_motion_module is false)");
   return std::make_unique<UnetSession>(*this, int(steps), h, w);
 }
