@@ -306,40 +306,42 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     send(c, new TextDecoder().decode(body));
   }
 
-  /** Places the client's session on the best worker that takes it; false when none does. */
-  async function place(c: Client, exclude: Set<string>): Promise<boolean> {
+  /** Places the client's session on the best worker that takes it: "full" when none does. */
+  async function place(c: Client, exclude: Set<string>): Promise<"ok" | "full" | "refused"> {
     const settings = c.settings!;
     for (const w of rankWorkers(registry.all(), exclude)) {
-      if (c.closed) return false;
+      if (c.closed) return "refused";
       const route = crypto.randomUUID();
       const sub = listen(c, route);
       c.link = null;
       let reply: OpenReply;
+      const release = registry.reserve(w.id);
       try {
         const req: OpenRequest = { session: c.id, route, settings };
         const msg = await nc.request(SUBJECT.open(w.id), encodeJson(req), { timeout: openTimeoutMs });
         reply = decodeJson(msg.data) as OpenReply;
       } catch (e) {
         reply = { ok: false, code: "SERVER_FULL", message: e instanceof Error ? e.message : String(e) };
+      } finally {
+        release();
       }
       if (reply?.ok && !c.closed) {
         c.link = { worker: w.id, device: reply.device, route, sub };
         c.inFlight = 0;
         c.lastFromWorker = performance.now();
-        registry.notePlaced(w.id, reply.device);
         log(`session ${c.id.slice(0, 8)} placed on ${w.id.slice(0, 8)}/${reply.device}`);
         flush(c);
-        return true;
+        return "ok";
       }
       sub.unsubscribe();
       if (reply?.ok) publish(route, encodeJson({ type: "close" })); // the client left meanwhile
       if (reply && !reply.ok && reply.code === "BAD_MESSAGE") {
         fail(c, "BAD_MESSAGE", reply.message);
-        return false;
+        return "refused";
       }
       exclude.add(w.id);
     }
-    return false;
+    return c.closed ? "refused" : "full";
   }
 
   function refuseFull(c: Client) {
@@ -361,7 +363,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     send(c, { type: "rewarming", reason, id: c.id });
     c.placing = true;
     try {
-      if (!(await place(c, new Set(old ? [old.worker] : [])))) refuseFull(c);
+      if (await place(c, new Set(old ? [old.worker] : [])) === "full") refuseFull(c);
     } finally {
       c.placing = false;
     }
@@ -382,7 +384,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         publish(c.link!.route, encodeJson({ ...c.settings, type: "start" }));
         return;
       }
-      if (!(await place(c, new Set()))) refuseFull(c);
+      if (await place(c, new Set()) === "full") refuseFull(c);
     } finally {
       c.placing = false;
     }

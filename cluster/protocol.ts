@@ -170,7 +170,7 @@ export function parseSettings(msg: Record<string, unknown>): StreamSettings {
     if (!Number.isInteger(steps) || steps < 1 || steps > 4) {
       throw new ClientError("BAD_MESSAGE", "steps must be an integer in 1..4");
     }
-  } else if (msg.steps !== undefined) {
+  } else if (msg.steps !== undefined && msg.steps !== null) { // null: as absent (settings sent between nodes)
     throw new ClientError("BAD_MESSAGE", "steps needs strength");
   }
   const format = msg.format ?? "raw";

@@ -32,10 +32,23 @@ export class WorkerRegistry {
     this.#workers.set(advert.id, { advert, lastSeen: now });
   }
 
-  /** Counts a session placed on a worker before its next heartbeat says so (spreads bursts). */
-  notePlaced(id: string, device: string): void {
-    const d = this.#workers.get(id)?.advert.devices.find((d) => d.name === device);
-    if (d) d.used++;
+  readonly #reserved = new Map<string, number>();
+
+  /**
+   * Counts a session being opened on a worker until the worker answers (its heartbeat, sent before
+   * the answer, counts it from then on): a burst of new sessions spreads over the workers.
+   * Returns the function that ends the reservation.
+   */
+  reserve(id: string): () => void {
+    this.#reserved.set(id, (this.#reserved.get(id) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const n = (this.#reserved.get(id) ?? 1) - 1;
+      if (n > 0) this.#reserved.set(id, n);
+      else this.#reserved.delete(id);
+    };
   }
 
   /** The gateway lost NATS: stop expiring workers. */
@@ -65,8 +78,17 @@ export class WorkerRegistry {
     return this.#workers.has(id);
   }
 
-  /** The live workers' adverts. */
+  /** The live workers' adverts, with reserved slots counted as used (on the freest devices). */
   all(): WorkerAdvert[] {
-    return [...this.#workers.values()].map((e) => e.advert);
+    return [...this.#workers.values()].map(({ advert }) => {
+      const reserved = this.#reserved.get(advert.id) ?? 0;
+      if (reserved === 0) return advert;
+      const devices = advert.devices.map((d) => ({ ...d }));
+      for (let i = 0; i < reserved; i++) {
+        const d = devices.reduce((a, b) => (b.slots - b.used > a.slots - a.used ? b : a));
+        d.used++;
+      }
+      return { ...advert, devices };
+    });
   }
 }

@@ -172,6 +172,7 @@ export async function createWorker(options: WorkerOptions): Promise<Worker> {
     }
     const route = req.route, sid = req.session;
     const session = new WorkerSession(sid, route, device, settings, {
+      workerId: id,
       width: options.width,
       height: options.height,
       maxFrameBytes,

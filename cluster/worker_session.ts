@@ -28,6 +28,8 @@ import { WARMUP_FRAMES } from "../ffi/stream.ts";
 
 /** Limits and outputs of a session. */
 export interface SessionContext {
+  /** The worker's id (told to the client in `ready`). */
+  workerId: string;
   width: number;
   height: number;
   maxFrameBytes: number;
@@ -222,6 +224,7 @@ export class WorkerSession {
       seed: s.seed,
       prompt: s.prompt,
       device: this.device.name,
+      worker: this.ctx.workerId,
     });
     if (this.pending && !this.stream) this.#dropPending();
   }
