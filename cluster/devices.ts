@@ -72,18 +72,41 @@ export function parseDevices(text: string): DeviceSpec[] {
   return out;
 }
 
-/** Serialises async work in FIFO order (native handles of one engine must not run concurrently). */
+/**
+ * Serialises async work (native handles of one engine must not run concurrently): FIFO, except
+ * that urgent work goes before the normal work waiting. Urgent is for calls that take next to no
+ * time, such as the first warm-up pushes (they only store the frame): without it a new stream
+ * would wait a full round of every other stream's pushes for each of its 8 warm-up frames.
+ */
 export class SerialQueue {
-  #tail: Promise<unknown> = Promise.resolve();
+  readonly #urgent: (() => void)[] = [];
+  readonly #normal: (() => void)[] = [];
+  #busy = false;
   /** Calls queued or running. */
   waiting = 0;
 
-  /** Runs `fn` after every earlier call finished. */
-  run<T>(fn: () => Promise<T>): Promise<T> {
+  /** Runs `fn` after the work before it (urgent work: after the running call and earlier urgent work). */
+  run<T>(fn: () => Promise<T>, urgent = false): Promise<T> {
     this.waiting++;
-    const result = this.#tail.then(fn).finally(() => this.waiting--);
-    this.#tail = result.catch(() => {});
-    return result;
+    return new Promise<T>((resolve, reject) => {
+      const task = () => {
+        Promise.resolve().then(fn).then(resolve, reject).finally(() => {
+          this.waiting--;
+          this.#busy = false;
+          this.#next();
+        });
+      };
+      (urgent ? this.#urgent : this.#normal).push(task);
+      this.#next();
+    });
+  }
+
+  #next() {
+    if (this.#busy) return;
+    const task = this.#urgent.shift() ?? this.#normal.shift();
+    if (!task) return;
+    this.#busy = true;
+    task();
   }
 }
 

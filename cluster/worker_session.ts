@@ -128,7 +128,10 @@ export class WorkerSession {
     this.running = true;
     try {
       while (!this.closed && (this.nextSettings || this.nextPrompt !== null || (this.pending && this.stream))) {
-        await this.device.queue.run(() => this.#step()).catch((e) => {
+        // The first warm-up pushes only store their frame: they need not wait behind other streams.
+        const urgent = !this.nextSettings && this.nextPrompt === null && this.stream !== null &&
+          this.pushes < WARMUP_FRAMES - 1;
+        await this.device.queue.run(() => this.#step(), urgent).catch((e) => {
           const seq = e instanceof FrameFailure ? e.seq : undefined;
           const cause = e instanceof FrameFailure ? e.cause : e;
           const code = cause instanceof ClientError ? cause.code : "ENGINE";

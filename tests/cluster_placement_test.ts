@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { DevicePool, parseDevices } from "../cluster/devices.ts";
+import { DevicePool, parseDevices, SerialQueue } from "../cluster/devices.ts";
 import { pickDevice, rankWorkers } from "../cluster/placement.ts";
 import type { DeviceAdvert, WorkerAdvert } from "../cluster/protocol.ts";
 import { WorkerRegistry } from "../cluster/registry.ts";
@@ -106,4 +106,37 @@ Deno.test("placement: two CPU engines in one pool stand in for two GPUs", async 
   } finally {
     pool.close();
   }
+});
+
+Deno.test("placement: a device queue runs one call at a time, FIFO, urgent calls first", async () => {
+  const q = new SerialQueue();
+  const order: string[] = [];
+  let running = 0, maxRunning = 0;
+  const call = (name: string, ms: number) => async () => {
+    running++;
+    maxRunning = Math.max(maxRunning, running);
+    await new Promise((r) => setTimeout(r, ms));
+    order.push(name);
+    running--;
+    return name;
+  };
+  const all = [
+    q.run(call("a", 20)),
+    q.run(call("b", 5)),
+    q.run(call("c", 5)),
+    q.run(call("u1", 1), true),
+    q.run(call("u2", 1), true),
+    q.run(() => Promise.reject(new Error("boom"))).catch((e) => e.message),
+    q.run(call("d", 1)),
+  ];
+  assert.equal(q.waiting, 7);
+  const results = await Promise.all(all);
+  assert.deepEqual(
+    order,
+    ["a", "u1", "u2", "b", "c", "d"],
+    "urgent calls overtake waiting normal ones, not the running one",
+  );
+  assert.equal(results[5], "boom", "a failing call rejects its own promise only");
+  assert.equal(maxRunning, 1);
+  assert.equal(q.waiting, 0);
 });
