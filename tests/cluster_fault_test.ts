@@ -202,7 +202,7 @@ Deno.test({
 
       // A worker dies: its clients are told "rewarming" and get frames again from the others.
       const victim = ready[0]!.worker as string;
-      const moved = clients.filter((c, i) => ready[i]!.worker === victim);
+      const moved = clients.filter((_c, i) => ready[i]!.worker === victim);
       const tKill = performance.now();
       workers.find((w) => w.name === victim)!.kill("SIGKILL");
       await until(
