@@ -126,6 +126,8 @@ interface Link {
 class Client {
   /** The session id: stable across re-placements, the client's key for `resume`. */
   id: string = crypto.randomUUID();
+  /** This connection (the session's owner while it is attached here). */
+  readonly owner: string = crypto.randomUUID();
   settings: StreamSettings | null = null;
   link: Link | null = null;
   placing = false;
@@ -246,7 +248,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     c.link = null;
     c.inFlight = 0;
     link.sub.unsubscribe();
-    if (tellWorker) publish(link.route, encodeJson({ type: "close" }));
+    if (tellWorker) publish(link.route, encodeJson({ type: "close", owner: c.owner }));
   }
 
   /** Subscribes to a route's output (before the worker is asked, so nothing is missed). */
@@ -317,7 +319,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       let reply: OpenReply;
       const release = registry.reserve(w.id);
       try {
-        const req: OpenRequest = { session: c.id, route, settings };
+        const req: OpenRequest = { session: c.id, route, settings, owner: c.owner };
         const msg = await nc.request(SUBJECT.open(w.id), encodeJson(req), { timeout: openTimeoutMs });
         reply = decodeJson(msg.data) as OpenReply;
       } catch (e) {
@@ -334,7 +336,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         return "ok";
       }
       sub.unsubscribe();
-      if (reply?.ok) publish(route, encodeJson({ type: "close" })); // the client left meanwhile
+      if (reply?.ok) publish(route, encodeJson({ type: "close", owner: c.owner })); // the client left meanwhile
       if (reply && !reply.ok && reply.code === "BAD_MESSAGE") {
         fail(c, "BAD_MESSAGE", reply.message);
         return "refused";
@@ -397,7 +399,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   async function attach(c: Client, sid: string): Promise<boolean> {
     let reply: OpenReply;
     try {
-      const msg = await nc.request(SUBJECT.attach(sid), new Uint8Array(), { timeout: openTimeoutMs });
+      const msg = await nc.request(SUBJECT.attach(sid), encodeJson({ owner: c.owner }), {
+        timeout: openTimeoutMs,
+      });
       reply = decodeJson(msg.data) as OpenReply;
     } catch {
       return false; // no responders: the session is gone

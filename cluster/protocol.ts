@@ -83,6 +83,8 @@ export interface OpenRequest {
   session: string;
   route: string;
   settings: StreamSettings;
+  /** The client connection (on a gateway) the session belongs to; see {@linkcode GatewayControl}. */
+  owner: string;
 }
 
 /** A worker's answer to an open or attach. */
@@ -96,8 +98,13 @@ export type OpenReply =
  */
 export type WorkerEvent = { type: "moving" } | { type: "gone"; message: string };
 
-/** Gateway → worker control messages besides the client's own (`start`, `prompt`). */
-export type GatewayControl = { type: "keep" } | { type: "close" };
+/**
+ * Gateway → worker control messages besides the client's own (`start`, `prompt`). A `close` ends
+ * the session only when it comes from its current owner: after a client resumed through another
+ * gateway (`l2d.attach.<session>` with the new owner as body), the old gateway noticing the old
+ * socket's end must not close it.
+ */
+export type GatewayControl = { type: "keep" } | { type: "close"; owner: string };
 
 /** A client error with a protocol code. */
 export class ClientError extends Error {

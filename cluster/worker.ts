@@ -151,8 +151,11 @@ export async function createWorker(options: WorkerOptions): Promise<Worker> {
 
   const onOpen = (msg: Msg) => {
     const req = decodeJson(msg.data) as Partial<OpenRequest> | null;
-    if (!req || typeof req.session !== "string" || typeof req.route !== "string" || !req.settings) {
-      return reply(msg, { ok: false, code: "BAD_MESSAGE", message: "open needs session, route and settings" });
+    if (
+      !req || typeof req.session !== "string" || typeof req.route !== "string" || !req.settings ||
+      typeof req.owner !== "string"
+    ) {
+      return reply(msg, { ok: false, code: "BAD_MESSAGE", message: "open needs session, route, settings and owner" });
     }
     if (!/^[A-Za-z0-9-]{8,64}$/.test(req.session) || !/^[A-Za-z0-9-]{8,64}$/.test(req.route)) {
       return reply(msg, { ok: false, code: "BAD_MESSAGE", message: "session and route must be ids" });
@@ -171,7 +174,7 @@ export async function createWorker(options: WorkerOptions): Promise<Worker> {
       return reply(msg, { ok: false, code: "SERVER_FULL", message: `worker ${id} has no free stream slot` });
     }
     const route = req.route, sid = req.session;
-    const session = new WorkerSession(sid, route, device, settings, {
+    const session = new WorkerSession(sid, route, device, settings, req.owner, {
       workerId: id,
       width: options.width,
       height: options.height,
@@ -190,6 +193,8 @@ export async function createWorker(options: WorkerOptions): Promise<Worker> {
       nc.subscribe(SUBJECT.attach(sid), {
         callback: (_err, m) => {
           session.lastSeen = performance.now();
+          const owner = decodeJson(m.data)?.owner;
+          if (typeof owner === "string") session.owner = owner;
           reply(m, { ok: true, worker: id, device: device.name, route, width: options.width, height: options.height });
         },
       }),

@@ -60,15 +60,19 @@ export class WorkerSession {
   /** When the gateway last spoke on the route (idle sessions are closed: their gateway died). */
   lastSeen = performance.now();
   readonly stats = { received: 0, processed: 0, dropped: 0, outputs: 0 };
+  /** The gateway connection that may close the session (changes when a client resumes elsewhere). */
+  owner: string;
 
   constructor(
     readonly id: string,
     readonly route: string,
     readonly device: Device,
     settings: StreamSettings,
+    owner: string,
     readonly ctx: SessionContext,
   ) {
     this.nextSettings = settings;
+    this.owner = owner;
   }
 
   /** Handles one message from the route. Returns false when the gateway closed the session. */
@@ -95,7 +99,7 @@ export class WorkerSession {
       case "keep":
         return true;
       case "close":
-        return false;
+        return m.owner !== this.owner; // a former owner's close is stale
       case "start":
         this.nextSettings = parseSettings(m);
         this.nextPrompt = null;

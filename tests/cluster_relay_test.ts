@@ -270,3 +270,39 @@ Deno.test({
       await Promise.all([c.close(), d.close()]);
     }),
 });
+
+Deno.test({
+  name: "cluster relay: a client resumes its session from a new connection; the old connection's end does not close it",
+  ...opts,
+  fn: () =>
+    withCluster([echoPool(1, 2)], async ({ url, workers }) => {
+      const a = new TestClient(url);
+      const hello = await a.message("hello");
+      a.sendJson(START);
+      await a.message("ready");
+      a.ws.send(encodeFrame(KIND.RGB, SIZE, SIZE, 1, solidRgb([5, 5, 5])));
+      await a.until(() => a.frames.length === 1, "a's output");
+
+      const b = new TestClient(url); // e.g. after a network change, before the old socket timed out
+      await b.message("hello");
+      b.sendJson({ ...START, resume: hello.id });
+      const resumed = await b.message("resumed");
+      assert.equal(resumed.id, hello.id);
+      await a.close(); // the old connection ends: its gateway sends a close the worker must ignore
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(workers[0]!.metrics().sessions, 1, "the session lives on");
+      assert.equal(workers[0]!.metrics().sessionsOpened, 1, "no new session: no new warm-up");
+      b.ws.send(encodeFrame(KIND.RGB, SIZE, SIZE, 2, solidRgb([6, 6, 6])));
+      await b.until(() => b.frames.length === 1, "b's output on the resumed session");
+      assert.equal(b.frames[0]!.payload[0], 6);
+
+      const c = new TestClient(url);
+      await c.message("hello");
+      c.sendJson({ ...START, resume: "00000000-0000-0000-0000-000000000000" });
+      await c.message("ready"); // an unknown id starts a new session
+      assert.ok(!c.json.some((m) => m.type === "resumed"));
+      await Promise.all([b.close(), c.close()]);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(workers[0]!.metrics().sessions, 0, "closing the owners ends the sessions");
+    }),
+});
