@@ -68,17 +68,23 @@ async function openClient(url: string, format: "raw" | "jpeg"): Promise<WebSocke
 }
 
 /** Round trips of `n` frames, one at a time (ms each). */
-async function roundTrips(url: string, kind: number, payload: Uint8Array, n: number): Promise<number[]> {
+async function roundTrips(url: string, kind: number, payload: Uint8Array, n: number, side = SIZE): Promise<number[]> {
   const ws = await openClient(url, kind === KIND.JPEG ? "jpeg" : "raw");
   const times: number[] = [];
-  let wake: ((t: number) => void) | null = null;
+  let wake: ((t: number) => void) | null = null, fail: ((e: Error) => void) | null = null;
   ws.onmessage = (e) => {
-    if (typeof e.data !== "string") wake?.(performance.now());
+    if (typeof e.data !== "string") return wake?.(performance.now());
+    const m = JSON.parse(e.data);
+    if (m.type === "error") fail?.(new Error(`${url}: ${m.code}: ${m.message}`));
   };
   for (let i = 0; i < n + 10; i++) { // 10 unmeasured to warm the JITs and sockets
-    const got = new Promise<number>((r) => (wake = r));
+    const got = new Promise<number>((resolve, reject) => {
+      wake = resolve;
+      fail = reject;
+      setTimeout(() => reject(new Error(`${url}: no answer to frame ${i + 1} in 20 s`)), 20_000);
+    });
     const t0 = performance.now();
-    ws.send(encodeOutput(kind, SIZE, SIZE, payload, i + 1, 0, 0));
+    ws.send(encodeOutput(kind, side, side, payload, i + 1, 0, 0));
     const t1 = await got;
     if (i >= 10) times.push(t1 - t0);
   }
@@ -168,8 +174,6 @@ async function main() {
       String(SIZE),
       "--id",
       id,
-      "--heartbeat-ms",
-      "300",
       "--quiet",
     ];
     const w1 = await spawnWorker("w1", workerArgs("w1"));
@@ -178,6 +182,14 @@ async function main() {
     children.push(gw.child);
     await new Promise((r) => setTimeout(r, 500));
     const directUrl = `ws://127.0.0.1:${directPort}/ws`, gatewayUrl = `ws://127.0.0.1:${gw.port}/ws`;
+    /** Waits until the gateway knows `n` workers (a loaded machine can delay heartbeats). */
+    const workersKnown = async (n: number) => {
+      for (let i = 0; i < 100; i++) {
+        if ((await (await fetch(`http://127.0.0.1:${gw.port}/health`)).json()).workers >= n) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`the gateway does not see ${n} workers`);
+    };
 
     console.log(
       `Machine: ${navigator.hardwareConcurrency} cores, load ${Deno.loadavg().map((x) => x.toFixed(1)).join(" ")}`,
@@ -185,17 +197,28 @@ async function main() {
     console.log(
       `JPEG input ${(jpg.byteLength / 1024).toFixed(0)} KiB, raw RGB ${(rgb.byteLength / 1024).toFixed(0)} KiB`,
     );
-    for (const [name, kind, payload] of [["JPEG", KIND.JPEG, jpg], ["raw RGB", KIND.RGB, rgb]] as const) {
-      const d = await roundTrips(directUrl, kind, payload, frames);
-      const g = await roundTrips(gatewayUrl, kind, payload, frames);
+    // JPEG end to end includes jpeg-js decoding and encoding 512x512 on the worker (or server), which
+    // dwarfs the hop; a raw frame as large as the JPEG (152x152 RGB, 68 KiB) shows what moving the
+    // JPEG's bytes costs.
+    const jpegSized = rgb.subarray(0, 152 * 152 * 3);
+    const cases = [
+      ["JPEG 512x512 (codec included)", KIND.JPEG, jpg, SIZE],
+      ["raw RGB 152x152 (the JPEG's bytes)", KIND.RGB, jpegSized, 152],
+      ["raw RGB 512x512", KIND.RGB, rgb, SIZE],
+    ] as const;
+    for (const [name, kind, payload, side] of cases) {
+      const d = await roundTrips(directUrl, kind, payload, frames, side);
+      await workersKnown(1);
+      const g = await roundTrips(gatewayUrl, kind, payload, frames, side);
       console.log(
-        `${name} 512x512 round trip (ms): direct p50 ${pct(d, 0.5).toFixed(2)} p99 ${pct(d, 0.99).toFixed(2)}; ` +
+        `${name} round trip (ms): direct p50 ${pct(d, 0.5).toFixed(2)} p99 ${pct(d, 0.99).toFixed(2)}; ` +
           `via gateway+NATS p50 ${pct(g, 0.5).toFixed(2)} p99 ${pct(g, 0.99).toFixed(2)}; ` +
           `added p50 ${(pct(g, 0.5) - pct(d, 0.5)).toFixed(2)} p99 ${(pct(g, 0.99) - pct(d, 0.99)).toFixed(2)}`,
       );
     }
     const small = new Uint8Array(64 * 64 * 3).fill(7);
     for (const [name, payload] of [["raw 512x512", rgb], ["raw 64x64", small]] as const) {
+      await workersKnown(1);
       const fps = await throughput(gatewayUrl, clients, seconds, payload);
       console.log(`one gateway relays ${fps.toFixed(0)} frames/s (${name}, ${clients} clients, echo worker)`);
     }
@@ -203,7 +226,7 @@ async function main() {
     // Worker death -> first frame from the replacement (echo: no warm-up).
     const w2 = await spawnWorker("w2", workerArgs("w2"));
     children.push(w2);
-    await new Promise((r) => setTimeout(r, 700));
+    await workersKnown(2);
     const ws = await openClient(gatewayUrl, "raw");
     let tKill = Infinity, replaced = false, firstAfter = 0, seq = 0;
     ws.onmessage = (e) => {
@@ -223,7 +246,7 @@ async function main() {
     ws.close();
     console.log(
       `worker SIGKILL -> first frame from its replacement: ${(firstAfter - tKill).toFixed(0)} ms ` +
-        `(heartbeat 300 ms, 3 missed; echo engine, so no warm-up)`,
+        `(heartbeat 1 s, dead after 3 missed; echo engine, so no warm-up)`,
     );
   } finally {
     for (const c of children) await c.stop();

@@ -93,7 +93,7 @@ class StreamingClient {
   }
 
   /**
-   * Streams paced by the answers: the next frame 250 ms after the last one was answered (or 3 s
+   * Streams paced by the answers: the next frame 1 s after the last one was answered (or 3 s
    * after it was sent, when a fault lost it). The CPU engine serves ~3 frames/s in all, so faster
    * sending would only be dropped, while costing the 2 test cores the work of sending it.
    */
@@ -101,7 +101,7 @@ class StreamingClient {
     if (this.ws.readyState !== WebSocket.OPEN) return;
     const now = performance.now();
     const waiting = this.answered < this.sentAt;
-    if (waiting ? now - this.sentAt < 3000 : now - this.answered < 250) return;
+    if (waiting ? now - this.sentAt < 3000 : now - this.answered < 1000) return;
     this.sentAt = now;
     this.n++;
     try {
@@ -176,7 +176,7 @@ Deno.test({
             "--id",
             id,
             "--heartbeat-ms",
-            "300",
+            "500",
             "--idle-ms",
             "5000",
           ])
@@ -193,7 +193,7 @@ Deno.test({
       // 12 clients, 6 per gateway, all streaming; wait until every one gets outputs.
       for (let i = 0; i < 12; i++) clients.push(new StreamingClient(i, () => urls, i % 2));
       const t0 = performance.now();
-      await until(() => clients.every((c) => c.framesAfter(0) > 0), "every client's first output", 240_000, diag);
+      await until(() => clients.every((c) => c.framesAfter(0) > 0), "every client's first output", 300_000, diag);
       const ready = clients.map((c) => c.messagesAfter("ready", 0)[0]!);
       const perWorker = new Map<string, number>();
       for (const r of ready) perWorker.set(String(r.worker), (perWorker.get(String(r.worker)) ?? 0) + 1);
@@ -212,7 +212,7 @@ Deno.test({
             c.framesAfter(tKill) > 0
           ),
         "the moved clients' outputs after re-warm-up",
-        90_000,
+        240_000,
         diag,
       );
       for (const c of moved) assert.notEqual(c.messagesAfter("ready", tKill)[0]!.worker, victim);
