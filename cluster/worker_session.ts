@@ -32,6 +32,7 @@ export interface SessionContext {
   workerId: string;
   width: number;
   height: number;
+  /** Largest message in either direction (the NATS server's max_payload). */
   maxFrameBytes: number;
   maxFrameSide: number;
   jpegQuality: number;
@@ -181,10 +182,24 @@ export class WorkerSession {
       }
       const jpeg = this.settings?.format === "jpeg";
       const payload = jpeg ? encodeJpeg(out, this.ctx.jpegQuality) : out.data;
-      this.stats.outputs++;
-      this.ctx.send(
-        encodeOutput(jpeg ? KIND.JPEG : KIND.RGB, out.width, out.height, payload, this.history[0]!, seq, ms),
+      const message = encodeOutput(
+        jpeg ? KIND.JPEG : KIND.RGB,
+        out.width,
+        out.height,
+        payload,
+        this.history[0]!,
+        seq,
+        ms,
       );
+      if (message.byteLength > this.ctx.maxFrameBytes) { // NATS would refuse it: say why instead
+        throw new ClientError(
+          "FRAME_TOO_LARGE",
+          `The ${out.width}x${out.height} output takes ${message.byteLength} bytes, over the NATS max_payload ` +
+            `(${this.ctx.maxFrameBytes}): use format "jpeg" or raise max_payload`,
+        );
+      }
+      this.stats.outputs++;
+      this.ctx.send(message);
     } catch (e) {
       throw new FrameFailure(seq, e);
     }

@@ -15,6 +15,8 @@ import { createWorker, type Worker } from "../cluster/worker.ts";
 import { KIND } from "../cluster/protocol.ts";
 import { hasNatsServer, NATS_HINT, type NatsCluster, startNats } from "./_fixtures/cluster_harness.ts";
 import { encodeFrame, TestClient } from "./_fixtures/examples_ws_client.ts";
+// deno-lint-ignore no-import-prefix
+import jpeg from "npm:jpeg-js@0.4.4";
 
 const natsPresent = await hasNatsServer();
 if (!natsPresent) console.warn(`cluster relay tests ignored: ${NATS_HINT}`);
@@ -58,8 +60,8 @@ interface Setup {
 }
 
 /** Runs `fn` with a 1-node NATS, workers (one pool each) and a gateway served on loopback. */
-async function withCluster(pools: DevicePool[], fn: (s: Setup) => Promise<void>) {
-  const nats = await startNats(1);
+async function withCluster(pools: DevicePool[], fn: (s: Setup) => Promise<void>, maxPayload?: string) {
+  const nats = await startNats(1, { maxPayload });
   const workers: Worker[] = [];
   let gateway: Gateway | null = null;
   const ac = new AbortController();
@@ -305,4 +307,33 @@ Deno.test({
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(workers[0]!.metrics().sessions, 0, "closing the owners ends the sessions");
     }),
+});
+
+Deno.test({
+  name: "cluster relay: frames and outputs over the NATS max_payload get FRAME_TOO_LARGE, not silence",
+  ...opts,
+  fn: () =>
+    withCluster([echoPool(1, 1)], async ({ url }) => {
+      const c = new TestClient(url);
+      const hello = await c.message("hello");
+      assert.equal(hello.maxFrameBytes, 64 * 1024, "the server's max_payload");
+      c.sendJson(START);
+      await c.message("ready");
+      const side = 160; // raw RGB: 76800 bytes, over 64 KiB
+      c.ws.send(encodeFrame(KIND.RGB, side, side, 1, new Uint8Array(side * side * 3)));
+      await c.error("FRAME_TOO_LARGE");
+      // A small JPEG passes; its raw output would not fit through NATS.
+      const rgba = new Uint8Array(side * side * 4).fill(200);
+      const small = new Uint8Array(jpeg.encode({ data: rgba, width: side, height: side }, 80).data);
+      assert.ok(small.byteLength < 8 * 1024);
+      c.ws.send(encodeFrame(KIND.JPEG, side, side, 2, small));
+      await c.until(() => c.json.filter((m) => m.code === "FRAME_TOO_LARGE").length === 2, "the output error");
+      const err = c.json.filter((m) => m.code === "FRAME_TOO_LARGE")[1]!;
+      assert.equal(err.seq, 2);
+      assert.match(String(err.message), /max_payload/);
+      // The window was given back: the next frame is served.
+      c.ws.send(encodeFrame(KIND.RGB, SIZE, SIZE, 3, solidRgb([4, 4, 4])));
+      await c.until(() => c.frames.length === 1, "the next output");
+      await c.close();
+    }, "64KB"),
 });

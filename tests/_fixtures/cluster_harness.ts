@@ -107,8 +107,8 @@ export interface NatsCluster {
   stop(): Promise<void>;
 }
 
-/** Starts `n` nats-server nodes (a cluster when n > 1) with an 8 MiB max_payload; waits until routed. */
-export async function startNats(n: number): Promise<NatsCluster> {
+/** Starts `n` nats-server nodes (a cluster when n > 1), max_payload 8 MB unless given; waits until routed. */
+export async function startNats(n: number, options: { maxPayload?: string } = {}): Promise<NatsCluster> {
   const dir = await Deno.makeTempDir({ prefix: "l2d-nats-" });
   const ports = Array.from({ length: n }, () => ({ client: freePort(), route: freePort(), monitor: freePort() }));
   const nodes: Child[] = [];
@@ -119,7 +119,7 @@ export async function startNats(n: number): Promise<NatsCluster> {
         `server_name: n${i}`,
         `listen: "127.0.0.1:${p.client}"`,
         `http: "127.0.0.1:${p.monitor}"`,
-        `max_payload: 8MB`,
+        `max_payload: ${options.maxPayload ?? "8MB"}`,
         n > 1 ? `cluster { name: l2d, listen: "127.0.0.1:${p.route}", routes: [${routes.join(", ")}] }` : "",
       ].join("\n");
       const file = join(dir, `n${i}.conf`);
