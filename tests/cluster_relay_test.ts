@@ -107,7 +107,7 @@ Deno.test({
   name: "cluster relay: 6 clients on 2 workers x 2 devices get exactly their own frames back",
   ...opts,
   fn: () =>
-    withCluster([echoPool(2, 2), echoPool(2, 2)], async ({ url, gateway }) => {
+    withCluster([echoPool(2, 2), echoPool(2, 2)], async ({ url, gateway, workers }) => {
       const clients = Array.from({ length: 6 }, () => new TestClient(url));
       await Promise.all(clients.map((c) => c.message("hello")));
       for (const c of clients) c.sendJson(START);
@@ -143,6 +143,24 @@ Deno.test({
       const m = gateway.metrics();
       assert.equal(m.framesReceived, 30);
       assert.equal(m.framesOut, 30);
+
+      // The single-machine server's page, and metrics of both kinds of node.
+      const page = await gateway.app.request("/");
+      assert.match(await page.text(), /id="video"/);
+      assert.match((await gateway.app.request("/app.js")).headers.get("content-type") ?? "", /javascript/);
+      const health = await (await gateway.app.request("/health")).json();
+      assert.equal(health.placed, 6);
+      assert.equal(health.workers, 2);
+      assert.equal(health.freeSlots, 2);
+      const text = await (await gateway.app.request("/metrics")).text();
+      assert.match(text, /^live2diff_gateway_frames_out_total 30$/m);
+      const w = workers.map((x) => x.fetch(new Request("http://w/metrics")));
+      const wText = (await Promise.all(w.map((r) => r.text()))).join("");
+      assert.equal(
+        [...wText.matchAll(/^live2diff_worker_frames_out_total (\d+)$/gm)].reduce((a, x) => a + Number(x[1]), 0),
+        30,
+      );
+      assert.match(wText, /^live2diff_device_slots_used\{device="echo:1"\} \d$/m);
       await Promise.all(clients.map((c) => c.close()));
     }),
 });
