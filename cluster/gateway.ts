@@ -332,6 +332,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         c.inFlight = 0;
         c.lastFromWorker = performance.now();
         log(`session ${c.id.slice(0, 8)} placed on ${w.id.slice(0, 8)}/${reply.device}`);
+        // A "start" that arrived while placing changed c.settings: the worker must hear it.
+        if (c.settings !== settings) publish(route, encodeJson({ ...c.settings, type: "start" }));
         flush(c);
         return "ok";
       }
@@ -390,9 +392,6 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     } finally {
       c.placing = false;
     }
-    // A "start" that arrived while placing changed c.settings: the worker must hear it.
-    const link = c.link as Link | null; // placing set it (TypeScript cannot see that across the await)
-    if (link && c.settings !== settings) publish(link.route, encodeJson({ ...c.settings, type: "start" }));
   }
 
   /** Re-attaches to a running session (its gateway died); false when no worker has it. */
