@@ -23,6 +23,8 @@ export interface EngineLoadOptions {
   precision?: "fp16" | "fp32";
   /** CPU worker threads. @default all cores */
   threads?: number;
+  /** CUDA device ordinal (one engine per GPU; see cluster/). @default 0 */
+  deviceIndex?: number;
   /** Hash every tensor before loading (slow for large engines; reads always check per tensor). @default false */
   verify?: boolean;
 }
@@ -119,7 +121,11 @@ export class Engine implements Disposable {
         `Cannot load engine "${path}" on the CPU: it was built for target "${target}"; rebuild it with --target cpu`,
       );
     }
-    const ctx = Context.create(device, { precision: options.precision, threads: options.threads });
+    const ctx = Context.create(device, {
+      precision: options.precision,
+      threads: options.threads,
+      device: options.deviceIndex,
+    });
     const models: Model[] = [];
     try {
       const make = async (kind: string, prefix: string, config: unknown) => {
