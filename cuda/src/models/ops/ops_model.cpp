@@ -90,6 +90,28 @@ class OpsModel final : public Model {
       return;
     } else if (method == "concat") {
       y = be_.concat({in("a"), in("b")}, int(ints("dim")[0]));
+    } else if (method == "random_normal") {
+      const auto p = ints("params");  // [seed, stream, draw]
+      L2D_REQUIRE(p.size() == 3, "random_normal params must be [seed, stream, draw]");
+      y = be_.random_normal(io.at("shape", "ops model").to_i64(), uint32_t(p[0]), uint32_t(p[1]), uint32_t(p[2]));
+    } else if (method == "image_from_u8") {
+      const HostTensor& f = io.at("frames", "ops model");  // U8 [N, H, W, C]
+      L2D_REQUIRE(f.dtype == L2D_U8 && f.shape.size() == 4, "image_from_u8 needs frames U8 [N, H, W, C]");
+      y = be_.image_from_u8(f.bytes.data(), f.shape[0], f.shape[1], f.shape[2], int(f.shape[3]));
+    } else if (method == "image_to_host") {
+      // x [N, 3, H, W] -> "y" float [N, H, W, 3] and "u8" uint8 [N, H, W, 3].
+      const Tensor x = in("x");
+      L2D_REQUIRE(x.ndim() == 4 && x.dim(1) == 3, "image_to_host needs x [N, 3, H, W]");
+      const Shape hwc{x.dim(0), x.dim(2), x.dim(3), 3};
+      std::vector<float> f(size_t(shape_numel(hwc)));
+      HostTensor u8;
+      u8.dtype = L2D_U8;
+      u8.shape = hwc;
+      u8.bytes.resize(f.size());
+      be_.image_to_host(x, f.data(), u8.bytes.data());
+      io.put("y", HostTensor::from_f32(hwc, f.data()));
+      io.put("u8", std::move(u8));
+      return;
     } else {
       unknown_method("ops", method);
     }
