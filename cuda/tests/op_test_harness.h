@@ -110,7 +110,7 @@ struct Bound {
   double rel_l2;
   double abs = 0;        // absolute part of the max-abs bound
   double abs_scale = 0;  // part of the max-abs bound proportional to max|ref|
-  int half_ulps = 0;     // > 0: per-element fp16-ulp gate (only meaningful on the fp16 device)
+  double half_ulps = 0;  // > 0: per-element gate |err| <= half_ulps * ulp_fp16(ref) (0.5 = correctly rounded)
   bool exact = false;    // bit-exact (max_abs must be 0): Philox, integer outputs, layout ops
 };
 
@@ -189,7 +189,7 @@ inline std::string judge(const Metrics& m, const Bound& b) {
     return buf;
   }
   if (b.half_ulps > 0 && m.worst_ulps > b.half_ulps) {
-    std::snprintf(buf, sizeof buf, "%.2f fp16 ulps > %d", m.worst_ulps, b.half_ulps);
+    std::snprintf(buf, sizeof buf, "%.2f fp16 ulps > %.2f", m.worst_ulps, b.half_ulps);
     return buf;
   }
   return "";

@@ -183,11 +183,209 @@ void small_cases(Table& t) {
    }).outputs = {"y", "cache_out"};
 }
 
+
+// Exact-answer inputs (op_test_harness.h fgrid): fp32 must be bit-exact, fp16 within one rounding.
+void exact_bounds(Case& c, double half_ulps) {
+  c.fp32.exact = true;
+  c.fp16.half_ulps = half_ulps;
+}
+
+// The temporal-attention case generator (KV-cache ring of W slots, PE table of L rows).
+In stream_inputs(Rng& r, int64_t R, int64_t P, int64_t C, int64_t W, int64_t heads) {
+  const int64_t L = 24;
+  std::vector<int64_t> pe(size_t(R * W)), upd(static_cast<size_t>(R));
+  for (auto& v : pe) v = int64_t(r.next() % L);
+  for (auto& v : upd) v = int64_t(r.next() % uint32_t(W));
+  std::vector<float> bias(size_t(R * W), 0.f);
+  for (int64_t i = 0; i < R * W; ++i)
+    if (r.next() % 3 == 0 && i % W != upd[size_t(i / W)]) bias[size_t(i)] = -INFINITY;
+  return In{fin("q", {R, P, C}, r), fin("k", {R, P, C}, r), fin("v", {R, P, C}, r), fin("cache", {R, 2, P, W, C}, r),
+            fin("qpe", {L, C}, r), fin("kpe", {L, C}, r), fin("vpe", {L, C}, r), ival("pe_idx", {R, W}, pe),
+            ival("update_idx", {R}, upd), fval("bias", {R, W}, bias), ival("heads", {1}, {heads})};
+}
+
+// The shapes the networks run (SD1.5 UNet at a 64x64 latent with 2-3 rows, motion modules, MiDaS),
+// which select the kernels' large configurations (128x128 GEMM tile, hundreds of K slices, 4096
+// pixels in grid.z) that the small cases never reach.
+void network_cases(Table& t) {
+  auto big = [&](const std::string& label, const std::string& method, const std::string& shape, const std::string& note,
+                 std::function<In(Rng&)> make) -> Case& {
+    Case& c = t.add(label, method, std::move(make));
+    c.big = true;
+    c.shape = shape;
+    c.note = note;
+    return c;
+  };
+  // GEMM: UNet feed-forward at the 64x64 level, rows 2 (M = 2 x 4096 tokens).
+  big("linear/unet_ff_geglu_8192x2560", "linear", "M=8192 N=2560 K=320 " + gemm_tile(8192, 2560, 1),
+      "UNet FF GEGLU projection (320 ch)", [](Rng& r) {
+        return In{fin("x", {8192, 320}, r), fin("w", {2560, 320}, r, -0.06f, 0.06f), fin("b", {2560}, r)};
+      });
+  big("linear/unet_ff_out_8192x320_k1280", "linear", "M=8192 N=320 K=1280 " + gemm_tile(8192, 320, 1),
+      "UNet FF output projection", [](Rng& r) {
+        return In{fin("x", {8192, 1280}, r), fin("w", {320, 1280}, r, -0.03f, 0.03f), fin("b", {320}, r)};
+      });
+  exact_bounds(big("linear/tc_exact_8192x2560", "linear", "M=8192 N=2560 K=320 " + gemm_tile(8192, 2560, 1),
+                   "tensor-core path to one fp16 rounding (exact inputs)",
+                   [](Rng& r) {
+                     return In{fgrid("x", {8192, 320}, r, 5, 0.5f), fgrid("w", {2560, 320}, r, 5, 0.5f),
+                               fgrid("b", {2560}, r, 5, 0.5f)};
+                   }),
+               0.5);
+  // Implicit-GEMM convs: M = out channels, N = pixels, batch = rows.
+  big("conv2d/unet_640to320_64x64_b3", "conv2d", "M=320 N=4096 K=5760 batch=3 " + gemm_tile(320, 4096, 3),
+      "UNet up_blocks.3 resnet conv (640 in)", [](Rng& r) {
+        return In{fin("x", {3, 640, 64, 64}, r), fin("w", {320, 640, 3, 3}, r, -0.02f, 0.02f), fin("b", {320}, r),
+                  conv_params(1, 1)};
+      });
+  exact_bounds(big("conv2d/tc_exact_640to320_64x64_b3", "conv2d",
+                   "M=320 N=4096 K=5760 batch=3 " + gemm_tile(320, 4096, 3),
+                   "tensor-core conv to one fp16 rounding (exact inputs)",
+                   [](Rng& r) {
+                     return In{fgrid("x", {3, 640, 64, 64}, r, 5, 0.5f), fgrid("w", {320, 640, 3, 3}, r, 5, 0.5f),
+                               fgrid("b", {320}, r, 5, 0.5f), conv_params(1, 1)};
+                   }),
+               0.5);
+  big("conv2d/unet_1280to640_32x32_k11520", "conv2d", "M=640 N=1024 K=11520 batch=2 " + gemm_tile(640, 1024, 2),
+      "UNet up_blocks.2 conv, 360 K slices", [](Rng& r) {
+        return In{fin("x", {2, 1280, 32, 32}, r), fin("w", {640, 1280, 3, 3}, r, -0.01f, 0.01f), fin("b", {640}, r),
+                  conv_params(1, 1)};
+      });
+  big("conv2d/unet_k11520_16x16", "conv2d", "M=1280 N=256 K=11520 batch=2 " + gemm_tile(1280, 256, 2),
+      "UNet 16x16 level conv", [](Rng& r) {
+        return In{fin("x", {2, 1280, 16, 16}, r), fin("w", {1280, 1280, 3, 3}, r, -0.01f, 0.01f), fin("b", {1280}, r),
+                  conv_params(1, 1)};
+      });
+  big("conv2d/unet_k23040_8x8", "conv2d", "M=1280 N=64 K=23040 batch=2 " + gemm_tile(1280, 64, 2),
+      "UNet up_blocks.0 resnet conv (2560 in), 720 K slices", [](Rng& r) {
+        return In{fin("x", {2, 2560, 8, 8}, r), fin("w", {1280, 2560, 3, 3}, r, -0.01f, 0.01f), fin("b", {1280}, r),
+                  conv_params(1, 1)};
+      });
+  big("conv2d/unet_k2880_8x8", "conv2d", "M=640 N=64 K=2880 batch=2 " + gemm_tile(640, 64, 2), "K = 320 x 9 at 8x8",
+      [](Rng& r) {
+        return In{fin("x", {2, 320, 8, 8}, r), fin("w", {640, 320, 3, 3}, r, -0.03f, 0.03f), fin("b", {640}, r),
+                  conv_params(1, 1)};
+      });
+  big("conv2d/1x1_s2", "conv2d", "M=640 N=1024 K=320 stride=2 " + gemm_tile(640, 1024, 2),
+      "1x1 stride-2 projection (ResNet downsample)", [](Rng& r) {
+        return In{fin("x", {2, 320, 64, 64}, r), fin("w", {640, 320, 1, 1}, r, -0.05f, 0.05f), fin("b", {640}, r),
+                  conv_params(2, 0)};
+      });
+  big("conv_transpose2d/k4_large_tile", "conv_transpose2d", "M=4096 N=2304 K=256 " + gemm_tile(4096, 2304, 1),
+      "MiDaS reassemble upsampling (k=s=4)", [](Rng& r) {
+        return In{fin("x", {1, 256, 48, 48}, r), fin("w", {256, 256, 4, 4}, r, -0.06f, 0.06f), fin("b", {256}, r),
+                  ival("stride", {1}, {4})};
+      });
+  big("conv_transpose2d/midas_k2", "conv_transpose2d", "M=1024 N=576 K=512 " + gemm_tile(1024, 576, 1),
+      "MiDaS reassemble (k=s=2)", [](Rng& r) {
+        return In{fin("x", {1, 512, 24, 24}, r), fin("w", {512, 256, 2, 2}, r, -0.05f, 0.05f), fin("b", {256}, r),
+                  ival("stride", {1}, {2})};
+      });
+  // Attention, [B, L, H*D] with params [heads, causal].
+  big("attention/unet_self_4096_d40_r2", "attention", "B=2 Lq=4096 Lk=4096 D=40", "UNet spatial self-attention",
+      [](Rng& r) {
+        return In{fin("q", {2, 4096, 320}, r), fin("k", {2, 4096, 320}, r), fin("v", {2, 4096, 320}, r),
+                  ival("params", {2}, {8, 0})};
+      });
+  big("attention/unet_cross_4096x77_d40", "attention", "B=2 Lq=4096 Lk=77 Bk=1 D=40", "UNet cross-attention",
+      [](Rng& r) {
+        return In{fin("q", {2, 4096, 320}, r), fin("k", {1, 77, 320}, r), fin("v", {1, 77, 320}, r),
+                  ival("params", {2}, {8, 0})};
+      });
+  for (const int64_t d : {40, 80, 160}) {
+    const int64_t heads = d == 40 ? 8 : d == 80 ? 4 : 2;
+    big("attention/warmup_temporal_8f_4096px_d" + std::to_string(d), "attention",
+        "B=4096 L=8 D=" + std::to_string(d) + " grid.z=4096", "warm-up temporal attention (8 frames per pixel)",
+        [heads](Rng& r) {
+          return In{fin("q", {4096, 8, 320}, r), fin("k", {4096, 8, 320}, r), fin("v", {4096, 8, 320}, r),
+                    ival("params", {2}, {heads, 0})};
+        });
+  }
+  big("attention/midas_577_d64", "attention", "B=1 L=577 D=64", "MiDaS ViT self-attention (576 patches + cls)",
+      [](Rng& r) {
+        return In{fin("q", {1, 577, 1024}, r), fin("k", {1, 577, 1024}, r), fin("v", {1, 577, 1024}, r),
+                  ival("params", {2}, {16, 0})};
+      });
+  // Streaming temporal attention over the KV-cache ring at 4096 pixels.
+  big("stream_temporal_attention/d80_4096px_r2", "stream_temporal_attention", "R=2 P=4096 C=320 W=8 D=80",
+      "motion module, streaming, head_dim 80", [](Rng& r) { return stream_inputs(r, 2, 4096, 320, 8, 4); })
+      .outputs = {"y", "cache_out"};
+  big("stream_temporal_attention/d160_4096px_r3", "stream_temporal_attention", "R=3 P=4096 C=320 W=6 D=160",
+      "motion module, streaming, head_dim 160", [](Rng& r) { return stream_inputs(r, 3, 4096, 320, 6, 2); })
+      .outputs = {"y", "cache_out"};
+  big("stream_temporal_attention/d40_4096px_r3", "stream_temporal_attention", "R=3 P=4096 C=320 W=8 D=40",
+      "motion module, streaming, head_dim 40", [](Rng& r) { return stream_inputs(r, 3, 4096, 320, 8, 8); })
+      .outputs = {"y", "cache_out"};
+}
+
+// Streaming I/O: the noise must be the CPU's Philox bit for bit (fp16: rounded once), the frame
+// conversions exact.
+void io_cases(Table& t) {
+  Case& rn = t.add("random_normal/bitexact", "random_normal", [](Rng&) {
+    return In{ival("shape", {4}, {2, 4, 64, 64}), ival("params", {3}, {1234567, 3, 17})};
+  });
+  rn.shape = "[2,4,64,64]";
+  rn.note = "diffusion noise vs the CPU Philox";
+  exact_bounds(rn, 0.5);
+  exact_bounds(t.add("image_from_u8/rgb", "image_from_u8", [](Rng& r) { return In{u8val("frames", {2, 64, 48, 3}, r)}; }),
+               0.5);
+  exact_bounds(t.add("image_from_u8/rgba", "image_from_u8", [](Rng& r) { return In{u8val("frames", {1, 33, 40, 4}, r)}; }),
+               0.5);
+  // Values on a 2^-10 grid in [-1, 1] (exact in fp16), so even the uint8 frame is exact in fp16.
+  Case& th = t.add("image_to_host/f32_u8", "image_to_host",
+                   [](Rng& r) { return In{fgrid("x", {2, 3, 40, 56}, r, 10, 1.f)}; });
+  th.outputs = {"y", "u8"};
+  th.fp32.exact = true;
+  th.fp16.exact = true;
+}
+
+// fp16 range stress: |x| up to 1e4 and normalisation over large means, on values exactly
+// representable in fp16 (the fp16 device then sees the same inputs as the CPU oracle).
+void stress_cases(Table& t) {
+  for (const int op : {0, 2}) {  // silu, gelu_erf
+    Case& c = t.add(std::string("stress/unary_") + (op ? "gelu_erf" : "silu") + "_1e4", "unary", [op](Rng& r) {
+      return In{fgrid("x", {4, 1024}, r, -3, 1e4f), fval("params", {3}, {float(op), 0.f, 0.f})};
+    });
+    c.fp16.half_ulps = 1;
+    c.note = "|x| <= 1e4";
+  }
+  Case& gg = t.add("stress/geglu_100", "geglu", [](Rng& r) { return In{fgrid("x", {64, 640}, r, 3, 100.f)}; });
+  gg.fp16.half_ulps = 1;
+  gg.note = "products up to 1e4";
+  Case& gn = t.add("stress/group_norm_mean1e4", "group_norm", [](Rng& r) {
+    Input x = fgrid("x", {2, 320, 32, 32}, r, -3, 40.f);  // multiples of 8 in [-40, 40]
+    for (float& v : x.f) v += 1e4f;                        // still exact in fp16 (ulp 8 there)
+    return In{x, fin("gamma", {320}, r), fin("beta", {320}, r), fval("params", {3}, {32, 1e-5f, 0})};
+  });
+  gn.note = "mean 1e4, std ~25: cancellation in the variance";
+  Case& ln = t.add("stress/layer_norm_mean1e3", "layer_norm", [](Rng& r) {
+    Input x = fgrid("x", {2, 77, 768}, r, 1, 8.f);  // multiples of 0.5 in [-8, 8]
+    for (float& v : x.f) v += 1000.f;               // exact in fp16 (ulp 0.5 there)
+    return In{x, fin("gamma", {768}, r), fin("beta", {768}, r), fval("eps", {1}, {1e-5f})};
+  });
+  ln.note = "mean 1e3, std ~4.6";
+  // x multiples of 8 up to 1e4, w multiples of 2^-10 up to 1/64: every partial sum is exact in fp32.
+  exact_bounds(t.add("stress/linear_1e4_exact", "linear",
+                     [](Rng& r) {
+                       return In{fgrid("x", {512, 320}, r, -3, 1e4f), fgrid("w", {256, 320}, r, 10, 1.f / 64),
+                                 fgrid("b", {256}, r, 3, 8.f)};
+                     }),
+               0.5);
+  Case& at = t.add("stress/attention_large_logits", "attention", [](Rng& r) {
+    return In{fgrid("q", {2, 128, 256}, r, 4, 8.f), fgrid("k", {2, 128, 256}, r, 4, 8.f), fin("v", {2, 128, 256}, r),
+              ival("params", {2}, {4, 0})};
+  });
+  at.note = "logits up to ~500: softmax near one-hot";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Harness h("test_cuda_ops", argc, argv);
   Table t;
   small_cases(t);
+  io_cases(t);
+  stress_cases(t);
+  network_cases(t);
   return h.run(t.cases);
 }
