@@ -266,6 +266,8 @@ class Harness {
       else filters_.push_back(arg);
     }
     self_ = std::getenv("L2D_TEST_SELF") != nullptr;
+    // Line-buffered even into a log file: a run killed by its timeout still shows how far it got.
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);
   }
 
   bool selected(const Case& c) const {
