@@ -25,7 +25,8 @@
 # Knobs (e.g. for a focused rerun): GPU_CHECK_BUDGET (s), GPU_CHECK_CASES (small cases, space separated),
 # GPU_CHECK_FULL_CASES (default unet_full_shapes), GPU_CHECK_PRECISIONS (default "fp32 fp16"),
 # GPU_CHECK_BENCH=0 (no bench, no sd15 engine), GPU_CHECK_BENCH_ARGS, GPU_CHECK_BENCH_RESERVE (s),
-# GPU_CHECK_SANITIZE=0 (no compute-sanitizer), GPU_CHECK_NO_CMAKE=1 (use the no-CMake build).
+# GPU_CHECK_SANITIZE=0 (no compute-sanitizer), GPU_CHECK_NO_CMAKE=1 (use the no-CMake build),
+# GPU_CHECK_BUILD (build folder), GPU_CHECK_ARCH (default 90; "off" = CPU-only build, for dry runs).
 
 set -u -o pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -59,6 +60,8 @@ else
   FULL_CASES=${GPU_CHECK_FULL_CASES-unet_full_shapes}
   BUILD=$ROOT/cuda/build-gpucheck
 fi
+BUILD=${GPU_CHECK_BUILD:-$BUILD}  # e.g. a folder already built (a focused rerun, a quick dry run)
+ARCH=${GPU_CHECK_ARCH:-90}        # "off": CPU-only build (dry runs of the script itself)
 BENCH=${GPU_CHECK_BENCH:-1}
 if [ "$DRY" = 1 ]; then DEFAULT_BENCH_ARGS="--sizes 64x64 --steps 2 --frames 4 --stage-iters 2"; else
   DEFAULT_BENCH_ARGS="--frames 30 --max-seconds 15 --stage-iters 10"
@@ -140,13 +143,16 @@ main() {
 
   # ---- 1. Deno ----
   unpack_deno() {
-    if command -v xz >/dev/null; then xz -dc .gpu/deno.xz >"$WORK/bin/deno"; else
+    # A failed unpack must not leave an empty "deno" first on PATH (it would "succeed" silently).
+    if ! { if command -v xz >/dev/null; then xz -dc .gpu/deno.xz >"$WORK/bin/deno"; else
       python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
         .gpu/deno.xz "$WORK/bin/deno"
+    fi; }; then
+      rm -f "$WORK/bin/deno"
+      return 1
     fi
     chmod +x "$WORK/bin/deno"
-    cp -r .gpu/deno_dir "$DENO_DIR"
-    deno --version
+    cp -r .gpu/deno_dir "$DENO_DIR" && deno --version
   }
   export -f unpack_deno
   if [ ! -s .gpu/deno.xz ] || [ ! -d .gpu/deno_dir ] || [ ! -f .gpu/golden/recipe.json ]; then
@@ -160,14 +166,17 @@ main() {
   # ---- 2. build (CMake, or nvcc + g++ directly when there is no cmake) ----
   build() {
     if command -v cmake >/dev/null && [ "${GPU_CHECK_NO_CMAKE:-0}" != 1 ]; then
-      cmake -S cuda -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DL2D_CUDA=ON &&
+      local cuda=(-DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DL2D_CUDA=ON)
+      [ "$ARCH" = off ] && cuda=(-DL2D_CUDA=OFF)
+      cmake -S cuda -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${cuda[@]}" &&
         cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 16)"
     else
       echo "no cmake (or GPU_CHECK_NO_CMAKE=1): scripts/gpu/build_nocmake.sh"
-      bash scripts/gpu/build_nocmake.sh "$BUILD" 90
+      bash scripts/gpu/build_nocmake.sh "$BUILD" "$ARCH"
     fi
   }
   export -f build
+  export ARCH
   step build 240 0 build
 
   # ---- 3. native tests: device guard, vendor-header conformance, every CUDA op test built ----
