@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { ClipTokenizer } from "./clip_tokenizer.ts";
 import { EngineError } from "./errors.ts";
 import type { HostTensor } from "./host_tensor.ts";
-import { backendAvailable, type BackendName, Context, Model, TensorMap } from "./native.ts";
+import { type BackendName, Context, Model, TensorMap } from "./native.ts";
+import { resolveDevice } from "./device.ts";
 import { Stream, type StreamOptions } from "./stream.ts";
 import { DPT_HYBRID_384_CONFIG, type MidasConfig, midasConfigFromSpec } from "./loaders/midas.ts";
 import { type EngineFile, type EngineStyle, openEngine } from "../engines/format.ts";
@@ -104,9 +105,7 @@ export class Engine implements Disposable {
 
   /** Loads an engine file onto a backend (validating header, target and every tensor's checksum). */
   static async load(path: string, options: EngineLoadOptions = {}): Promise<Engine> {
-    const device = options.device === undefined || options.device === "auto"
-      ? (backendAvailable("cuda") ? "cuda" : "cpu")
-      : options.device;
+    const device = resolveDevice(options.device);
     using file = await openEngine(path, { verify: options.verify ?? false });
     const target = file.target;
     if (device === "cuda" && !target.startsWith("sm_")) {
@@ -173,9 +172,7 @@ export class Engine implements Disposable {
    * `deno task download-models` and `deno task build-engine` (see engines/README.md).
    */
   static async loadDefault(options: EngineLoadOptions = {}): Promise<Engine> {
-    const device = options.device === undefined || options.device === "auto"
-      ? (backendAvailable("cuda") ? "cuda" : "cpu")
-      : options.device;
+    const device = resolveDevice(options.device);
     const target = device === "cuda" ? "sm_90" : "cpu";
     const dir = Deno.env.get("LIVE2DIFF_CACHE_DIR") ?? join(Deno.env.get("HOME") ?? ".", ".cache", "live2diff");
     const path = join(dir, `synthetic-tiny-${target}.l2de`);

@@ -6,18 +6,27 @@
 #
 # Needs .gpu/ filled by scripts/gpu/prepare.sh (Deno binary, offline DENO_DIR, packed golden set).
 # Steps, each under its own timeout and all under one deadline (GPU_CHECK_BUDGET seconds, default 450):
-#   1. unpack Deno             2. CMake build (CUDA ON, sm_90, Release, -j16)
-#   3. cuda/build-gpucheck/test_cuda_ops (every CUDA op vs the CPU backend, fp32 and fp16)
+#   1. unpack Deno             2. CMake build (CUDA ON, sm_90, Release, -j16); without cmake
+#                                 scripts/gpu/build_nocmake.sh (nvcc + g++ directly)
+#   3. test_device_guard, scripts/gpu/vendor_conformance.sh (if present), then every op test built:
+#      test_cuda_ops (every CUDA op vs the CPU backend, fp32 and fp16, at the networks' shapes) and any
+#      other cuda/build-gpucheck/test_cuda_* (dense, attention). Exit 77 = no GPU / CUDA could not start:
+#      FAILED. A failing op test is rerun with L2D_CUDA_SYNC=1 (step <name>-sync) to name the faulting op.
+#      In the background meanwhile: compute-sanitizer memcheck (whole op test), racecheck + synccheck
+#      (attention, norm, reduce kernels, small shapes); GPU_CHECK_SANITIZE=0 skips them.
 #   4. regenerate the golden model files (Philox) into a temporary golden root
 #   5. golden cases on CUDA: the small ones fp32 then fp16, then unet_full_shapes fp16 then fp32
 #   6. deno task bench --device cuda (the synthetic sd15 engine is built in the background meanwhile)
 # Logs and summaries go to $OUT (at most 8 files come back: gpu-check.log, summary.txt, summary.json,
 # bench.json, logs.tar.gz). The script always exits 0: the summary says what passed.
 # Dry run: golden on the CPU (fp32, a few cases), bench on the CPU (tiny engine), no sd15 engine,
-# test_cuda_ops prints "no GPU"; the network is made unreachable so offline use is checked too.
+# test_cuda_ops exits 77 "no GPU" (a FAILED step, as it must be); the network is made unreachable so
+# offline use is checked too.
 # Knobs (e.g. for a focused rerun): GPU_CHECK_BUDGET (s), GPU_CHECK_CASES (small cases, space separated),
 # GPU_CHECK_FULL_CASES (default unet_full_shapes), GPU_CHECK_PRECISIONS (default "fp32 fp16"),
-# GPU_CHECK_BENCH=0 (no bench, no sd15 engine), GPU_CHECK_BENCH_ARGS, GPU_CHECK_BENCH_RESERVE (s).
+# GPU_CHECK_BENCH=0 (no bench, no sd15 engine), GPU_CHECK_BENCH_ARGS, GPU_CHECK_BENCH_RESERVE (s),
+# GPU_CHECK_SANITIZE=0 (no compute-sanitizer), GPU_CHECK_NO_CMAKE=1 (use the no-CMake build),
+# GPU_CHECK_BUILD (build folder), GPU_CHECK_ARCH (default 90; "off" = CPU-only build, for dry runs).
 
 set -u -o pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -51,6 +60,8 @@ else
   FULL_CASES=${GPU_CHECK_FULL_CASES-unet_full_shapes}
   BUILD=$ROOT/cuda/build-gpucheck
 fi
+BUILD=${GPU_CHECK_BUILD:-$BUILD}  # e.g. a folder already built (a focused rerun, a quick dry run)
+ARCH=${GPU_CHECK_ARCH:-90}        # "off": CPU-only build (dry runs of the script itself)
 BENCH=${GPU_CHECK_BENCH:-1}
 if [ "$DRY" = 1 ]; then DEFAULT_BENCH_ARGS="--sizes 64x64 --steps 2 --frames 4 --stage-iters 2"; else
   DEFAULT_BENCH_ARGS="--frames 30 --max-seconds 15 --stage-iters 10"
@@ -132,13 +143,16 @@ main() {
 
   # ---- 1. Deno ----
   unpack_deno() {
-    if command -v xz >/dev/null; then xz -dc .gpu/deno.xz >"$WORK/bin/deno"; else
+    # A failed unpack must not leave an empty "deno" first on PATH (it would "succeed" silently).
+    if ! { if command -v xz >/dev/null; then xz -dc .gpu/deno.xz >"$WORK/bin/deno"; else
       python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
         .gpu/deno.xz "$WORK/bin/deno"
+    fi; }; then
+      rm -f "$WORK/bin/deno"
+      return 1
     fi
     chmod +x "$WORK/bin/deno"
-    cp -r .gpu/deno_dir "$DENO_DIR"
-    deno --version
+    cp -r .gpu/deno_dir "$DENO_DIR" && deno --version
   }
   export -f unpack_deno
   if [ ! -s .gpu/deno.xz ] || [ ! -d .gpu/deno_dir ] || [ ! -f .gpu/golden/recipe.json ]; then
@@ -149,20 +163,57 @@ main() {
     log "no usable deno: only the native build and test_cuda_ops can run"
   fi
 
-  # ---- 2. build ----
+  # ---- 2. build (CMake, or nvcc + g++ directly when there is no cmake) ----
   build() {
-    cmake -S cuda -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DL2D_CUDA=ON &&
-      cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 16)"
+    if command -v cmake >/dev/null && [ "${GPU_CHECK_NO_CMAKE:-0}" != 1 ]; then
+      local cuda=(-DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DL2D_CUDA=ON)
+      [ "$ARCH" = off ] && cuda=(-DL2D_CUDA=OFF)
+      cmake -S cuda -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${cuda[@]}" &&
+        cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 16)"
+    else
+      echo "no cmake (or GPU_CHECK_NO_CMAKE=1): scripts/gpu/build_nocmake.sh"
+      bash scripts/gpu/build_nocmake.sh "$BUILD" "$ARCH"
+    fi
   }
   export -f build
+  export ARCH
   step build 240 0 build
 
-  # ---- 3. CUDA ops ----
-  if [ -x "$BUILD/test_cuda_ops" ]; then
-    step test_cuda_ops 90 0 "$BUILD/test_cuda_ops"
-    tail -n 1 "$LOGS/test_cuda_ops.out" 2>/dev/null | sed 's/^/    /'
+  # ---- 3. native tests: device guard, vendor-header conformance, every CUDA op test built ----
+  [ -x "$BUILD/test_device_guard" ] && step test_device_guard 20 0 "$BUILD/test_device_guard"
+  if [ -f scripts/gpu/vendor_conformance.sh ]; then
+    step vendor_conformance 60 0 bash scripts/gpu/vendor_conformance.sh "$BUILD"
+  fi
+  # test_cuda_ops first, then any other op test (test_cuda_dense, test_cuda_attention, ...). Exit 77
+  # = CUDA could not start (no GPU, no/old driver): a FAILED step whose log says why.
+  OP_TESTS=$( (ls "$BUILD"/test_cuda_ops 2>/dev/null; ls "$BUILD"/test_cuda_* 2>/dev/null | grep -v '/test_cuda_ops$') |
+    while read -r t; do [ -x "$t" ] && basename "$t"; done)
+  [ -n "$OP_TESTS" ] || printf 'test_cuda_ops\tmissing\t0\n' >>"$STEPS"
+  for t in $OP_TESTS; do
+    step "$t" 90 0 "$BUILD/$t"
+    rc=$?
+    tail -n 1 "$LOGS/$t.out" 2>/dev/null | sed 's/^/    /'
+    ((rc == 77)) && log "$t: NO GPU / CUDA could not start (FAILED): $(grep -m1 'no GPU' "$LOGS/$t.out")"
+    # A failure: run it again with a sync after every op, so the first fault names its op.
+    if ((rc == 1)); then step "$t-sync" 60 0 env L2D_CUDA_SYNC=1 "$BUILD/$t"; fi
+  done
+
+  # ---- background: compute-sanitizer (memcheck on the whole op test; racecheck and synccheck on the
+  # attention, reduce and norm kernels at small shapes), alongside the golden cases ----
+  SAN_PID=
+  if [ "${GPU_CHECK_SANITIZE:-1}" = 1 ] && [ -x "$BUILD/test_cuda_ops" ] && command -v compute-sanitizer >/dev/null; then
+    SMALL_KERNELS=(--small --filter attention --filter norm --filter minmax)
+    (
+      SAN=(compute-sanitizer --error-exitcode 86 --print-limit 30)
+      step sanitize_memcheck 150 "$BENCH_RESERVE" "${SAN[@]}" --tool memcheck "$BUILD/test_cuda_ops"
+      step sanitize_racecheck 60 "$BENCH_RESERVE" "${SAN[@]}" --tool racecheck "$BUILD/test_cuda_ops" "${SMALL_KERNELS[@]}"
+      step sanitize_synccheck 40 "$BENCH_RESERVE" "${SAN[@]}" --tool synccheck "$BUILD/test_cuda_ops" "${SMALL_KERNELS[@]}"
+    ) &
+    SAN_PID=$!
+    log "compute-sanitizer: memcheck, racecheck, synccheck in the background"
   else
-    printf 'test_cuda_ops\tmissing\t0\n' >>"$STEPS"
+    printf 'sanitize\tmissing\t0\n' >>"$STEPS"
+    log "compute-sanitizer: not run (GPU_CHECK_SANITIZE=${GPU_CHECK_SANITIZE:-1}, test_cuda_ops or compute-sanitizer missing)"
   fi
 
   # ---- background: the synthetic sd15 engine for the bench (CPU + disk work) ----
@@ -197,6 +248,10 @@ main() {
   done
 
   # ---- 6. bench ----
+  if [ -n "$SAN_PID" ]; then
+    log "waiting for compute-sanitizer"
+    wait "$SAN_PID"
+  fi
   if [ -n "$SD15_PID" ]; then
     log "waiting for the sd15 engine build"
     wait "$SD15_PID"

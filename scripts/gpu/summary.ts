@@ -116,6 +116,22 @@ if (import.meta.main) {
     failed: opFails.slice(0, 40),
   };
 
+  // The other native checks: device guard, vendor conformance, other op tests, their L2D_CUDA_SYNC
+  // reruns, compute-sanitizer (whose last line is its "ERROR SUMMARY").
+  const extra: Record<string, { rc: string; verdict: string; failed: string[] }> = {};
+  for (const s of steps) {
+    if (!/^(test_cuda_|test_device_guard|vendor_conformance|sanitize_)/.test(s.name) || s.name === "test_cuda_ops") {
+      continue;
+    }
+    const out = await text(join(work, "logs", `${s.name}.out`));
+    extra[s.name] = {
+      rc: s.rc,
+      verdict: lastLine(out) || lastLine(await text(join(work, "logs", `${s.name}.err`))) || "(no output)",
+      failed: out.split("\n").filter((l) => /FAIL|^========= (Invalid|Race|Barrier|Error)/.test(l)).map((l) => l.trim())
+        .slice(0, 20),
+    };
+  }
+
   const goldenResults: Record<string, Record<string, GoldenCell>> = {};
   for (const s of steps) {
     const m = /^golden-(fp32|fp16)-(.+)$/.exec(s.name);
@@ -131,6 +147,7 @@ if (import.meta.main) {
     elapsed_s: Number(values.elapsed) || null,
     steps,
     test_cuda_ops: opsResult,
+    native_checks: extra,
     golden: goldenResults,
     bench,
   };
@@ -146,13 +163,25 @@ if (import.meta.main) {
     "steps: " +
       steps.filter((s) => !s.name.startsWith("golden-")).map((s) =>
         `${s.name} ${
-          s.rc === "0" ? "ok" : s.rc === "skip" ? "SKIPPED" : s.rc === "124" ? "TIMEOUT" : `rc=${s.rc}`
+          s.rc === "0"
+            ? "ok"
+            : s.rc === "skip"
+            ? "SKIPPED"
+            : s.rc === "124"
+            ? "TIMEOUT"
+            : s.rc === "77"
+            ? "NO-GPU(FAILED)"
+            : `rc=${s.rc}`
         } ${s.seconds}s`
       ).join(" | "),
   );
   lines.push(`test_cuda_ops: ${opsResult.verdict} (rc ${opsResult.rc})`);
   for (const f of opFails.slice(0, 15)) lines.push(`  ${f}`);
   if (opFails.length > 15) lines.push(`  ... ${opFails.length - 15} more in logs.tar.gz (test_cuda_ops.out)`);
+  for (const [name, r] of Object.entries(extra)) {
+    lines.push(`${name}: ${r.verdict} (rc ${r.rc})`);
+    for (const f of r.failed.slice(0, 8)) lines.push(`  ${f}`);
+  }
   const precisions = ["fp32", "fp16"].filter((p) => Object.values(goldenResults).some((r) => r[p]));
   lines.push(`golden (${precisions.join(", ")}):`);
   for (const [name, r] of Object.entries(goldenResults)) {

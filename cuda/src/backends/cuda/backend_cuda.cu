@@ -1,6 +1,10 @@
-// Memory, transfers and device selection of the CUDA backend. Ops live in one file per op family.
+// Memory, transfers, device selection and start-up diagnosis of the CUDA backend. Ops live in one
+// file per op family.
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "../../core/config.h"
 #include "../../core/philox.h"
@@ -10,23 +14,97 @@
 #include "dense_router.h"
 
 namespace l2d {
+namespace {
+
+// "13.0" from 13000 (the encoding of cudaDriverGetVersion / cudaRuntimeGetVersion).
+std::string cuda_version(int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); }
+
+// One line saying why CUDA cannot run on `device`, with the driver and runtime versions and what to
+// do; empty when it can. The runtime is linked statically, so the usual failures are the driver's:
+// none installed, one older than the runtime, or no device visible to it.
+std::string cuda_unavailable_reason(int device) {
+  int count = 0, driver = 0, runtime = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  cudaGetLastError();  // clear the error for later calls on this thread
+  cudaDriverGetVersion(&driver);  // 0 when no driver (libcuda.so.1) could be loaded
+  cudaRuntimeGetVersion(&runtime);
+  if (e == cudaSuccess && count > 0 && device >= 0 && device < count) return "";
+  const std::string versions = "(driver: " + (driver ? "CUDA " + cuda_version(driver) : std::string("none")) +
+                               ", runtime: CUDA " + cuda_version(runtime) + ")";
+  const std::string needs = runtime / 1000 == 13 ? "R580 or newer (the CUDA 13 runtime needs it)"
+                                                 : "one that supports CUDA " + cuda_version(runtime);
+  if (e == cudaSuccess && count > 0)
+    return "CUDA device " + std::to_string(device) + " does not exist: " + std::to_string(count) + " visible " +
+           versions + "; pick a device in 0.." + std::to_string(count - 1) + " or check CUDA_VISIBLE_DEVICES";
+  if (driver == 0)
+    return "no NVIDIA driver found: libcuda.so.1 could not be loaded " + versions + "; install the NVIDIA driver " +
+           needs + ", or use the CPU (device \"cpu\")";
+  if (e == cudaErrorInsufficientDriver || driver < runtime)
+    return "the NVIDIA driver is too old " + versions + "; update the driver to " + needs + ", or use the CPU";
+  if (e == cudaErrorNoDevice || (e == cudaSuccess && count == 0))
+    return "no CUDA device is visible " + versions +
+           "; check nvidia-smi, CUDA_VISIBLE_DEVICES and the container's GPU access, or use the CPU";
+  return std::string("CUDA cannot start: ") + cudaGetErrorName(e) + ": " + cudaGetErrorString(e) + " " + versions +
+         "; check nvidia-smi and the driver installation, or use the CPU";
+}
+
+}  // namespace
 
 bool cuda_backend_available() {
   int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+  const bool ok = cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+  cudaGetLastError();
+  return ok;
 }
 
 std::unique_ptr<Backend> make_cuda_backend(const Json& options) {
-  if (!cuda_backend_available()) fail(L2D_ERR_UNSUPPORTED, "no CUDA device is available");
   const ConfigReader o(options, "cuda context options", L2D_ERR_INVALID_ARGUMENT);
   const std::string precision = o.string("precision", "fp16");
   L2D_REQUIRE(precision == "fp16" || precision == "fp32", "precision must be \"fp16\" or \"fp32\", got \"", precision, "\"");
-  return std::make_unique<cuda::CudaBackend>(int(o.integer("device", 0, 0, 1023)), precision == "fp16");
+  const int device = int(o.integer("device", 0, 0, 1023));
+  const std::string why = cuda_unavailable_reason(device);
+  if (!why.empty()) fail(L2D_ERR_UNSUPPORTED, "CUDA is unavailable: ", why);
+  try {
+    return std::make_unique<cuda::Guarded<cuda::CudaBackend>>(device, precision == "fp16");
+  } catch (const Error& e) {
+    // The device exists but would not start (exclusive mode, taken, out of memory, ECC...).
+    int driver = 0, runtime = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    fail(e.status(), "CUDA could not start on device ", device, " (driver: CUDA ", cuda_version(driver),
+         ", runtime: CUDA ", cuda_version(runtime), "): ", e.what());
+  }
 }
 
 namespace cuda {
+namespace {
+
+int runtime_current_device() {
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  return device;
+}
+void runtime_make_current(int device) { CUDA_CHECK(cudaSetDevice(device)); }
+const DeviceApi kRuntimeDeviceApi{runtime_current_device, runtime_make_current};
+
+}  // namespace
+
+const DeviceApi& CudaBackend::device_api() const { return kRuntimeDeviceApi; }
+
+int device_sm_count() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cache[kMaxDevices] = {};
+  int device = 0, n = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0) return 100;
+  if (device < kMaxDevices && (n = cache[device].load(std::memory_order_relaxed)) > 0) return n;
+  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || n <= 0) n = 100;
+  if (device < kMaxDevices) cache[device].store(n, std::memory_order_relaxed);
+  return n;
+}
 
 CudaBackend::CudaBackend(int device, bool fp16) : device_(device), fp16_(fp16) {
+  const char* sync = std::getenv("L2D_CUDA_SYNC");
+  sync_each_op_ = sync && *sync && std::strcmp(sync, "0") != 0;
   CUDA_CHECK(cudaSetDevice(device_));
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   CUDA_CHECK(cudaMalloc(&dev_error_, sizeof(DeviceError)));
@@ -48,6 +126,13 @@ CudaBackend::~CudaBackend() {
   cudaStreamDestroy(stream_);
 }
 
+// L2D_CUDA_SYNC=1: a launch error (bad configuration), a fault of the kernels just run (illegal
+// address, trap) or a data error they flagged, raised by the op that caused it.
+void CudaBackend::check_after_op() {
+  CUDA_CHECK(cudaGetLastError());
+  CudaBackend::synchronize();
+}
+
 // Sizes round up to 256 B below 1 MB and to 2 MB-granular buckets above, so steady-state frames
 // reuse blocks exactly.
 static size_t bucket(size_t bytes) {
@@ -64,7 +149,7 @@ void* CudaBackend::raw_alloc(size_t bytes) {
     ptr = it->second;
     free_blocks_.erase(it);
   } else {
-    CUDA_CHECK(cudaSetDevice(device_));
+    // (the guard made device_ current: Guarded<>::raw_alloc)
     if (cudaMalloc(&ptr, size) != cudaSuccess) {
       cudaGetLastError();
       // Give cached blocks back and retry once before reporting out-of-memory.

@@ -2,6 +2,8 @@
 // accumulation inside kernels) or float (verification mode); every op is a kernel templated on T.
 // Allocations come from a size-bucketed caching pool, so the per-frame path does no cudaMalloc
 // and the same sequence of ops gets the same addresses (what CUDA-graph replay needs).
+// CudaBackend holds the ops; it is only ever created as Guarded<CudaBackend> (guarded_backend.h),
+// which makes the backend's device current on the calling thread before every entry point.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -12,15 +14,19 @@
 #include <vector>
 
 #include "../../core/backend.h"
+#include "guarded_backend.h"
 
 namespace l2d::cuda {
 
 struct DeviceError;  // common.cuh
 class DenseRouter;  // dense_router.h
 
-class CudaBackend final : public Backend {
- public:
+class CudaBackend : public Backend {
+ protected:
+  // Protected: make_cuda_backend creates Guarded<CudaBackend>, never a bare one.
   CudaBackend(int device, bool fp16);
+
+ public:
   ~CudaBackend() override;
 
   std::string name() const override { return "cuda"; }
@@ -65,6 +71,13 @@ class CudaBackend final : public Backend {
 
   cudaStream_t stream() const { return stream_; }
   bool fp16() const { return fp16_; }
+  // What Guarded<> needs: the device, the runtime calls to make it current, and the debug mode
+  // (L2D_CUDA_SYNC=1, read once at construction: synchronise and check after every op).
+  int device() const { return device_; }
+  const DeviceApi& device_api() const;
+  bool sync_each_op() const { return sync_each_op_; }
+  // Launch errors, stream faults and device error flags, now (throws l2d::Error).
+  void check_after_op();
   // Where kernels record data errors (clamped indices); synchronize() turns one into an
   // L2D_ERR_INVALID_ARGUMENT throw.
   DeviceError* device_error() const { return dev_error_; }
@@ -72,6 +85,7 @@ class CudaBackend final : public Backend {
  private:
   int device_;
   bool fp16_;
+  bool sync_each_op_ = false;
   cudaStream_t stream_ = nullptr;
   std::mutex pool_mutex_;
   std::multimap<size_t, void*> free_blocks_;  // rounded size -> block

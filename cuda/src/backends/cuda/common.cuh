@@ -23,6 +23,10 @@
 
 namespace l2d::cuda {
 
+// Multiprocessor count of the CURRENT device (the guard made the context's device current), cached
+// per device, not per process or thread: two contexts on different GPUs each get their own.
+int device_sm_count();
+
 // Storage <-> float conversions for kernels templated on the storage type (float or __half).
 template <typename T>
 __device__ __forceinline__ float to_f(T v);

@@ -1,6 +1,7 @@
 // ops_model.cpp: the "ops" model exposes single backend ops by name, so tests can run any op on
 // any backend from TS (CUDA vs CPU reference, ggml test-backend-ops style) and a tensor can
 // round-trip TS -> native -> TS. Scalar parameters travel as small tensors in the same map.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -205,6 +206,36 @@ class OpsModel final : public Model {
       const Tensor a = in("a"), b = in("b");
       require_rank(a, 1, 8, "a");
       y = be_.concat({a, b}, checked(ints("dim", 1)[0], 0, int64_t(a.ndim()) - 1, "concat dim"));
+    } else if (method == "random_normal") {
+      const auto p = ints("params", 3);  // [seed, stream, draw]
+      const std::vector<int64_t> shape = io.at("shape", "ops model").to_i64();
+      L2D_REQUIRE(!shape.empty() && shape.size() <= 8, "ops random_normal: \"shape\" must have 1..8 values");
+      double n = 1;
+      for (int64_t d : shape) n *= double(checked(d, 1, kMaxOutputElements, "random_normal shape"));
+      require_output(int64_t(std::min(n, 9.0e18)), 1, 1, "random_normal");
+      for (int64_t v : p) checked(v, 0, UINT32_MAX, "random_normal seed/stream/draw");
+      y = be_.random_normal(shape, uint32_t(p[0]), uint32_t(p[1]), uint32_t(p[2]));
+    } else if (method == "image_from_u8") {
+      const HostTensor& f = io.at("frames", "ops model");  // U8 [N, H, W, C]
+      L2D_REQUIRE(f.dtype == L2D_U8 && f.shape.size() == 4, "image_from_u8 needs frames U8 [N, H, W, C]");
+      for (int64_t d : f.shape) L2D_REQUIRE(d >= 1, "ops image_from_u8: empty frames ", shape_str(f.shape));
+      checked(f.shape[3], 3, 4, "image_from_u8 channels");
+      y = be_.image_from_u8(f.bytes.data(), f.shape[0], f.shape[1], f.shape[2], int(f.shape[3]));
+    } else if (method == "image_to_host") {
+      // x [N, 3, H, W] -> "y" float [N, H, W, 3] and "u8" uint8 [N, H, W, 3].
+      const Tensor x = in("x");
+      require_rank(x, 4, 4, "x");
+      L2D_REQUIRE(x.dim(1) == 3, "image_to_host needs x [N, 3, H, W]");
+      const Shape hwc{x.dim(0), x.dim(2), x.dim(3), 3};
+      std::vector<float> f(size_t(shape_numel(hwc)));
+      HostTensor u8;
+      u8.dtype = L2D_U8;
+      u8.shape = hwc;
+      u8.bytes.resize(f.size());
+      be_.image_to_host(x, f.data(), u8.bytes.data());
+      io.put("y", HostTensor::from_f32(hwc, f.data()));
+      io.put("u8", std::move(u8));
+      return;
     } else {
       unknown_method("ops", method);
     }

@@ -239,16 +239,6 @@ void launch_cfg(const GemmParams& p, bool a_vec, bool b_vec, cudaStream_t s) {
   }
 }
 
-int sm_count() {
-  static int count = [] {
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      n = 100;
-    return n > 0 ? n : 100;
-  }();
-  return count;
-}
-
 template <typename T>
 void gemm_t(const GemmParams& p, cudaStream_t s) {
   constexpr int VEC = 16 / int(sizeof(T));
@@ -258,7 +248,7 @@ void gemm_t(const GemmParams& p, cudaStream_t s) {
   const bool a_vec = aligned(p.A, p.lda, p.a_bs);
   const bool b_vec = p.b_mode != kGemmB_Im2col && aligned(p.B, p.ldb, p.b_bs);
   const int64_t big_tiles = CEIL_DIV(p.M, int64_t(128)) * CEIL_DIV(p.N, int64_t(128)) * p.batch;
-  if (p.M <= 64 || p.N <= 64 || big_tiles < 2 * int64_t(sm_count())) launch_cfg<T, 64, 64, 2, 2>(p, a_vec, b_vec, s);
+  if (p.M <= 64 || p.N <= 64 || big_tiles < 2 * int64_t(device_sm_count())) launch_cfg<T, 64, 64, 2, 2>(p, a_vec, b_vec, s);
   else launch_cfg<T, 128, 128, 2, 4>(p, a_vec, b_vec, s);
 }
 

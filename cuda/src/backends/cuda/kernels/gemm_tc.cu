@@ -286,13 +286,6 @@ __global__ void splitk_reduce_kernel(const GemmParams p, int splits, const float
   }
 }
 
-int tc_sm_count() {  // (bringup adds a per-device cached device_sm_count() to common.cuh: use it once merged)
-  int dev = 0, n = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-    return 100;
-  return n > 0 ? n : 100;
-}
-
 template <int BN, int BMODE>
 void launch(const GemmParams& p, const TcPlan& plan, float* ws, cudaStream_t s) {
   using G = Geo<BN>;
@@ -332,8 +325,7 @@ bool gemm_tc_supported(const GemmParams& p) {
 }
 
 TcPlan gemm_tc_plan(const GemmParams& p) {
-  static const int sms = tc_sm_count();
-  const SplitPlan sp = split_plan(p.M, p.N, p.K, p.batch, sms);
+  const SplitPlan sp = split_plan(p.M, p.N, p.K, p.batch, device_sm_count());  // per device, cached
   TcPlan plan;
   plan.bn = sp.bn;
   plan.splits = sp.splits;
