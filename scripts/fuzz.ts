@@ -99,8 +99,14 @@ async function child(target: TargetName, seed: number, from: number, seconds: nu
   const scratch = await Deno.makeTempFile({ prefix: `l2d_fuzz_${target}_` });
   const stats: ChildStats = { inputs: 0, ok: 0, refused: 0, peakRssMiB: 0, buckets: {} };
   const end = performance.now() + seconds * 1000;
+  let reported = performance.now();
   try {
     for (let k = from; performance.now() < end; k++) {
+      // Cumulative snapshots: a child that dies later still leaves its counts with the parent.
+      if (performance.now() - reported > 1000) {
+        out(`STATS ${JSON.stringify(stats)}`);
+        reported = performance.now();
+      }
       const input = gen(k);
       out(`R ${k}`);
       const rss0 = Deno.memoryUsage().rss;
@@ -141,6 +147,7 @@ async function child(target: TargetName, seed: number, from: number, seconds: nu
       }
     }
     out(`STATS ${JSON.stringify(stats)}`);
+    out("END");
   } finally {
     await Deno.remove(scratch).catch(() => {});
   }
@@ -201,6 +208,7 @@ async function fuzzTarget(target: TargetName, seed: number, seconds: number): Pr
       stderr: "piped",
     }).spawn();
     let last = from, lastAt = performance.now(), done = false, restartAt: number | null = null, hung = false;
+    let stats: ChildStats | null = null;
     const watchdog = setInterval(() => {
       if (performance.now() - lastAt > HANG_SECONDS * 1000) {
         hung = true;
@@ -222,16 +230,16 @@ async function fuzzTarget(target: TargetName, seed: number, seconds: number): Pr
         else if (line.startsWith("F ")) {
           report.findings.push(line.slice(2));
           console.log(`  ${target}: finding ${line.slice(2)}`);
-        } else if (line.startsWith("STATS ")) {
-          merge(report, JSON.parse(line.slice(6)));
-          done = true;
-        } else if (line.startsWith("RESTART ")) restartAt = Number(line.slice(8));
+        } else if (line.startsWith("STATS ")) stats = JSON.parse(line.slice(6));
+        else if (line === "END") done = true;
+        else if (line.startsWith("RESTART ")) restartAt = Number(line.slice(8));
       }
     }
     const status = await proc.status;
     clearInterval(watchdog);
     const err = await stderr;
-    if (done && restartAt === null) break;
+    if (stats) merge(report, stats);
+    if (done) break;
     if (restartAt !== null) {
       from = restartAt;
       continue;
