@@ -11,6 +11,7 @@ import {
   openCheckpoint,
   openSafetensors,
   openTorchCheckpoint,
+  openZip,
   unpickle,
 } from "../ffi/formats/mod.ts";
 import {
@@ -23,6 +24,7 @@ import {
   stridedTorch,
 } from "./_fixtures/hostile_checkpoints.ts";
 import { OP, PickleWriter } from "./_fixtures/pickle_writer.ts";
+import { buildZip } from "./_fixtures/zip_writer.ts";
 
 const MiB = 1024 * 1024;
 
@@ -122,6 +124,31 @@ Deno.test("torch: many tensors viewing the same storage exceed the view budget",
   // Tied weights (a few views of one storage) are fine.
   using f = await openTorchCheckpoint(await tmpFile(await namedTorch(names.slice(0, 4), 256 * 1024), ".pt"));
   assert.equal(f.names.length, 4);
+});
+
+Deno.test("zip: entries whose bytes overlap (one nested in another) are refused", async () => {
+  const zip = await buildZip([
+    { name: "x", data: new Uint8Array(100) },
+    { name: "y", data: new Uint8Array(100) },
+  ]);
+  // Grow x's sizes in the central directory so that its data runs over y's local header and data.
+  const v = new DataView(zip.buffer);
+  const central = zip.findIndex((_, i) => i + 4 <= zip.length && v.getUint32(i, true) === 0x02014b50);
+  v.setUint32(central + 20, 250, true);
+  v.setUint32(central + 24, 250, true);
+  const path = await tmpFile(zip, ".zip");
+  await refusedWithin(() => openZip(path), /archive entries "x" and "y" overlap/, 1000, 16);
+  // The unpatched archive opens.
+  using ok = await openZip(
+    await tmpFile(
+      await buildZip([
+        { name: "x", data: new Uint8Array(100) },
+        { name: "y", data: new Uint8Array(100) },
+      ]),
+      ".zip",
+    ),
+  );
+  assert.equal(ok.entries.size, 2);
 });
 
 Deno.test("safetensors: a header of one huge shape array is refused before JSON.parse", async () => {
