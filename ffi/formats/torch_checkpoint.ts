@@ -6,6 +6,11 @@
  * (`live2diff.ckpt` style `{"global_step": 0, "state_dict": {...}}`), else the top-level dict; nested
  * dicts are flattened with "." and non-tensor entries (such as `global_step`) are left out.
  *
+ * Hostile files are bounded at open, so time and memory stay proportional to the file: the pickle's
+ * own budgets (see pickle.ts), the total length of the flattened names ({@linkcode nameBudget}),
+ * views that never address a storage element twice and stay inside their storage, and the bytes all
+ * views cover against their storages ({@linkcode viewBudget}).
+ *
  * @example
  * ```ts ignore
  * import { openTorchCheckpoint } from "./torch_checkpoint.ts";
