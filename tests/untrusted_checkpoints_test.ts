@@ -14,6 +14,7 @@ import {
   openZip,
   unpickle,
 } from "../ffi/formats/mod.ts";
+import { pickleBudget } from "../ffi/formats/pickle.ts";
 import {
   codecsBombPickle,
   nameDagTorch,
@@ -23,8 +24,8 @@ import {
   shapeArraySafetensors,
   stridedTorch,
 } from "./_fixtures/hostile_checkpoints.ts";
-import { OP, PickleWriter } from "./_fixtures/pickle_writer.ts";
-import { buildZip } from "./_fixtures/zip_writer.ts";
+import { OP, PickleWriter, stateDictPickle, type TorchTensorSpec } from "./_fixtures/pickle_writer.ts";
+import { buildTorchZip, buildZip } from "./_fixtures/zip_writer.ts";
 
 const MiB = 1024 * 1024;
 
@@ -82,6 +83,46 @@ Deno.test("pickle: explicit budgets are honoured and the memo is bounded by the 
     () => unpickle(codecsBombPickle(1000, 1), { label: "x", maxBytesProduced: 2500 }),
     /more than 2500 bytes of objects/,
   );
+});
+
+/** An SD1.5 LDM-like state dict: model + EMA, ~2,200 tensors with the real checkpoint's long names. */
+function sd15LikeTensors(): TorchTensorSpec[] {
+  const out: TorchTensorSpec[] = [];
+  for (const root of ["model.diffusion_model", "model_ema.diffusion_model"]) {
+    for (let block = 0; block < 12; block++) {
+      for (let layer = 0; layer < 90; layer++) {
+        const i = out.length;
+        out.push({
+          name: `${root}.input_blocks.${block}.1.transformer_blocks.0.attn${layer % 2 + 1}.to_q_${layer}.weight`,
+          key: String(i),
+          storageType: "HalfStorage",
+          storageNumel: 4,
+          offset: 0,
+          shape: [2, 2],
+          stride: [2, 1],
+        });
+      }
+    }
+  }
+  return out;
+}
+
+Deno.test("budgets admit a real-sized state dict with a wide margin", async () => {
+  const tensors = sd15LikeTensors();
+  const pkl = stateDictPickle(tensors, true);
+  // A tenth of each default budget is still enough: real files are nowhere near the limits.
+  const { operations, bytesProduced } = pickleBudget(pkl.length);
+  const root = unpickle(pkl, {
+    label: "sd15",
+    persistentLoad: () => ({}),
+    reducers: { "torch._utils._rebuild_tensor_v2": () => ({}) },
+    maxOperations: Math.floor(operations / 10),
+    maxBytesProduced: Math.floor(bytesProduced / 10),
+  });
+  assert.ok(root instanceof Map);
+  const storages = Object.fromEntries(tensors.map((t) => [t.key, new Uint8Array(8)]));
+  using f = await openTorchCheckpoint(await tmpFile(await buildTorchZip("archive", pkl, storages), ".ckpt"));
+  assert.equal(f.names.length, tensors.length);
 });
 
 Deno.test("torch: memoised long keys in a shared dict DAG exceed the name budget", async () => {
