@@ -108,8 +108,8 @@ export function checkStreamOptions(options: StreamOptions, defaults: StreamDefau
   }
   const filter = options.similarImageFilter;
   let similarImageFilter: CheckedStreamOptions["similarImageFilter"] = null;
-  if (filter !== undefined && filter !== false) {
-    if (typeof filter !== "object" || filter === null) {
+  if (filter !== undefined && filter !== false && filter !== null) {
+    if (typeof filter !== "object") {
       throw new TypeError(`${WHERE}: similarImageFilter must be an object or false`);
     }
     const threshold = filter.threshold ?? 0.98;
