@@ -196,7 +196,30 @@ const OPCODES = [
   0x82,
 ];
 
+/**
+ * Memo replay: calls one memoised object (hopefully a global) on one or two others, many times, just
+ * before STOP: `BINGET g, BINGET x, TUPLE1, REDUCE, POP` repeated. A few bytes a call: the shape of
+ * the amplification attacks (issue 12), which blind byte mutations almost never assemble.
+ */
+function memoReplay(seed: Uint8Array, rng: Rng): Uint8Array | null {
+  const puts: number[] = [];
+  for (let i = 0; i + 1 < seed.length; i++) if (seed[i] === 0x71) puts.push(seed[i + 1]!);
+  const stop = seed.lastIndexOf(0x2e);
+  if (puts.length < 2 || stop < 0) return null;
+  const block = rng.chance(0.5)
+    ? [0x68, rng.pick(puts), 0x68, rng.pick(puts), 0x85, 0x52, 0x30] // f(x)
+    : [0x68, rng.pick(puts), 0x68, rng.pick(puts), 0x68, rng.pick(puts), 0x86, 0x52, 0x30]; // f(x, y)
+  const reps = 1 + rng.below(3000);
+  const rep = new Uint8Array(block.length * reps);
+  for (let i = 0; i < reps; i++) rep.set(block, i * block.length);
+  return concat(seed.subarray(0, stop), rep, seed.subarray(stop));
+}
+
 function mutatePickle(seed: Uint8Array, rng: Rng, seeds: readonly Uint8Array[]): Uint8Array {
+  if (rng.chance(0.2)) {
+    const replayed = memoReplay(seed, rng);
+    if (replayed) return replayed;
+  }
   if (rng.chance(0.6)) return stacked(seed, rng, seeds);
   const at = rng.below(seed.length + 1);
   const ins = [rng.pick(OPCODES)];
@@ -367,6 +390,9 @@ export async function loadSeeds(target: TargetName): Promise<Uint8Array[]> {
         small,
         codecsBombPickle(64, 2),
         setBombPickle(16, 2),
+        // Big memoised objects, so memo replay can reach the amplification the budgets stop.
+        codecsBombPickle(100_000, 1),
+        setBombPickle(100_000, 1),
       ];
     }
     case "engine":
