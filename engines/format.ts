@@ -31,6 +31,7 @@
 import { createHash } from "node:crypto";
 import { type DType, DTYPE_SIZE, type HostTensor, numel } from "../ffi/host_tensor.ts";
 import type { TensorMap } from "../ffi/native.ts";
+import { headerSchemaProblem, isValidTensorName } from "./header_schema.ts";
 
 /** First 8 bytes of every engine file. */
 export const ENGINE_MAGIC = "L2DENGN\0";
@@ -422,8 +423,11 @@ export class EngineFile implements Disposable {
 export async function openEngine(path: string, options: OpenEngineOptions = {}): Promise<EngineFile> {
   let file: Deno.FsFile;
   try {
+    // Checked BEFORE opening: opening a FIFO blocks until a writer appears (forever).
+    if (!(await Deno.stat(path)).isFile) throw new EngineFileError(`Cannot open engine "${path}": not a regular file`);
     file = await Deno.open(path, { read: true });
   } catch (e) {
+    if (e instanceof EngineFileError) throw e;
     throw new EngineFileError(`Cannot open engine "${path}": ${(e as Error).message}`, { cause: e });
   }
   try {
@@ -449,7 +453,9 @@ async function readExact(file: Deno.FsFile, offset: number, length: number): Pro
 
 async function validate(path: string, file: Deno.FsFile, options: OpenEngineOptions): Promise<EngineFile> {
   const fail = (why: string) => new EngineFileError(`Engine "${path}" ${why}`);
-  const size = (await file.stat()).size;
+  const stat = await file.stat();
+  if (!stat.isFile) throw fail("is not a regular file");
+  const size = stat.size;
   if (size < PREFIX_BYTES) throw fail(`is truncated (${size} bytes): not an engine file or an interrupted copy`);
   const prefix = await readExact(file, 0, PREFIX_BYTES);
   if (new TextDecoder().decode(prefix.subarray(0, 8)) !== ENGINE_MAGIC) {
@@ -493,6 +499,13 @@ async function validate(path: string, file: Deno.FsFile, options: OpenEngineOpti
   if (header.format_version !== version) {
     throw fail(`has inconsistent versions (prefix ${version}, header ${header.format_version})`);
   }
+  const problem = headerSchemaProblem(header as unknown as Record<string, unknown>);
+  if (problem) throw fail(`has a header with ${problem}; rebuild the engine`);
+  try {
+    parseTarget(header.target);
+  } catch {
+    throw fail(`has an unknown target ${JSON.stringify(header.target.slice(0, 80))}`);
+  }
   if (options.target !== undefined && header.target !== parseTarget(options.target)) {
     throw fail(
       `was built for target "${header.target}" but "${options.target}" was requested; ` +
@@ -502,8 +515,12 @@ async function validate(path: string, file: Deno.FsFile, options: OpenEngineOpti
   const names = new Set<string>();
   let end = 0;
   for (const t of header.tensors) {
-    const what = `tensor ${JSON.stringify(t?.name)}`;
-    if (typeof t?.name !== "string" || names.has(t.name)) throw fail(`has a missing or duplicate ${what}`);
+    if (typeof t !== "object" || t === null) throw fail(`has a tensor entry that is not an object`);
+    const what = `tensor ${JSON.stringify(typeof t.name === "string" ? t.name.slice(0, 200) : t.name)}`;
+    if (!isValidTensorName(t.name)) {
+      throw fail(`has ${what}, not a valid name (empty, too long, NUL or unpaired surrogate)`);
+    }
+    if (names.has(t.name)) throw fail(`has a duplicate ${what}`);
     names.add(t.name);
     if (!ENGINE_DTYPES.includes(t.dtype)) throw fail(`has ${what} with unknown dtype ${JSON.stringify(t.dtype)}`);
     if (!Array.isArray(t.shape) || t.shape.length > 8 || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {

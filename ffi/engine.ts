@@ -12,9 +12,10 @@ import { EngineError } from "./errors.ts";
 import type { HostTensor } from "./host_tensor.ts";
 import { type BackendName, Context, Model, TensorMap } from "./native.ts";
 import { resolveDevice } from "./device.ts";
-import { Stream, type StreamOptions } from "./stream.ts";
+import { Stream } from "./stream.ts";
+import { checkClipSkip, type StreamOptions } from "./stream_options.ts";
 import { DPT_HYBRID_384_CONFIG, type MidasConfig, midasConfigFromSpec } from "./loaders/midas.ts";
-import { type EngineFile, type EngineStyle, openEngine } from "../engines/format.ts";
+import { type EngineFile, EngineFileError, type EngineStyle, openEngine } from "../engines/format.ts";
 
 /** Options of {@linkcode Engine.load}. */
 export interface EngineLoadOptions {
@@ -201,12 +202,13 @@ export class Engine implements Disposable {
     if (typeof prompt !== "string") {
       throw new TypeError(`Cannot encode the prompt: expected a string, got ${typeof prompt}`);
     }
+    const clipSkip = checkClipSkip("Cannot encode the prompt", options.clipSkip) ?? this.style.clip_skip;
     const template = options.applyTemplate ?? true ? this.style.prompt_template : null;
-    const text = template ? template.replace("{}", prompt) : prompt;
+    const text = template ? applyPromptTemplate(template, prompt) : prompt;
     const ids = this.#tokenizer.encode(text);
     using io = new TensorMap();
     io.setI64("input_ids", ids, [1, ids.length]);
-    io.setI64("clip_skip", [options.clipSkip ?? this.style.clip_skip], [1]);
+    io.setI64("clip_skip", [clipSkip], [1]);
     await this.#text.run("encode", io);
     const embeds = io.get("prompt_embeds");
     if (embeds.shape[2] !== this.#crossAttentionDim) {
@@ -245,23 +247,51 @@ export class Engine implements Disposable {
   }
 }
 
+/**
+ * The style's prompt template with its first `{}` replaced by `prompt`, literally: `String.replace`
+ * with a string would expand `$&`, `` $` ``, `$'` and `$$` in the user's prompt.
+ *
+ * @example
+ * ```ts
+ * import { applyPromptTemplate } from "./engine.ts";
+ * console.assert(applyPromptTemplate("art, {}", "price $$5") === "art, price $$5");
+ * ```
+ */
+export function applyPromptTemplate(template: string, prompt: string): string {
+  return template.replace("{}", () => prompt);
+}
+
 /** MiDaS config: heads and groups from a reduced model's spec file when present, else the real DPT-Hybrid's. */
 function midasConfig(file: EngineFile): MidasConfig {
   const specFile = file.config("midas").spec as { spec?: Record<string, unknown> } | undefined;
   return specFile?.spec ? midasConfigFromSpec(specFile.spec) : { ...DPT_HYBRID_384_CONFIG };
 }
 
+/** The engine's tokenizer; any problem with its blobs is an {@linkcode EngineFileError} naming the engine. */
 async function loadTokenizer(file: EngineFile): Promise<ClipTokenizer> {
+  try {
+    return await readTokenizer(file);
+  } catch (e) {
+    if (e instanceof EngineFileError) throw e;
+    throw new EngineFileError(`Engine "${file.path}" has a corrupt tokenizer: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+async function readTokenizer(file: EngineFile): Promise<ClipTokenizer> {
   const cfg = file.config("tokenizer") as { files?: Record<string, string> } & Record<string, unknown>;
   const files = cfg.files ?? {};
+  if (typeof files !== "object" || files === null || Object.values(files).some((f) => typeof f !== "string")) {
+    throw new EngineFileError(`Engine "${file.path}" has a tokenizer file list that is not names by file`);
+  }
   const vocab = files["vocab.json"], merges = files["merges.txt"];
   if (!vocab || !merges) {
-    throw new EngineError("FORMAT", `Engine "${file.path}" has no tokenizer vocab.json/merges.txt`);
+    throw new EngineFileError(`Engine "${file.path}" has no tokenizer vocab.json/merges.txt`);
   }
   const text = (name: string | undefined) => name ? file.text(name).catch(() => undefined) : Promise.resolve(undefined);
   const special = await text(files["special_tokens_map.json"]);
   const tokenName = (v: unknown) => typeof v === "string" ? v : (v as { content?: string } | undefined)?.content;
   const map = special ? JSON.parse(special) : cfg;
+  if (typeof map !== "object" || map === null) throw new Error("special_tokens_map.json is not an object");
   return ClipTokenizer.fromFiles(await file.text(vocab), await file.text(merges), {
     bosToken: tokenName(map.bos_token),
     eosToken: tokenName(map.eos_token),

@@ -70,8 +70,15 @@ export function native(): NativeSymbols {
 
 const encoder = new TextEncoder();
 
-/** A NUL-terminated UTF-8 copy of a string for `const char*` parameters. */
+/**
+ * A NUL-terminated UTF-8 copy of a string for `const char*` parameters. Strings that UTF-8 cannot
+ * carry unchanged are refused: an unpaired surrogate would become U+FFFD, so two different names
+ * could reach the library as the same one.
+ */
 export function cString(s: string): Uint8Array<ArrayBuffer> {
+  if (!s.isWellFormed()) {
+    throw new TypeError(`Cannot pass a string with an unpaired surrogate to the native library`);
+  }
   const bytes = encoder.encode(s);
   if (bytes.includes(0)) {
     throw new TypeError(`Cannot pass a string with a NUL character to the native library`);

@@ -1,5 +1,5 @@
 /**
- * {@linkcode Stream}: one live video stream through an {@linkcode Engine}. Frames go in as RGB or
+ * {@linkcode Stream}: one live video stream through an `Engine`. Frames go in as RGB or
  * RGBA bytes of any size (scaled to cover the stream size and centre-cropped), frames come out as
  * RGB bytes at the stream size.
  *
@@ -11,8 +11,23 @@
  * @module
  */
 
-import type { Engine } from "./engine.ts";
+import type { HostTensor } from "./host_tensor.ts";
 import { type Model, NativeStream, TensorMap } from "./native.ts";
+import { checkStreamOptions, type StreamDefaults, type StreamOptions } from "./stream_options.ts";
+
+export type { StreamOptions } from "./stream_options.ts";
+
+/**
+ * What a stream needs from its engine (an `Engine` is one): the style's defaults and prompt
+ * encoding. An interface rather than the class, so this module does not import engine.ts, which
+ * imports it.
+ */
+export interface PromptEncoder {
+  /** The engine's default schedule. */
+  readonly style: Readonly<StreamDefaults>;
+  /** Encodes a prompt to the UNet's text conditioning. */
+  encodePrompt(prompt: string, options: { applyTemplate?: boolean; clipSkip?: number }): Promise<HostTensor>;
+}
 
 /** A video frame: tightly packed RGB or RGBA bytes, row-major. */
 export interface Frame {
@@ -26,38 +41,6 @@ export interface Frame {
   channels?: 3 | 4;
 }
 
-/** Options of {@linkcode Engine.createStream}. */
-export interface StreamOptions {
-  /** What the video should become (wrapped in the engine's prompt template). */
-  prompt: string;
-  /** Wrap prompts in the engine's style template (`"masterpiece, ..., {}"`). @default true */
-  applyTemplate?: boolean;
-  /** Which CLIP hidden state conditions the UNet (Live2Diff's clip_skip). @default the engine's style */
-  clipSkip?: number;
-  /** Output width, a multiple of 64. @default 512 */
-  width?: number;
-  /** Output height, a multiple of 64. @default 512 */
-  height?: number;
-  /** Indices into the LCM schedule, one per denoising step. @default the engine's style */
-  tIndexList?: number[];
-  /** Alternative to tIndexList: how much of each frame is re-imagined (0..1], with `steps`. */
-  strength?: number;
-  /** Number of denoising steps with `strength`. @default 2 */
-  steps?: number;
-  /** LCM schedule length the indices refer to. @default the engine's style (50) */
-  numInferenceSteps?: number;
-  /** Noise seed of this stream. @default 0 */
-  seed?: number;
-  /**
-   * Skip the UNet when the input barely changed (StreamDiffusion's similar-image filter): a frame
-   * whose cosine similarity to the last processed one exceeds `threshold` is skipped with a
-   * probability that grows with the similarity, at most `maxSkipFrames` in a row. @default off
-   */
-  similarImageFilter?: { threshold?: number; maxSkipFrames?: number } | false;
-  /** Return the golden case's intermediates from the low-level session methods. @default false */
-  debug?: boolean;
-}
-
 /** The native models a stream runs on (given by the engine). */
 export interface StreamModels {
   unet: Model;
@@ -68,16 +51,6 @@ export interface StreamModels {
 
 /** Number of warm-up frames (Live2Diff's sink size). */
 export const WARMUP_FRAMES = 8;
-
-function checkSize(name: string, v: number): number {
-  if (!Number.isInteger(v) || v <= 0) {
-    throw new TypeError(`Cannot create the stream: ${name} must be a positive integer`);
-  }
-  if (v % 64 !== 0 || v > 4096) {
-    throw new RangeError(`Cannot create the stream: ${name} ${v} must be a multiple of 64 up to 4096`);
-  }
-  return v;
-}
 
 /** Validates a frame and returns its channel count. */
 export function frameChannels(frame: Frame): 3 | 4 {
@@ -128,13 +101,13 @@ export class Stream implements Disposable {
   readonly steps: number;
   /** Frames between a push and the push that returns its output (T - 1). */
   readonly latency: number;
-  readonly #engine: Engine;
+  readonly #engine: PromptEncoder;
   readonly #native: NativeStream;
   readonly #prompting: { applyTemplate: boolean; clipSkip?: number };
   #out: Uint8Array;
 
   private constructor(
-    engine: Engine,
+    engine: PromptEncoder,
     native: NativeStream,
     steps: number,
     prompting: { applyTemplate: boolean; clipSkip?: number },
@@ -149,46 +122,18 @@ export class Stream implements Disposable {
     this.#out = new Uint8Array(this.width * this.height * 3);
   }
 
-  /** @internal use {@linkcode Engine.createStream}. */
-  static async create(engine: Engine, models: StreamModels, options: StreamOptions): Promise<Stream> {
-    if (!options || typeof options.prompt !== "string") {
-      throw new TypeError("Cannot create the stream: options.prompt must be a string");
-    }
-    const width = checkSize("width", options.width ?? 512);
-    const height = checkSize("height", options.height ?? 512);
-    const scheduler: Record<string, unknown> = { ...models.scheduler };
-    scheduler.num_inference_steps = options.numInferenceSteps ?? engine.style.num_inference_steps;
-    if (options.strength !== undefined) {
-      if (!(options.strength > 0 && options.strength <= 1)) {
-        throw new RangeError(`Cannot create the stream: strength must be in (0, 1], got ${options.strength}`);
-      }
-      scheduler.strength = options.strength;
-      scheduler.steps = options.steps ?? 2;
-    } else {
-      scheduler.t_index_list = options.tIndexList ?? engine.style.t_index_list;
-    }
-    const steps = options.strength !== undefined
-      ? Number(scheduler.steps)
-      : (scheduler.t_index_list as number[]).length;
-    const seed = options.seed ?? 0;
-    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
-      throw new RangeError(`Cannot create the stream: seed must be an integer in 0..2^32-1, got ${seed}`);
-    }
-    const filter = options.similarImageFilter;
+  /** @internal use `Engine.createStream`. Every option is checked before the native stream exists. */
+  static async create(engine: PromptEncoder, models: StreamModels, options: StreamOptions): Promise<Stream> {
+    const o = checkStreamOptions(options, engine.style);
     const native = NativeStream.create(models.unet, models.vae, models.depth, {
-      width,
-      height,
-      seed,
-      scheduler,
-      debug: options.debug ?? false,
-      ...(filter
-        ? { similar_image_filter: { threshold: filter.threshold ?? 0.98, max_skip_frames: filter.maxSkipFrames ?? 10 } }
-        : {}),
+      width: o.width,
+      height: o.height,
+      seed: o.seed,
+      scheduler: { ...models.scheduler, ...o.scheduler },
+      debug: o.debug,
+      ...(o.similarImageFilter ? { similar_image_filter: o.similarImageFilter } : {}),
     });
-    const stream = new Stream(engine, native, steps, {
-      applyTemplate: options.applyTemplate ?? true,
-      clipSkip: options.clipSkip,
-    });
+    const stream = new Stream(engine, native, o.steps, { applyTemplate: o.applyTemplate, clipSkip: o.clipSkip });
     try {
       await stream.setPrompt(options.prompt);
     } catch (e) {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { openCheckpoint } from "./formats/mod.ts";
+import { CheckpointError, openCheckpoint } from "./formats/mod.ts";
 import type { TensorMap } from "./native.ts";
 
 /** Options of {@linkcode loadCheckpointInto}. */
@@ -28,6 +28,13 @@ export async function loadCheckpointInto(
   for (const name of file.names) {
     const key = options.rename ? options.rename(name) : name;
     if (key === null) continue;
+    // The readers already refuse such names; a rename could still produce one. The native map keys
+    // by UTF-8 bytes, so a NUL would cut the name and an unpaired surrogate would merge two names.
+    if (typeof key !== "string" || key.includes("\0") || !key.isWellFormed()) {
+      throw new CheckpointError(
+        `Checkpoint "${path}": tensor ${JSON.stringify(name)} maps to a name with a NUL or an unpaired surrogate`,
+      );
+    }
     map.set(key, await file.read(name));
     added.push(key);
   }

@@ -520,7 +520,7 @@ Deno.test("torch zip: recursive, deep and oversized structures are refused quick
   const t0 = performance.now();
   await rejectsCheckpoint(
     async () => openTorchCheckpoint(await torchFile(laughs.stop().bytesOut())),
-    /more than \d+ entries/,
+    /more than \d+ entries|names longer than \d+ characters/,
   );
   assert.ok(performance.now() - t0 < 5000);
   // Object limit of the unpickler itself.

@@ -4,8 +4,12 @@
  * It never imports, executes or calls anything a file names: `GLOBAL`/`STACK_GLOBAL` resolve only
  * against {@linkcode ALLOWED_GLOBALS} (mirroring torch's `weights_only` loader) and turn into inert
  * {@linkcode PickleGlobal} tokens; `REDUCE`/`NEWOBJ` on a token dispatch to a fixed table of pure
- * data constructors. Everything is bounded (object count, memo, string lengths), so hostile input
- * yields a {@linkcode CheckpointError}, never a hang or a crash.
+ * data constructors. Everything is bounded, so hostile input yields a {@linkcode CheckpointError},
+ * never a hang, a crash or a memory blow-up: objects, memo entries, string lengths, and two budgets
+ * that scale with the pickle's size (see {@linkcode pickleBudget}): OPERATIONS (one per opcode plus
+ * one per element a constructor iterates) and BYTES PRODUCED (strings, bytes, container slots). The
+ * budgets matter because memo references (BINGET) cost one byte each yet can feed a big memoised
+ * object to a constructor again and again.
  *
  * Value mapping: None → `null`, bool → boolean, int → number (bigint beyond 2^53), float → number,
  * str → string, bytes → Uint8Array, list → array, tuple → frozen array, dict / OrderedDict → Map,
@@ -63,6 +67,21 @@ export interface UnpickleOptions {
   reducers?: Readonly<Record<string, Reducer>>;
   /** Limit on objects created (default 10 million). */
   maxObjects?: number;
+  /** Limit on operations (default: {@linkcode pickleBudget} of the pickle's size). */
+  maxOperations?: number;
+  /** Limit on bytes produced (default: {@linkcode pickleBudget} of the pickle's size). */
+  maxBytesProduced?: number;
+}
+
+/**
+ * Default budgets for a pickle of `size` bytes. An honest pickle does at most a few operations and
+ * produces at most a few bytes per input byte (each element is written once; memo references share,
+ * they do not copy), so 4 per byte plus a fixed allowance admits every real checkpoint (an SD1.5
+ * state dict's data.pkl is ~100-200 KB) while a pickle that re-feeds memoised objects is stopped
+ * after work proportional to its size.
+ */
+export function pickleBudget(size: number): { operations: number; bytesProduced: number } {
+  return { operations: 1_000_000 + 4 * size, bytesProduced: 16 * 1024 * 1024 + 4 * size };
 }
 
 /** Default object limit: far above any real state dict, far below what exhausts memory. */
@@ -146,6 +165,10 @@ class Unpickler {
   #objects = 0;
   #label: string;
   #max: number;
+  #operations = 0;
+  #maxOperations: number;
+  #produced = 0;
+  #maxProduced: number;
   #dec = new TextDecoder();
 
   constructor(bytes: Uint8Array, readonly options: UnpickleOptions) {
@@ -153,6 +176,31 @@ class Unpickler {
     this.#v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.#label = options.label;
     this.#max = options.maxObjects ?? DEFAULT_MAX_OBJECTS;
+    const budget = pickleBudget(bytes.byteLength);
+    this.#maxOperations = options.maxOperations ?? budget.operations;
+    this.#maxProduced = options.maxBytesProduced ?? budget.bytesProduced;
+  }
+
+  /** Counts `n` operations against the budget. */
+  #work(n: number): void {
+    this.#operations += n;
+    if (this.#operations > this.#maxOperations) {
+      this.#fail(
+        `more than ${this.#maxOperations} operations (the budget for a ${this.#b.byteLength}-byte pickle): ` +
+          `it makes memoised objects do unbounded work`,
+      );
+    }
+  }
+
+  /** Counts `n` bytes of output (strings, bytes, container slots) against the budget. */
+  #produce(n: number): void {
+    this.#produced += n;
+    if (this.#produced > this.#maxProduced) {
+      this.#fail(
+        `more than ${this.#maxProduced} bytes of objects (the budget for a ${this.#b.byteLength}-byte pickle): ` +
+          `it amplifies memoised objects`,
+      );
+    }
   }
 
   #fail(what: string): never {
@@ -216,8 +264,10 @@ class Unpickler {
     return this.#stack.splice(m);
   }
   #memoPut(i: number): void {
-    if (this.#memo.size >= this.#max && !this.#memo.has(i)) {
-      this.#fail(`a memo larger than ${this.#max} entries`);
+    // Every entry is created by an opcode of at least one byte: more entries than bytes means a bug here.
+    const limit = Math.min(this.#max, this.#b.byteLength);
+    if (this.#memo.size >= limit && !this.#memo.has(i)) {
+      this.#fail(`a memo larger than ${limit} entries`);
     }
     this.#memo.set(i, this.#top());
   }
@@ -243,6 +293,14 @@ class Unpickler {
     if (!Array.isArray(args)) this.#fail(`a call of "${fn.qualified}" whose arguments are not a tuple`);
     const r = this.options.reducers?.[fn.qualified] ?? BUILTIN_REDUCERS[fn.qualified];
     if (!r) this.#fail(`a call of "${fn.qualified}", which cannot be constructed here`);
+    // A constructor at most iterates (and copies) its arguments' elements: charge that BEFORE it runs,
+    // since memoised arguments cost the file nothing to repeat.
+    for (const a of args) {
+      const n = elementCount(a);
+      this.#work(n);
+      // Text becomes bytes (1 per character); containers become containers (a slot per element).
+      this.#produce(typeof a === "string" ? n : n * SLOT_BYTES);
+    }
     return r(args, this.#label);
   }
 
@@ -261,13 +319,22 @@ class Unpickler {
   }
 
   #str(n: number): string {
-    return this.#dec.decode(this.#bytes(n, "a string"));
+    const bytes = this.#bytes(n, "a string"); // bounds first: a length past the end is truncation
+    this.#produce(2 * n);
+    return this.#dec.decode(bytes);
+  }
+
+  #byteObject(n: number): Uint8Array {
+    const bytes = this.#bytes(n, "a bytes object");
+    this.#produce(n);
+    return bytes.slice();
   }
 
   run(): unknown {
     const b = this.#b;
     while (this.#pos < b.byteLength) {
       const op = b[this.#pos++]!;
+      this.#work(1);
       switch (op) {
         case 0x80: { // PROTO
           const p = this.#u8();
@@ -337,23 +404,27 @@ class Unpickler {
         case 0x8d: // BINUNICODE8
           this.#push(this.#str(this.#u64()));
           break;
-        case 0x54: // BINSTRING (Python 2 str): bytes as latin1 text
-          this.#push(
-            latin1(this.#bytes(this.#v.getInt32(this.#need(4, "a truncated BINSTRING"), true), "a string")),
-          );
+        case 0x54: { // BINSTRING (Python 2 str): bytes as latin1 text
+          const s = this.#bytes(this.#v.getInt32(this.#need(4, "a truncated BINSTRING"), true), "a string");
+          this.#produce(2 * s.length);
+          this.#push(latin1(s));
           break;
-        case 0x55: // SHORT_BINSTRING
-          this.#push(latin1(this.#bytes(this.#u8(), "a string")));
+        }
+        case 0x55: { // SHORT_BINSTRING
+          const s = this.#bytes(this.#u8(), "a string");
+          this.#produce(2 * s.length);
+          this.#push(latin1(s));
           break;
+        }
         case 0x42: // BINBYTES
-          this.#push(this.#bytes(this.#u32(), "a bytes object").slice());
+          this.#push(this.#byteObject(this.#u32()));
           break;
         case 0x43: // SHORT_BINBYTES
-          this.#push(this.#bytes(this.#u8(), "a bytes object").slice());
+          this.#push(this.#byteObject(this.#u8()));
           break;
         case 0x8e: // BINBYTES8
         case 0x96: // BYTEARRAY8
-          this.#push(this.#bytes(this.#u64(), "a bytes object").slice());
+          this.#push(this.#byteObject(this.#u64()));
           break;
         case 0x7d: // EMPTY_DICT
           this.#push(new Map());
@@ -512,6 +583,18 @@ class Unpickler {
     if (bytes[n - 1]! & 0x80) v -= 1n << BigInt(8 * n);
     return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
   }
+}
+
+/** Bytes charged per element a constructor copies (a pointer-sized slot in the new container). */
+const SLOT_BYTES = 8;
+
+/** Elements a constructor could iterate in `v` (characters of a string, entries of a container). */
+function elementCount(v: unknown): number {
+  if (typeof v === "string") return v.length;
+  if (Array.isArray(v)) return v.length;
+  if (v instanceof Map || v instanceof Set) return v.size;
+  if (v instanceof Uint8Array) return v.byteLength;
+  return 1;
 }
 
 function latin1(b: Uint8Array): string {

@@ -19,8 +19,14 @@ export class RandomAccessFile implements Disposable {
   static async open(path: string): Promise<RandomAccessFile> {
     let file: Deno.FsFile;
     try {
+      // Checked BEFORE opening: opening a FIFO blocks until a writer appears (forever), and a device
+      // could stream without end. The fstat below catches a file swapped in between.
+      if (!(await Deno.stat(path)).isFile) {
+        throw new CheckpointError(`Cannot open checkpoint "${path}": not a regular file`);
+      }
       file = await Deno.open(path, { read: true });
     } catch (e) {
+      if (e instanceof CheckpointError) throw e;
       throw new CheckpointError(`Cannot open checkpoint "${path}": ${(e as Error).message}`, { cause: e });
     }
     try {

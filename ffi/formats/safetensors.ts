@@ -17,8 +17,15 @@ import { CheckpointError } from "./errors.ts";
 import { RandomAccessFile } from "./random_access.ts";
 import type { CheckpointFile, TensorInfo } from "./types.ts";
 
-/** Largest header we accept; real headers are a few MB at most, so anything bigger is hostile. */
-export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+/**
+ * Largest header we accept. Real headers are ~100-150 bytes per tensor (SD1.5: ~1,100 tensors in
+ * ~150 KB; the largest single files hold a few thousand tensors), so 16 MiB admits ~100,000 tensors
+ * while bounding what JSON.parse may allocate.
+ */
+export const MAX_HEADER_BYTES = 16 * 1024 * 1024;
+
+/** Most dimensions of a tensor (torch's own limit); also the longest array a header may hold. */
+export const MAX_RANK = 64;
 
 /** Where one tensor lives, relative to the start of the data area. */
 export interface SafetensorsEntry extends TensorInfo {
@@ -161,6 +168,7 @@ export function parseSafetensorsHeader(
   dataLength: number,
   path: string,
 ): { entries: Map<string, SafetensorsEntry>; metadata: Record<string, string> } {
+  checkHeaderShape(header, path);
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(header));
@@ -205,8 +213,53 @@ export function parseSafetensorsHeader(
   return { entries: new Map(list), metadata };
 }
 
+/**
+ * One linear pass over the raw header before JSON.parse, so a header that is valid JSON but not
+ * safetensors-shaped is refused without materialising it: the header nests at most 3 levels
+ * (header object, entry object, shape/offsets array) and no array holds more than {@linkcode MAX_RANK}
+ * values. A 16 MB header of one shape array would otherwise become millions of heap numbers.
+ */
+function checkHeaderShape(header: Uint8Array, path: string): void {
+  const QUOTE = 0x22, BACKSLASH = 0x5c, COMMA = 0x2c;
+  const open: number[] = []; // per nesting level: 0x5b "[" or 0x7b "{"
+  const counts: number[] = []; // commas at each level
+  let inString = false;
+  for (let i = 0; i < header.length; i++) {
+    const c = header[i]!;
+    if (inString) {
+      if (c === BACKSLASH) i++;
+      else if (c === QUOTE) inString = false;
+      continue;
+    }
+    if (c === QUOTE) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (open.length === 3) {
+        throw new CheckpointError(
+          `Checkpoint "${path}" has a safetensors header nested more than 3 levels deep (at byte ${i})`,
+        );
+      }
+      open.push(c);
+      counts.push(0);
+    } else if (c === 0x5d || c === 0x7d) {
+      open.pop();
+      counts.pop();
+    } else if (c === COMMA && open.length) {
+      const n = ++counts[counts.length - 1]!;
+      if (open[open.length - 1] === 0x5b && n >= MAX_RANK) {
+        throw new CheckpointError(
+          `Checkpoint "${path}" has a safetensors header with an array of more than ${MAX_RANK} values ` +
+            `(at byte ${i}); shapes have at most ${MAX_RANK} dimensions`,
+        );
+      }
+    }
+  }
+}
+
 function parseEntry(name: string, value: unknown, dataLength: number, path: string): SafetensorsEntry {
-  const where = `Checkpoint "${path}": tensor "${name}"`;
+  const where = `Checkpoint "${path}": tensor ${JSON.stringify(name.slice(0, 200))}`;
+  if (name.includes("\0") || !name.isWellFormed()) {
+    throw new CheckpointError(`${where} has a name with a NUL or an unpaired surrogate`);
+  }
   if (!isPlainObject(value)) throw new CheckpointError(`${where} has a header entry that is not an object`);
   const { dtype, shape, data_offsets: offsets } = value;
   if (typeof dtype !== "string" || !DTYPES.has(dtype)) {

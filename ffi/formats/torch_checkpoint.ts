@@ -6,6 +6,11 @@
  * (`live2diff.ckpt` style `{"global_step": 0, "state_dict": {...}}`), else the top-level dict; nested
  * dicts are flattened with "." and non-tensor entries (such as `global_step`) are left out.
  *
+ * Hostile files are bounded at open, so time and memory stay proportional to the file: the pickle's
+ * own budgets (see pickle.ts), the total length of the flattened names ({@linkcode nameBudget}),
+ * views that never address a storage element twice and stay inside their storage, and the bytes all
+ * views cover against their storages ({@linkcode viewBudget}).
+ *
  * @example
  * ```ts ignore
  * import { openTorchCheckpoint } from "./torch_checkpoint.ts";
@@ -28,6 +33,23 @@ const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
 const MAX_DEPTH = 64;
 /** Bounds the walk over shared sub-trees (a DAG can encode exponentially many paths). */
 const MAX_VISITS = 1_000_000;
+
+/**
+ * Budget of the flattened state-dict names (UTF-16 code units, summed over every name and prefix
+ * built). Honest names cost about what their keys cost in data.pkl (an SD1.5 checkpoint: ~1,100
+ * names, ~70 KB); memoised long keys in a shared sub-dict would cost the file nothing to repeat.
+ */
+export function nameBudget(pickleBytes: number): number {
+  return 4 * 1024 * 1024 + 8 * pickleBytes;
+}
+
+/**
+ * Budget of the bytes all tensors' views cover, against the bytes of their storages. Tensors may
+ * share storage (tied weights, views), but an honest file never reads its data many times over.
+ */
+export function viewBudget(storageBytes: number): number {
+  return 64 * 1024 * 1024 + 4 * storageBytes;
+}
 
 /** How a torch storage type is stored on disk and returned. */
 export interface StorageKind {
@@ -252,7 +274,15 @@ async function load(
   }
   const sd = root.get("state_dict");
   const tensors = new Map<string, TorchTensorRef>();
-  flatten(sd instanceof Map ? sd : root, "", tensors, { path, visits: 0, onPath: new Set() }, 0);
+  const pickleBytes = pklEntry.size;
+  flatten(sd instanceof Map ? sd : root, "", tensors, {
+    path,
+    visits: 0,
+    onPath: new Set(),
+    nameUnits: 0,
+    maxNameUnits: nameBudget(pickleBytes),
+  }, 0);
+  checkViewBudget(tensors, path);
   return { root, tensors };
 }
 
@@ -283,6 +313,7 @@ function rebuildTensor(args: readonly unknown[], path: string): TorchTensorRef {
   if (shape.length !== strides.length) throw bad("a stride of the wrong rank");
   const t = new TorchTensorRef(s, offset, shape, strides);
   if (!Number.isSafeInteger(shape.reduce((a, b) => a * b, 1))) throw bad(`an absurd shape [${shape}]`);
+  if (product(shape) > 0) checkNonOverlapping(shape, strides, bad);
   if (product(shape) > 0 && extent(t, path) > s.numel) {
     throw new CheckpointError(
       `Checkpoint "${path}" has a tensor of shape [${shape}] at offset ${offset} that runs past the end of storage "${s.key}" (${s.numel} elements)`,
@@ -295,6 +326,28 @@ interface WalkState {
   path: string;
   visits: number;
   onPath: Set<unknown>;
+  /** UTF-16 code units of the names built so far. */
+  nameUnits: number;
+  maxNameUnits: number;
+}
+
+/** Refuses files whose tensors together view their storages many times over (see {@linkcode viewBudget}). */
+function checkViewBudget(tensors: ReadonlyMap<string, TorchTensorRef>, path: string): void {
+  const storages = new Set<TorchStorage>();
+  let viewBytes = 0;
+  for (const t of tensors.values()) {
+    storages.add(t.storage);
+    viewBytes += product(t.shape) * t.storage.kind.size;
+  }
+  let storageBytes = 0;
+  for (const s of storages) storageBytes += s.numel * s.kind.size;
+  const limit = viewBudget(storageBytes);
+  if (viewBytes > limit) {
+    throw new CheckpointError(
+      `Checkpoint "${path}" has tensors covering ${viewBytes} bytes over ${storageBytes} bytes of storage ` +
+        `(limit ${limit}): the same data is viewed many times over`,
+    );
+  }
 }
 
 function flatten(
@@ -316,13 +369,62 @@ function flatten(
       throw new CheckpointError(`Checkpoint "${st.path}" has more than ${MAX_VISITS} entries`);
     }
     if (typeof k !== "string" && typeof k !== "number") continue;
-    const name = prefix + String(k);
+    if (!(v instanceof TorchTensorRef) && !(v instanceof Map)) continue;
+    const key = String(k);
+    // Charged before concatenating: checking `out.has(name)` would flatten a huge rope string.
+    st.nameUnits += prefix.length + key.length + 1;
+    if (st.nameUnits > st.maxNameUnits) {
+      throw new CheckpointError(
+        `Checkpoint "${st.path}" has state-dict names longer than ${st.maxNameUnits} characters in total ` +
+          `(the budget for its data.pkl): memoised keys are repeated in shared sub-dicts`,
+      );
+    }
+    const name = prefix + key;
+    checkName(name, st.path);
     if (v instanceof TorchTensorRef) {
       if (out.has(name)) throw new CheckpointError(`Checkpoint "${st.path}" has two tensors named "${name}"`);
       out.set(name, v);
     } else if (v instanceof Map) flatten(v, name + ".", out, st, depth + 1);
   }
   st.onPath.delete(dict);
+}
+
+/**
+ * A view must not address one storage element twice: otherwise a few bytes of storage (stride 0, or
+ * strides smaller than the inner dimensions' extent) could declare a tensor of any size, which `read`
+ * would then materialise. Size-1 dimensions are exempt (their stride is never used; torch's
+ * `expand` gives them stride 0, e.g. CLIP's position_ids). Sorting by stride, each dimension must
+ * step over everything the smaller-stride dimensions span.
+ */
+function checkNonOverlapping(
+  shape: readonly number[],
+  stride: readonly number[],
+  bad: (what: string) => CheckpointError,
+): void {
+  const dims: number[] = [];
+  for (let i = 0; i < shape.length; i++) if (shape[i]! > 1) dims.push(i);
+  dims.sort((a, b) => stride[a]! - stride[b]!);
+  let span = 0; // largest offset the inner dimensions reach
+  for (const d of dims) {
+    if (stride[d]! <= span) {
+      throw bad(
+        `strides [${stride}] for shape [${shape}] that may address one storage element twice ` +
+          `(zero, overlapping or interleaved strides)`,
+      );
+    }
+    span += (shape[d]! - 1) * stride[d]!;
+  }
+}
+
+/** Names must be well-formed Unicode without NUL: they become C strings keyed by their UTF-8 bytes. */
+function checkName(name: string, path: string): void {
+  if (name.includes("\0") || !name.isWellFormed()) {
+    throw new CheckpointError(
+      `Checkpoint "${path}" has a tensor name with a NUL or an unpaired surrogate (${
+        JSON.stringify(name.slice(0, 200))
+      })`,
+    );
+  }
 }
 
 function product(shape: readonly number[]): number {

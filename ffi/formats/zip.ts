@@ -297,7 +297,28 @@ function parseCentral(cd: Uint8Array, count: number, cdOffset: number, path: str
     }
     p = end;
   }
+  checkNoOverlap(entries, path);
   return entries;
+}
+
+/**
+ * Entries must not share bytes: each entry's local header and data end before the next entry's
+ * local header begins. Overlapping entries (one nested in another's data) would let a file of N bytes
+ * hold many "storages" of nearly N bytes each, so reading them all would cost many times the file.
+ * The local header's name and extra fields only lengthen an entry, so checking with the fixed part
+ * alone never refuses a well-formed archive.
+ */
+function checkNoOverlap(entries: ReadonlyMap<string, ZipEntry>, path: string): void {
+  const sorted = [...entries.values()].sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
+  for (let i = 1; i < sorted.length; i++) {
+    const prev = sorted[i - 1]!, e = sorted[i]!;
+    if (prev.localHeaderOffset + LOCAL_SIZE + prev.compressedSize > e.localHeaderOffset) {
+      throw new CheckpointError(
+        `Checkpoint "${path}": archive entries "${prev.name}" and "${e.name}" overlap; ` +
+          `a ZIP archive's entries never share bytes`,
+      );
+    }
+  }
 }
 
 /** The payload of extra field `id`, or undefined. */

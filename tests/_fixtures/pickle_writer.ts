@@ -63,10 +63,12 @@ export class PickleWriter {
     return this.raw(n, n >>> 8, n >>> 16, n >>> 24);
   }
 
-  /** BINUNICODE with a correct length. */
+  /** BINUNICODE with a correct length (a loop, not a spread: strings may be megabytes). */
   str(s: string): this {
     const b = new TextEncoder().encode(s);
-    return this.op(OP.BINUNICODE).#u32(b.length).raw(...b);
+    this.op(OP.BINUNICODE).#u32(b.length);
+    for (const x of b) this.#out.push(x);
+    return this;
   }
 
   /** BINUNICODE declaring `length` bytes but carrying only `s` (truncation/overflow tests). */
