@@ -16,6 +16,13 @@ namespace l2d::cuda {
 
 struct DeviceError;  // common.cuh
 
+// Which attention kernels a context runs (ops_attention.cu): the simple ones (verified, any
+// shape) or the fast ones (tensor-core fused attention, vectorised temporal attention; problems
+// they do not fit fall back). L2D_ATTENTION=simple|tc, read once per context; anything else is
+// L2D_ERR_INVALID_ARGUMENT.
+enum class AttentionKernel { Simple, Fast };
+AttentionKernel attention_kernel_from_env();
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, bool fp16);
@@ -69,6 +76,7 @@ class CudaBackend final : public Backend {
  private:
   int device_;
   bool fp16_;
+  AttentionKernel attention_kernel_ = attention_kernel_from_env();
   cudaStream_t stream_ = nullptr;
   std::mutex pool_mutex_;
   std::multimap<size_t, void*> free_blocks_;  // rounded size -> block
