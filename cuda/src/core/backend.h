@@ -145,6 +145,15 @@ class Backend {
   // Host frames uint8 [N, H, W, channels] (channels 3 = RGB or 4 = RGBA, alpha ignored)
   // -> float [N, 3, H, W] = value / 255. The only per-frame host-to-device copy.
   virtual Tensor image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) = 0;
+  // One host camera frame uint8 [h, w, channels] (3 RGB / 4 RGBA, alpha ignored; any size up to
+  // 16384 x 16384) fitted to the stream: scaled to cover out_h x out_w (aspect kept) with the
+  // antialiased triangle filter, centre-cropped (core/frame_fit.h), rounded to uint8 levels
+  // -> float [1, 3, out_h, out_w] = level / 255. Within one level of fit_frame() + image_from_u8()
+  // (float weights here, double there); a frame already at the output size gives image_from_u8
+  // exactly. The base version fits on the host (fit_frame_levels) and uploads the result; the
+  // CUDA backend uploads the frame as it comes and fits it on the device.
+  virtual Tensor image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
+                                   int64_t out_w);
   // x [N, 3, H, W] -> host float [N, H, W, 3] (when out_f32 is non-null) and uint8
   // round(255 * clamp(x, 0, 1)) [N, H, W, 3] (when out_u8 is non-null). Synchronises.
   virtual void image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) = 0;

@@ -36,6 +36,7 @@ CudaBackend::CudaBackend(int device, bool fp16) : device_(device), fp16_(fp16) {
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
   cudaStreamSynchronize(stream_);
+  fit_tables_.clear();  // their blocks return to the pool, freed below
   for (auto& [size, ptr] : free_blocks_) cudaFree(ptr);
   if (dev_error_) cudaFree(dev_error_);
   if (host_error_) cudaFreeHost(host_error_);

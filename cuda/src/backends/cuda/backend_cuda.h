@@ -65,6 +65,8 @@ class CudaBackend final : public Backend {
   Tensor minmax_normalize(const Tensor& x) override;
   Tensor random_normal(const Shape& shape, uint32_t seed, uint32_t stream, uint32_t draw) override;
   Tensor image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) override;
+  Tensor image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
+                           int64_t out_w) override;
   void image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) override;
 
   cudaStream_t stream() const { return stream_; }
@@ -83,6 +85,9 @@ class CudaBackend final : public Backend {
   size_t in_use_ = 0, peak_ = 0, reserved_ = 0;
   DeviceError* dev_error_ = nullptr;   // device word written by kernels
   DeviceError* host_error_ = nullptr;  // pinned copy read after each synchronize()
+  // Frame-fitting tables per geometry {in_w, in_h, out_w, out_h}: x_start, x_w, y_start, y_w
+  // (ops_frame.cu).
+  std::map<std::vector<int64_t>, std::vector<Tensor>> fit_tables_;
 };
 
 // Philox values computed on the device (checks the shared philox.h in device code).

@@ -88,6 +88,13 @@ class OpsModel final : public Model {
       r.bytes.assign(out, out + size_t(size[0] * size[1] * f.shape[2]));
       io.put("y", std::move(r));
       return;
+    } else if (method == "image_fit_from_u8") {
+      // Backend::image_fit_from_u8: one U8 [H, W, C] frame -> float [1, 3, h, w] (levels / 255).
+      const HostTensor& f = io.at("frame", "ops model");
+      const auto size = ints("size");  // [height, width]
+      L2D_REQUIRE(f.dtype == L2D_U8 && f.shape.size() == 3 && size.size() == 2,
+                  "image_fit_from_u8 needs frame U8 [H, W, C] and size [h, w]");
+      y = be_.image_fit_from_u8(f.bytes.data(), f.shape[0], f.shape[1], int(f.shape[2]), size[0], size[1]);
     } else if (method == "concat") {
       y = be_.concat({in("a"), in("b")}, int(ints("dim")[0]));
     } else {
