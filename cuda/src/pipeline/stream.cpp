@@ -67,9 +67,13 @@ Tensor LiveStream::scalar(float v) const { return be_.from_host(HostTensor::from
 
 void LiveStream::reset() {
   cache_.reset();
-  const int64_t rest = std::max(0, T_ - 1);
-  x_buffer_ = be_.zeros({rest, 4, lh_, lw_}, be_.float_dtype());
-  depth_buffer_ = be_.zeros({rest, 4, lh_, lw_}, be_.float_dtype());
+  if (!sample_.defined()) {
+    sample_ = be_.zeros({int64_t(T_), 4, lh_, lw_}, be_.float_dtype());
+    depth_in_ = be_.zeros({int64_t(T_), 4, lh_, lw_}, be_.float_dtype());
+  } else {  // in place: the addresses stay valid
+    be_.fill(sample_, 0.f);
+    be_.fill(depth_in_, 0.f);
+  }
   warmed_up_ = false;
   frame_index_ = 0;
   streamed_ = 0;
@@ -178,8 +182,10 @@ Tensor LiveStream::step(const uint8_t* frame, int channels, TensorMap* debug) {
   const int64_t i = frame_index_;
   const Tensor x_new = encode_latent(image, i, debug);  // [1, 4, h, w]
   const Tensor d_new = encode_depth(image, debug);
-  const Tensor sample = T_ > 1 ? be_.concat({x_new, x_buffer_}, 0) : x_new;  // [T, 4, h, w]
-  const Tensor depth = T_ > 1 ? be_.concat({d_new, depth_buffer_}, 0) : d_new;
+  be_.write_slice(sample_, x_new, {0, 0, 0, 0});  // rows 1.. hold the carried buffer
+  be_.write_slice(depth_in_, d_new, {0, 0, 0, 0});
+  const Tensor& sample = sample_;  // [T, 4, h, w]
+  const Tensor& depth = depth_in_;
   if (debug) {
     const Shape s5{int64_t(T_), 4, 1, lh_, lw_};
     debug->put("unet_in_sample", be_.to_host(sample.reshape(s5)));
@@ -211,9 +217,13 @@ Tensor LiveStream::step(const uint8_t* frame, int channels, TensorMap* debug) {
     const int64_t rest = T_ - 1;
     const Tensor nz = be_.random_normal({rest, 4, lh_, lw_}, seed_, 3, uint32_t(i));
     const Tensor a = be_.slice(row_alpha_, 0, 1, T_), b = be_.slice(row_beta_, 0, 1, T_);
-    x_buffer_ = be_.binary(be_.binary(be_.slice(x0, 0, 0, rest), a, Binary::Mul), be_.binary(nz, b, Binary::Mul),
-                           Binary::Add);
-    depth_buffer_ = be_.slice(depth, 0, 0, rest);
+    // The next call's rows 1..T-1, written in place (x0 and the slices are separate tensors, so
+    // overwriting the UNet inputs now is safe).
+    be_.write_slice(sample_,
+                    be_.binary(be_.binary(be_.slice(x0, 0, 0, rest), a, Binary::Mul), be_.binary(nz, b, Binary::Mul),
+                               Binary::Add),
+                    {1, 0, 0, 0});
+    be_.write_slice(depth_in_, be_.slice(depth_in_, 0, 0, rest), {1, 0, 0, 0});
   }
   ++frame_index_;
   ++streamed_;

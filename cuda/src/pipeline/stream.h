@@ -77,7 +77,10 @@ class LiveStream final : public Session {
   Tensor row_alpha_, row_beta_, row_c_out_, row_c_skip_;  // [T, 1, 1, 1]
   Tensor alpha0_, beta0_;        // [1]: the noisiest step's scalars (encode)
   Tensor stream_t_features_;     // [T, C0]: timestep features of the streaming batch (constant)
-  Tensor x_buffer_, depth_buffer_;  // [T-1, 4, h, w]
+  // The UNet inputs [T, 4, h, w]: row 0 the new frame's latent / depth latent, rows 1..T-1 the
+  // carried buffers. Allocated once and updated in place (write_slice), so their device addresses
+  // never change: what a captured CUDA graph of the step needs (issue 15).
+  Tensor sample_, depth_in_;
   bool warmed_up_ = false;
   int64_t frame_index_ = 0;  // video index of the next frame (warm-up frames are 0..7)
   int64_t streamed_ = 0;     // streaming calls so far
