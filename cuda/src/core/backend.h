@@ -142,6 +142,16 @@ class Backend {
   // normal(shape, seed, stream, draw) of the golden README's Philox spec, generated on the device
   // (diffusion noise never crosses the bus).
   virtual Tensor random_normal(const Shape& shape, uint32_t seed, uint32_t stream, uint32_t draw) = 0;
+  // random_normal with the draw index read on the device: draw = counter[0] + offset, counter an
+  // I32 [1] tensor. A captured per-frame graph then draws new noise on every replay with no host
+  // argument changing; counter_add moves the counter on the device.
+  virtual Tensor random_normal_counter(const Shape& shape, uint32_t seed, uint32_t stream, const Tensor& counter,
+                                       int32_t offset) = 0;
+  // counter[0] += by (counter: I32 [1]), on the device.
+  virtual void counter_add(Tensor& counter, int32_t by) = 0;
+  // The KV-cache bookkeeping update after a streaming call (the rule in kv_cache.h), in place on
+  // the device: bias float [R, W] (0 or -inf), pe_idx I32 [R, W], update_idx I32 [R], sink S.
+  virtual void kv_advance(Tensor& bias, Tensor& pe_idx, Tensor& update_idx, int sink) = 0;
   // Host frames uint8 [N, H, W, channels] (channels 3 = RGB or 4 = RGBA, alpha ignored)
   // -> float [N, 3, H, W] = value / 255. The only per-frame host-to-device copy.
   virtual Tensor image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) = 0;

@@ -58,6 +58,8 @@ class LiveStream final : public Session {
   Tensor warmup(const uint8_t* frames, int64_t n, int channels, TensorMap* debug);
   Tensor step(const uint8_t* frame, int channels, TensorMap* debug);
   Tensor encode_latent(const Tensor& images, int64_t first_frame, TensorMap* debug);
+  Tensor encode_step_latent(const Tensor& image, TensorMap* debug);
+  void set_frame_counter(int64_t index);
   Tensor encode_depth(const Tensor& images, TensorMap* debug);
   Tensor scalar(float v) const;
   Tensor decode_to_unit(const Tensor& x0);
@@ -81,6 +83,9 @@ class LiveStream final : public Session {
   // carried buffers. Allocated once and updated in place (write_slice), so their device addresses
   // never change: what a captured CUDA graph of the step needs (issue 15).
   Tensor sample_, depth_in_;
+  // frame_index_ on the device (I32 [1]): the Philox draw index of the step's noise, advanced by
+  // the step itself, so a captured step needs no per-frame host argument.
+  Tensor frame_counter_;
   bool warmed_up_ = false;
   int64_t frame_index_ = 0;  // video index of the next frame (warm-up frames are 0..7)
   int64_t streamed_ = 0;     // streaming calls so far

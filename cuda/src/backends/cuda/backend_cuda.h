@@ -64,6 +64,10 @@ class CudaBackend final : public Backend {
   Tensor embedding(const Tensor& ids, const Tensor& table) override;
   Tensor minmax_normalize(const Tensor& x) override;
   Tensor random_normal(const Shape& shape, uint32_t seed, uint32_t stream, uint32_t draw) override;
+  Tensor random_normal_counter(const Shape& shape, uint32_t seed, uint32_t stream, const Tensor& counter,
+                               int32_t offset) override;
+  void counter_add(Tensor& counter, int32_t by) override;
+  void kv_advance(Tensor& bias, Tensor& pe_idx, Tensor& update_idx, int sink) override;
   Tensor image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) override;
   Tensor image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
                            int64_t out_w) override;

@@ -95,6 +95,28 @@ class OpsModel final : public Model {
       L2D_REQUIRE(f.dtype == L2D_U8 && f.shape.size() == 3 && size.size() == 2,
                   "image_fit_from_u8 needs frame U8 [H, W, C] and size [h, w]");
       y = be_.image_fit_from_u8(f.bytes.data(), f.shape[0], f.shape[1], int(f.shape[2]), size[0], size[1]);
+    } else if (method == "random_normal_counter") {
+      // params [seed, stream, offset, add], counter I32 [1], shape [...]: y = normal(shape, seed,
+      // stream, counter + offset), then counter += add on the device (returned as counter_out).
+      const auto p = ints("params");
+      const auto sh = ints("shape");
+      L2D_REQUIRE(p.size() == 4, "random_normal_counter params must be [seed, stream, offset, add]");
+      Tensor counter = in("counter");
+      L2D_REQUIRE(counter.dtype() == DType::I32 && counter.numel() == 1, "counter must be one integer");
+      y = be_.random_normal_counter(Shape(sh.begin(), sh.end()), uint32_t(p[0]), uint32_t(p[1]), counter,
+                                    int32_t(p[2]));
+      be_.counter_add(counter, int32_t(p[3]));
+      io.put("counter_out", be_.to_host(counter));
+    } else if (method == "kv_advance") {
+      // Backend::kv_advance applied `times` times to bias [R, W], pe_idx [R, W], update_idx [R].
+      Tensor bias = in("bias"), pe = in("pe_idx"), upd = in("update_idx");
+      const auto p = ints("params");  // [sink, times]
+      L2D_REQUIRE(p.size() == 2 && p[0] >= 0 && p[0] < bias.dim(-1) && pe.dtype() == DType::I32,
+                  "kv_advance needs params [sink, times] and integer pe_idx");
+      for (int64_t i = 0; i < p[1]; ++i) be_.kv_advance(bias, pe, upd, int(p[0]));
+      io.put("pe_idx_out", be_.to_host(pe));
+      io.put("update_idx_out", be_.to_host(upd));
+      y = bias;
     } else if (method == "concat") {
       y = be_.concat({in("a"), in("b")}, int(ints("dim")[0]));
     } else {

@@ -15,9 +15,10 @@
 //   3. every thread reads its head's 16 scores, does the softmax in registers (bias -inf slots
 //      contribute exactly 0; all -inf gives NaN, like the oracle) and combines its V chunks.
 //
-// Bytes per call (fp16): 2 R P (W - 1) C x 2 read + 2 R P C x 2 written (the new slot) + q, k, v
-// read and y written (4 R P C x 2) + the PE tables (L2-resident), against a cache of
-// 2 R P W C x 2 bytes: 1 + 5 / W = 1.31x one read of the cache (the floor) at W = 16.
+// Bytes per call (fp16, 2 bytes a value): 2 R P (W - 1) C values read (the other slots) + 2 R P C
+// written (the new slot) + 4 R P C for q, k, v in and y out (+ the L2-resident PE tables), i.e.
+// 2 R P C (W + 2) values against a cache of 2 R P W C: (W + 2) / W = 1.125x one read of the cache
+// (the floor) at W = 16.
 #include <cstdint>
 
 #include "../common.cuh"
