@@ -194,7 +194,11 @@ Tensor LiveStream::warmup(const uint8_t* frames, int64_t n, int channels, Tensor
 
 Tensor LiveStream::step(const uint8_t* frame, int channels, TensorMap* debug) {
   L2D_REQUIRE(warmed_up_, "the stream must be warmed up (8 frames) before streaming");
-  const Tensor image = be_.unary(be_.image_from_u8(frame, 1, height_, width_, channels), Unary::Affine, 2.f, -1.f);
+  return step_image(be_.image_from_u8(frame, 1, height_, width_, channels), debug);
+}
+
+Tensor LiveStream::step_image(const Tensor& image01, TensorMap* debug) {
+  const Tensor image = be_.unary(image01, Unary::Affine, 2.f, -1.f);
   const Tensor x_new = encode_step_latent(image, debug);  // [1, 4, h, w]
   const Tensor d_new = encode_depth(image, debug);
   be_.write_slice(sample_, x_new, {0, 0, 0, 0});  // rows 1.. hold the carried buffer
@@ -267,7 +271,21 @@ bool LiveStream::similar_to_previous(const uint8_t* frame, int channels) {
   return skip;
 }
 
+bool LiveStream::deliver(const Tensor& images, uint8_t* out_rgb) {
+  if (streamed_ < T_) return false;  // the first T-1 outputs come from the zero buffers
+  be_.image_to_host(images, nullptr, out_rgb);
+  if (sim_threshold_ < 1.0) last_rgb_.assign(out_rgb, out_rgb + size_t(width_ * height_ * 3));
+  return true;
+}
+
 bool LiveStream::push_frame(const FrameView& in, uint8_t* out_rgb) {
+  if (warmed_up_ && sim_threshold_ >= 1.0 && be_.fits_frames_on_device()) {
+    // Streaming on CUDA with the similar-image filter off: the frame goes up as it comes and is
+    // fitted on the device (no host resampling; the filter would need the fitted host bytes).
+    return deliver(step_image(be_.image_fit_from_u8(in.data, in.height, in.width, in.channels, height_, width_),
+                              nullptr),
+                   out_rgb);
+  }
   const uint8_t* frame = fit_frame(in, width_, height_, fit_scratch_);
   const size_t bytes = size_t(width_ * height_ * in.channels);
   const int sink = unet_.config().motion.sink;
@@ -285,11 +303,7 @@ bool LiveStream::push_frame(const FrameView& in, uint8_t* out_rgb) {
     std::copy(last_rgb_.begin(), last_rgb_.end(), out_rgb);
     return true;
   }
-  const Tensor images = step(frame, in.channels, nullptr);
-  if (streamed_ < T_) return false;  // the first T-1 outputs come from the zero buffers
-  be_.image_to_host(images, nullptr, out_rgb);
-  if (sim_threshold_ < 1.0) last_rgb_.assign(out_rgb, out_rgb + size_t(width_ * height_ * 3));
-  return true;
+  return deliver(step(frame, in.channels, nullptr), out_rgb);
 }
 
 void LiveStream::run(const std::string& method, TensorMap& io) {

@@ -57,6 +57,10 @@ class LiveStream final : public Session {
   // Both return the output images [N, 3, H, W] in [0, 1].
   Tensor warmup(const uint8_t* frames, int64_t n, int channels, TensorMap* debug);
   Tensor step(const uint8_t* frame, int channels, TensorMap* debug);
+  // The step from the frame as a float image [1, 3, H, W] in [0, 1].
+  Tensor step_image(const Tensor& image01, TensorMap* debug);
+  // After a step: writes the output (once the zero buffers are flushed) and says whether it did.
+  bool deliver(const Tensor& images, uint8_t* out_rgb);
   Tensor encode_latent(const Tensor& images, int64_t first_frame, TensorMap* debug);
   Tensor encode_step_latent(const Tensor& image, TensorMap* debug);
   void set_frame_counter(int64_t index);

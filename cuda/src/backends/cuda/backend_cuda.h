@@ -71,6 +71,7 @@ class CudaBackend final : public Backend {
   Tensor image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) override;
   Tensor image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
                            int64_t out_w) override;
+  bool fits_frames_on_device() const override { return true; }
   void image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) override;
 
   cudaStream_t stream() const { return stream_; }
