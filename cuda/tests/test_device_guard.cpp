@@ -108,6 +108,14 @@ class MockImpl : public Backend {
   Tensor embedding(const Tensor&, const Tensor&) override { return rec("embedding"); }
   Tensor minmax_normalize(const Tensor&) override { return rec("minmax_normalize"); }
   Tensor random_normal(const Shape&, uint32_t, uint32_t, uint32_t) override { return rec("random_normal"); }
+  Tensor random_normal_counter(const Shape&, uint32_t, uint32_t, const Tensor&, int32_t) override {
+    return rec("random_normal_counter");
+  }
+  void counter_add(Tensor&, int32_t) override { rec("counter_add"); }
+  void kv_advance(Tensor&, Tensor&, Tensor&, int) override { rec("kv_advance"); }
+  Tensor image_fit_from_u8(const uint8_t*, int64_t, int64_t, int, int64_t, int64_t) override {
+    return rec("image_fit_from_u8");
+  }
   Tensor image_from_u8(const uint8_t*, int64_t, int64_t, int64_t, int) override { return rec("image_from_u8"); }
   void image_to_host(const Tensor&, float*, uint8_t*) override { rec("image_to_host"); }
 
@@ -153,6 +161,10 @@ void call_everything(Backend& be, const Tensor& x) {
       [&] { be.embedding(x, x); },
       [&] { be.minmax_normalize(x); },
       [&] { be.random_normal({4}, 1, 2, 3); },
+      [&] { be.random_normal_counter({4}, 1, 2, x, 0); },
+      [&] { be.counter_add(t, 1); },
+      [&] { be.kv_advance(t, t, t, 8); },
+      [&] { be.image_fit_from_u8(nullptr, 0, 0, 3, 2, 2); },
       [&] { be.image_from_u8(nullptr, 0, 0, 0, 3); },
       [&] { be.image_to_host(x, nullptr, nullptr); },
   };

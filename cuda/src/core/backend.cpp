@@ -1,6 +1,8 @@
 // backend.cpp: ops defined once for every backend in terms of other ops.
 #include "backend.h"
 
+#include "frame_fit.h"
+
 namespace l2d {
 
 Tensor Backend::concat(const std::vector<Tensor>& xs, int dim) {
@@ -22,6 +24,16 @@ Tensor Backend::concat(const std::vector<Tensor>& xs, int dim) {
     starts[size_t(dim)] += t.dim(dim);
   }
   return y;
+}
+
+Tensor Backend::image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
+                                  int64_t out_w) {
+  check_fit_args(host, h, w, channels, out_h, out_w);
+  if (h == out_h && w == out_w) return image_from_u8(host, 1, h, w, channels);
+  const FitTables t = fit_tables(w, h, out_w, out_h);
+  std::vector<float> planar(size_t(3 * out_h * out_w));
+  fit_frame_levels(host, w, channels, t, out_w, out_h, planar.data());
+  return from_host(HostTensor::from_f32({1, 3, out_h, out_w}, planar.data()));
 }
 
 }  // namespace l2d

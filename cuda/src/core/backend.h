@@ -145,9 +145,32 @@ class Backend {
   // normal(shape, seed, stream, draw) of the golden README's Philox spec, generated on the device
   // (diffusion noise never crosses the bus).
   virtual Tensor random_normal(const Shape& shape, uint32_t seed, uint32_t stream, uint32_t draw) = 0;
+  // random_normal with the draw index read on the device: draw = counter[0] + offset, counter an
+  // I32 [1] tensor. A captured per-frame graph then draws new noise on every replay with no host
+  // argument changing; counter_add moves the counter on the device.
+  virtual Tensor random_normal_counter(const Shape& shape, uint32_t seed, uint32_t stream, const Tensor& counter,
+                                       int32_t offset) = 0;
+  // counter[0] += by (counter: I32 [1]), on the device.
+  virtual void counter_add(Tensor& counter, int32_t by) = 0;
+  // The KV-cache bookkeeping update after a streaming call (the rule in kv_cache.h), in place on
+  // the device: bias float [R, W] (0 or -inf), pe_idx I32 [R, W], update_idx I32 [R], sink S.
+  virtual void kv_advance(Tensor& bias, Tensor& pe_idx, Tensor& update_idx, int sink) = 0;
   // Host frames uint8 [N, H, W, channels] (channels 3 = RGB or 4 = RGBA, alpha ignored)
   // -> float [N, 3, H, W] = value / 255. The only per-frame host-to-device copy.
   virtual Tensor image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) = 0;
+  // One host camera frame uint8 [h, w, channels] (3 RGB / 4 RGBA, alpha ignored; any size up to
+  // 16384 x 16384) fitted to the stream: scaled to cover out_h x out_w (aspect kept) with the
+  // antialiased triangle filter, centre-cropped (core/frame_fit.h), rounded to uint8 levels
+  // -> float [1, 3, out_h, out_w] = level / 255. Within one level of fit_frame() + image_from_u8()
+  // (float weights here, double there); a frame already at the output size gives image_from_u8
+  // exactly. The base version fits on the host (fit_frame_levels) and uploads the result; the
+  // CUDA backend uploads the frame as it comes and fits it on the device.
+  virtual Tensor image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
+                                   int64_t out_w);
+  // True when image_fit_from_u8 runs on the device: the stream then uploads camera frames as they
+  // come. (The CPU stream keeps the double-precision host path, fit_frame, whose bytes the golden
+  // cases and the similar-image filter use; the float op may differ from it by one level.)
+  virtual bool fits_frames_on_device() const { return false; }
   // x [N, 3, H, W] -> host float [N, H, W, 3] (when out_f32 is non-null) and uint8
   // round(255 * clamp(x, 0, 1)) [N, H, W, 3] (when out_u8 is non-null). Synchronises.
   virtual void image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) = 0;

@@ -1,5 +1,7 @@
 #include "kv_cache.h"
 
+#include "kv_rule.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <cmath>
@@ -61,42 +63,27 @@ void KvCache::init_bookkeeping() {
   }
   attn_bias_[size_t(sink_)] = 0.f;  // row 0: the sink plus its first streamed frame
   if (steps_ > 1) update_idx_[1] = sink_ + 1;
+  upload_in_place();
 }
 
 void KvCache::advance() {
-  for (int r = 0; r < steps_; ++r) {
-    float* bias = attn_bias_.data() + size_t(r) * size_t(window_);
-    int32_t* pe = pe_idx_.data() + size_t(r) * size_t(window_);
-    int zeros = 0;
-    bool any_inf = false;
-    for (int s = 0; s < window_; ++s) {
-      zeros += bias[s] == 0.f;
-      any_inf = any_inf || std::isinf(bias[s]);
-    }
-    if (any_inf) {
-      update_idx_[size_t(r)] = zeros;
-    } else {
-      std::rotate(pe + sink_, pe + window_ - 1, pe + window_);  // roll(+1) of pe[sink:]
-      update_idx_[size_t(r)] = int32_t(std::max_element(pe, pe + window_) - pe);  // first maximum
-    }
-    std::fill(bias, bias + std::min(zeros + 1, window_), 0.f);
-  }
+  for (int r = 0; r < steps_; ++r)
+    kv_advance_row(attn_bias_.data() + size_t(r) * size_t(window_), pe_idx_.data() + size_t(r) * size_t(window_),
+                   update_idx_.data() + r, window_, sink_);
+  be_.kv_advance(state_.bias, state_.pe_idx, state_.update_idx, sink_);
 }
 
-KvCache::DeviceState KvCache::upload_state() const {
-  std::string key(reinterpret_cast<const char*>(attn_bias_.data()), attn_bias_.size() * sizeof(float));
-  key.append(reinterpret_cast<const char*>(pe_idx_.data()), pe_idx_.size() * sizeof(int32_t));
-  key.append(reinterpret_cast<const char*>(update_idx_.data()), update_idx_.size() * sizeof(int32_t));
-  if (auto it = uploaded_.find(key); it != uploaded_.end()) return it->second;
-  if (uploaded_.size() >= 64) uploaded_.clear();  // only arbitrary set_bookkeeping() states get here
+void KvCache::upload_in_place() {
   const int64_t T = steps_, W = window_;
+  if (!state_.bias.defined()) {
+    state_.pe_idx = be_.zeros({T, W}, DType::I32);
+    state_.update_idx = be_.zeros({T}, DType::I32);
+    state_.bias = be_.zeros({T, W}, be_.float_dtype());
+  }
   std::vector<int64_t> pe(pe_idx_.begin(), pe_idx_.end()), up(update_idx_.begin(), update_idx_.end());
-  DeviceState d;
-  d.pe_idx = be_.from_host(HostTensor::from_i64({T, W}, pe.data()));
-  d.update_idx = be_.from_host(HostTensor::from_i64({T}, up.data()));
-  d.bias = be_.from_host(HostTensor::from_f32({T, W}, attn_bias_.data()));
-  uploaded_.emplace(std::move(key), d);
-  return d;
+  be_.write_slice(state_.pe_idx, be_.from_host(HostTensor::from_i64({T, W}, pe.data())), {0, 0});
+  be_.write_slice(state_.update_idx, be_.from_host(HostTensor::from_i64({T}, up.data())), {0});
+  be_.write_slice(state_.bias, be_.from_host(HostTensor::from_f32({T, W}, attn_bias_.data())), {0, 0});
 }
 
 void KvCache::reset() {
@@ -121,6 +108,7 @@ void KvCache::set_bookkeeping(const std::vector<float>& attn_bias, const std::ve
   attn_bias_ = attn_bias;
   pe_idx_.assign(pe_idx.begin(), pe_idx.end());
   update_idx_.assign(update_idx.begin(), update_idx.end());
+  upload_in_place();
 }
 
 HostTensor KvCache::get_cache(size_t layer) { return be_.to_host(caches_.at(layer)); }

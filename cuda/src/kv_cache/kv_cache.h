@@ -28,7 +28,6 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -70,11 +69,12 @@ class KvCache {
   const std::vector<float>& attn_bias() const { return attn_bias_; }
   const std::vector<int32_t>& pe_idx() const { return pe_idx_; }
   const std::vector<int32_t>& update_idx() const { return update_idx_; }
-  // The bookkeeping as device tensors. States repeat (once every slot is valid, the rolling PE
-  // indices cycle with period window - sink), so uploads are cached by value: after the first
-  // cycle a streaming call uploads nothing and the per-frame path has no host-to-device copy here.
-  DeviceState upload_state() const;
-  // Applies the update rule after a streaming call.
+  // The bookkeeping as device tensors: ONE persistent set, allocated once and kept equal to the
+  // host copies (uploaded in place by init/set_bookkeeping, advanced on the device by advance()),
+  // so its addresses never change and a streaming call copies nothing (CUDA-graph capture).
+  DeviceState upload_state() const { return state_; }
+  // Applies the update rule after a streaming call, to the host copies and (Backend::kv_advance,
+  // stream-ordered after the call's kernels) to the device state.
   void advance();
   // Zeroes the caches and re-initialises the bookkeeping.
   void reset();
@@ -96,7 +96,8 @@ class KvCache {
   std::vector<float> attn_bias_;     // [T, W]
   std::vector<int32_t> pe_idx_;      // [T, W]
   std::vector<int32_t> update_idx_;  // [T]
-  mutable std::map<std::string, DeviceState> uploaded_;  // host state bytes -> its device copy
+  DeviceState state_;  // the device copy of the bookkeeping (see upload_state)
+  void upload_in_place();
 };
 
 }  // namespace l2d

@@ -4,48 +4,9 @@
 #include <cmath>
 
 #include "../core/error.h"
+#include "../core/frame_fit.h"
 
 namespace l2d {
-
-namespace {
-
-// Resampling weights of one axis, PIL / torchvision "bilinear, antialias=True" style: a triangle
-// filter whose support widens with the downscale factor, so shrinking a 1080p frame to 512 averages
-// instead of aliasing. Output index o (of the resized axis, offset by `first`) reads inputs
-// [start[o], start[o] + weights[o].size()).
-struct AxisWeights {
-  std::vector<int64_t> start;
-  std::vector<std::vector<double>> weights;
-};
-
-AxisWeights axis_weights(int64_t in, double resized, int64_t first, int64_t count) {
-  const double scale = double(in) / resized;  // input pixels per output pixel
-  const double support = std::max(scale, 1.0);
-  AxisWeights a;
-  for (int64_t o = first; o < first + count; ++o) {
-    const double center = (double(o) + 0.5) * scale;
-    const int64_t lo = std::max<int64_t>(0, int64_t(center - support + 0.5));
-    const int64_t hi = std::min<int64_t>(in, int64_t(center + support + 0.5));
-    std::vector<double> w;
-    double total = 0;
-    for (int64_t j = lo; j < hi; ++j) {
-      const double t = std::fabs((double(j) - center + 0.5) / support);
-      w.push_back(t < 1.0 ? 1.0 - t : 0.0);
-      total += w.back();
-    }
-    if (total <= 0) {  // degenerate (tiny input): nearest pixel
-      w.assign(1, 1.0);
-      a.start.push_back(std::clamp<int64_t>(int64_t(center), 0, in - 1));
-    } else {
-      for (double& x : w) x /= total;
-      a.start.push_back(lo);
-    }
-    a.weights.push_back(std::move(w));
-  }
-  return a;
-}
-
-}  // namespace
 
 const uint8_t* fit_frame(const FrameView& in, int64_t out_w, int64_t out_h, std::vector<uint8_t>& scratch) {
   L2D_REQUIRE(in.data != nullptr, "frame data must not be null");
@@ -53,14 +14,10 @@ const uint8_t* fit_frame(const FrameView& in, int64_t out_w, int64_t out_h, std:
   L2D_REQUIRE(in.width > 0 && in.height > 0 && in.width <= 16384 && in.height <= 16384,
               "frame size ", in.width, "x", in.height, " is outside 1..16384");
   if (in.width == out_w && in.height == out_h) return in.data;
-  // Scale so the frame covers the output (aspect kept), resample with antialiasing, crop the centre.
-  // (The original's test.py resizes the shorter side to min(H, W) and centre-crops: the same
-  // whenever that covers the output; where it would pad, covering keeps the frame full.)
-  const double scale = std::max(double(out_w) / double(in.width), double(out_h) / double(in.height));
-  const double rw = double(in.width) * scale, rh = double(in.height) * scale;
-  const int64_t off_x = int64_t((rw - double(out_w)) / 2.0), off_y = int64_t((rh - double(out_h)) / 2.0);
-  const AxisWeights ax = axis_weights(in.width, rw, off_x, out_w);
-  const AxisWeights ay = axis_weights(in.height, rh, off_y, out_h);
+  // Scale to cover, resample with antialiasing, crop the centre (core/frame_fit.h).
+  const FitWeights fw = fit_weights(in.width, in.height, out_w, out_h);
+  const AxisWeights& ax = fw.x;
+  const AxisWeights& ay = fw.y;
   const int c = in.channels;
   // Horizontal pass over the input rows the vertical pass needs, then the vertical pass.
   const int64_t row_lo = ay.start.front();

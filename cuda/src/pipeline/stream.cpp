@@ -75,13 +75,23 @@ LiveStream::LiveStream(const unet::UnetModel& unet, const Taesd& vae, const mida
   reset();
 }
 
+void LiveStream::set_frame_counter(int64_t index) {
+  be_.write_slice(frame_counter_, be_.from_host(HostTensor::from_i64({1}, &index)), {0});
+}
+
 Tensor LiveStream::scalar(float v) const { return be_.from_host(HostTensor::from_f32({1}, &v)); }
 
 void LiveStream::reset() {
   cache_.reset();
-  const int64_t rest = std::max(0, T_ - 1);
-  x_buffer_ = be_.zeros({rest, 4, lh_, lw_}, be_.float_dtype());
-  depth_buffer_ = be_.zeros({rest, 4, lh_, lw_}, be_.float_dtype());
+  if (!sample_.defined()) {
+    sample_ = be_.zeros({int64_t(T_), 4, lh_, lw_}, be_.float_dtype());
+    depth_in_ = be_.zeros({int64_t(T_), 4, lh_, lw_}, be_.float_dtype());
+    frame_counter_ = be_.zeros({1}, DType::I32);
+  } else {  // in place: the addresses stay valid
+    be_.fill(sample_, 0.f);
+    be_.fill(depth_in_, 0.f);
+    set_frame_counter(0);
+  }
   warmed_up_ = false;
   frame_index_ = 0;
   streamed_ = 0;
@@ -110,6 +120,15 @@ Tensor LiveStream::encode_latent(const Tensor& images, int64_t first_frame, Tens
   for (int64_t k = 0; k < n; ++k)
     noise.push_back(be_.random_normal({1, lat.dim(1), lat.dim(2), lat.dim(3)}, seed_, 1, uint32_t(first_frame + k)));
   const Tensor nz = n == 1 ? noise[0] : be_.concat(noise, 0);
+  const Tensor x_t = be_.binary(be_.binary(lat, alpha0_, Binary::Mul), be_.binary(nz, beta0_, Binary::Mul), Binary::Add);
+  if (debug) debug->put("x_t_latent", be_.to_host(x_t));
+  return x_t;
+}
+
+// encode_latent of one streamed frame with the draw index read from frame_counter_ (== frame_index_).
+Tensor LiveStream::encode_step_latent(const Tensor& image, TensorMap* debug) {
+  const Tensor lat = vae_.encode(image);  // [1, 4, h, w]
+  const Tensor nz = be_.random_normal_counter(lat.shape(), seed_, 1, frame_counter_, 0);
   const Tensor x_t = be_.binary(be_.binary(lat, alpha0_, Binary::Mul), be_.binary(nz, beta0_, Binary::Mul), Binary::Add);
   if (debug) debug->put("x_t_latent", be_.to_host(x_t));
   return x_t;
@@ -180,18 +199,24 @@ Tensor LiveStream::warmup(const uint8_t* frames, int64_t n, int channels, Tensor
   if (debug) debug->put("x0_pred_to_decode", be_.to_host(x0));
   warmed_up_ = true;
   frame_index_ = n;
+  set_frame_counter(n);
   streamed_ = 0;
   return decode_to_unit(x0);
 }
 
 Tensor LiveStream::step(const uint8_t* frame, int channels, TensorMap* debug) {
   L2D_REQUIRE(warmed_up_, "the stream must be warmed up (8 frames) before streaming");
-  const Tensor image = be_.unary(be_.image_from_u8(frame, 1, height_, width_, channels), Unary::Affine, 2.f, -1.f);
-  const int64_t i = frame_index_;
-  const Tensor x_new = encode_latent(image, i, debug);  // [1, 4, h, w]
+  return step_image(be_.image_from_u8(frame, 1, height_, width_, channels), debug);
+}
+
+Tensor LiveStream::step_image(const Tensor& image01, TensorMap* debug) {
+  const Tensor image = be_.unary(image01, Unary::Affine, 2.f, -1.f);
+  const Tensor x_new = encode_step_latent(image, debug);  // [1, 4, h, w]
   const Tensor d_new = encode_depth(image, debug);
-  const Tensor sample = T_ > 1 ? be_.concat({x_new, x_buffer_}, 0) : x_new;  // [T, 4, h, w]
-  const Tensor depth = T_ > 1 ? be_.concat({d_new, depth_buffer_}, 0) : d_new;
+  be_.write_slice(sample_, x_new, {0, 0, 0, 0});  // rows 1.. hold the carried buffer
+  be_.write_slice(depth_in_, d_new, {0, 0, 0, 0});
+  const Tensor& sample = sample_;  // [T, 4, h, w]
+  const Tensor& depth = depth_in_;
   if (debug) {
     const Shape s5{int64_t(T_), 4, 1, lh_, lw_};
     debug->put("unet_in_sample", be_.to_host(sample.reshape(s5)));
@@ -221,13 +246,18 @@ Tensor LiveStream::step(const uint8_t* frame, int channels, TensorMap* debug) {
   if (debug) debug->put("x0_pred_to_decode", be_.to_host(out_latent));
   if (T_ > 1) {
     const int64_t rest = T_ - 1;
-    const Tensor nz = be_.random_normal({rest, 4, lh_, lw_}, seed_, 3, uint32_t(i));
+    const Tensor nz = be_.random_normal_counter({rest, 4, lh_, lw_}, seed_, 3, frame_counter_, 0);
     const Tensor a = be_.slice(row_alpha_, 0, 1, T_), b = be_.slice(row_beta_, 0, 1, T_);
-    x_buffer_ = be_.binary(be_.binary(be_.slice(x0, 0, 0, rest), a, Binary::Mul), be_.binary(nz, b, Binary::Mul),
-                           Binary::Add);
-    depth_buffer_ = be_.slice(depth, 0, 0, rest);
+    // The next call's rows 1..T-1, written in place (x0 and the slices are separate tensors, so
+    // overwriting the UNet inputs now is safe).
+    be_.write_slice(sample_,
+                    be_.binary(be_.binary(be_.slice(x0, 0, 0, rest), a, Binary::Mul), be_.binary(nz, b, Binary::Mul),
+                               Binary::Add),
+                    {1, 0, 0, 0});
+    be_.write_slice(depth_in_, be_.slice(depth_in_, 0, 0, rest), {1, 0, 0, 0});
   }
   ++frame_index_;
+  be_.counter_add(frame_counter_, 1);
   ++streamed_;
   return decode_to_unit(out_latent);
 }
@@ -253,7 +283,21 @@ bool LiveStream::similar_to_previous(const uint8_t* frame, int channels) {
   return skip;
 }
 
+bool LiveStream::deliver(const Tensor& images, uint8_t* out_rgb) {
+  if (streamed_ < T_) return false;  // the first T-1 outputs come from the zero buffers
+  be_.image_to_host(images, nullptr, out_rgb);
+  if (sim_threshold_ < 1.0) last_rgb_.assign(out_rgb, out_rgb + size_t(width_ * height_ * 3));
+  return true;
+}
+
 bool LiveStream::push_frame(const FrameView& in, uint8_t* out_rgb) {
+  if (warmed_up_ && sim_threshold_ >= 1.0 && be_.fits_frames_on_device()) {
+    // Streaming on CUDA with the similar-image filter off: the frame goes up as it comes and is
+    // fitted on the device (no host resampling; the filter would need the fitted host bytes).
+    return deliver(step_image(be_.image_fit_from_u8(in.data, in.height, in.width, in.channels, height_, width_),
+                              nullptr),
+                   out_rgb);
+  }
   const uint8_t* frame = fit_frame(in, width_, height_, fit_scratch_);
   const size_t bytes = size_t(width_ * height_ * in.channels);
   const int sink = unet_.config().motion.sink;
@@ -271,11 +315,7 @@ bool LiveStream::push_frame(const FrameView& in, uint8_t* out_rgb) {
     std::copy(last_rgb_.begin(), last_rgb_.end(), out_rgb);
     return true;
   }
-  const Tensor images = step(frame, in.channels, nullptr);
-  if (streamed_ < T_) return false;  // the first T-1 outputs come from the zero buffers
-  be_.image_to_host(images, nullptr, out_rgb);
-  if (sim_threshold_ < 1.0) last_rgb_.assign(out_rgb, out_rgb + size_t(width_ * height_ * 3));
-  return true;
+  return deliver(step(frame, in.channels, nullptr), out_rgb);
 }
 
 void LiveStream::run(const std::string& method, TensorMap& io) {

@@ -57,7 +57,13 @@ class LiveStream final : public Session {
   // Both return the output images [N, 3, H, W] in [0, 1].
   Tensor warmup(const uint8_t* frames, int64_t n, int channels, TensorMap* debug);
   Tensor step(const uint8_t* frame, int channels, TensorMap* debug);
+  // The step from the frame as a float image [1, 3, H, W] in [0, 1].
+  Tensor step_image(const Tensor& image01, TensorMap* debug);
+  // After a step: writes the output (once the zero buffers are flushed) and says whether it did.
+  bool deliver(const Tensor& images, uint8_t* out_rgb);
   Tensor encode_latent(const Tensor& images, int64_t first_frame, TensorMap* debug);
+  Tensor encode_step_latent(const Tensor& image, TensorMap* debug);
+  void set_frame_counter(int64_t index);
   Tensor encode_depth(const Tensor& images, TensorMap* debug);
   Tensor scalar(float v) const;
   Tensor decode_to_unit(const Tensor& x0);
@@ -77,7 +83,13 @@ class LiveStream final : public Session {
   Tensor row_alpha_, row_beta_, row_c_out_, row_c_skip_;  // [T, 1, 1, 1]
   Tensor alpha0_, beta0_;        // [1]: the noisiest step's scalars (encode)
   Tensor stream_t_features_;     // [T, C0]: timestep features of the streaming batch (constant)
-  Tensor x_buffer_, depth_buffer_;  // [T-1, 4, h, w]
+  // The UNet inputs [T, 4, h, w]: row 0 the new frame's latent / depth latent, rows 1..T-1 the
+  // carried buffers. Allocated once and updated in place (write_slice), so their device addresses
+  // never change: what a captured CUDA graph of the step needs (issue 15).
+  Tensor sample_, depth_in_;
+  // frame_index_ on the device (I32 [1]): the Philox draw index of the step's noise, advanced by
+  // the step itself, so a captured step needs no per-frame host argument.
+  Tensor frame_counter_;
   bool warmed_up_ = false;
   int64_t frame_index_ = 0;  // video index of the next frame (warm-up frames are 0..7)
   int64_t streamed_ = 0;     // streaming calls so far

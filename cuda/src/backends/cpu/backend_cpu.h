@@ -50,6 +50,10 @@ class CpuBackend final : public Backend {
   Tensor embedding(const Tensor& ids, const Tensor& table) override;
   Tensor minmax_normalize(const Tensor& x) override;
   Tensor random_normal(const Shape& shape, uint32_t seed, uint32_t stream, uint32_t draw) override;
+  Tensor random_normal_counter(const Shape& shape, uint32_t seed, uint32_t stream, const Tensor& counter,
+                               int32_t offset) override;
+  void counter_add(Tensor& counter, int32_t by) override;
+  void kv_advance(Tensor& bias, Tensor& pe_idx, Tensor& update_idx, int sink) override;
   Tensor image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) override;
   void image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) override;
 

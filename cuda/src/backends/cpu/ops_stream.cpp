@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "../../core/philox.h"
+#include "../../kv_cache/kv_rule.h"
 #include "backend_cpu.h"
 
 namespace l2d::cpu {
@@ -14,6 +15,25 @@ Tensor CpuBackend::random_normal(const Shape& shape, uint32_t seed, uint32_t str
     for (int64_t i = i0; i < i1; ++i) p[i] = philox::normal_at(uint64_t(i), seed, stream, draw);
   });
   return y;
+}
+
+Tensor CpuBackend::random_normal_counter(const Shape& shape, uint32_t seed, uint32_t stream, const Tensor& counter,
+                                         int32_t offset) {
+  L2D_ASSERT(counter.dtype() == DType::I32 && counter.numel() == 1);
+  return random_normal(shape, seed, stream, uint32_t(counter.ptr<int32_t>()[0] + offset));
+}
+
+void CpuBackend::counter_add(Tensor& counter, int32_t by) {
+  L2D_ASSERT(counter.dtype() == DType::I32 && counter.numel() == 1);
+  counter.ptr<int32_t>()[0] += by;
+}
+
+void CpuBackend::kv_advance(Tensor& bias, Tensor& pe_idx, Tensor& update_idx, int sink) {
+  L2D_ASSERT(bias.ndim() == 2 && pe_idx.shape() == bias.shape() && update_idx.numel() == bias.dim(0));
+  L2D_ASSERT(pe_idx.dtype() == DType::I32 && update_idx.dtype() == DType::I32 && sink >= 0 && sink < bias.dim(1));
+  const int R = int(bias.dim(0)), W = int(bias.dim(1));
+  for (int r = 0; r < R; ++r)
+    kv_advance_row(bias.ptr<float>() + r * W, pe_idx.ptr<int32_t>() + r * W, update_idx.ptr<int32_t>() + r, W, sink);
 }
 
 Tensor CpuBackend::image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) {

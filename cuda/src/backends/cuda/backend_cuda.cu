@@ -120,6 +120,7 @@ std::string CudaBackend::kernel_info_json() { return dense_->info_json(); }
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
   cudaStreamSynchronize(stream_);
+  fit_tables_.clear();  // their blocks return to the pool, freed below
   for (auto& [size, ptr] : free_blocks_) cudaFree(ptr);
   if (dev_error_) cudaFree(dev_error_);
   if (host_error_) cudaFreeHost(host_error_);

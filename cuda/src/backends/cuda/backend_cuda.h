@@ -21,6 +21,13 @@ namespace l2d::cuda {
 struct DeviceError;  // common.cuh
 class DenseRouter;  // dense_router.h
 
+// Which attention kernels a context runs (ops_attention.cu): the simple ones (verified, any
+// shape) or the fast ones (tensor-core fused attention, vectorised temporal attention; problems
+// they do not fit fall back). L2D_ATTENTION=simple|tc, read once per context; anything else is
+// L2D_ERR_INVALID_ARGUMENT.
+enum class AttentionKernel { Simple, Fast };
+AttentionKernel attention_kernel_from_env();
+
 class CudaBackend : public Backend {
  protected:
   // Protected: make_cuda_backend creates Guarded<CudaBackend>, never a bare one.
@@ -66,7 +73,14 @@ class CudaBackend : public Backend {
   Tensor embedding(const Tensor& ids, const Tensor& table) override;
   Tensor minmax_normalize(const Tensor& x) override;
   Tensor random_normal(const Shape& shape, uint32_t seed, uint32_t stream, uint32_t draw) override;
+  Tensor random_normal_counter(const Shape& shape, uint32_t seed, uint32_t stream, const Tensor& counter,
+                               int32_t offset) override;
+  void counter_add(Tensor& counter, int32_t by) override;
+  void kv_advance(Tensor& bias, Tensor& pe_idx, Tensor& update_idx, int sink) override;
   Tensor image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) override;
+  Tensor image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
+                           int64_t out_w) override;
+  bool fits_frames_on_device() const override { return true; }
   void image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) override;
 
   cudaStream_t stream() const { return stream_; }
@@ -86,6 +100,7 @@ class CudaBackend : public Backend {
   int device_;
   bool fp16_;
   bool sync_each_op_ = false;
+  AttentionKernel attention_kernel_ = attention_kernel_from_env();
   cudaStream_t stream_ = nullptr;
   std::mutex pool_mutex_;
   std::multimap<size_t, void*> free_blocks_;  // rounded size -> block
@@ -93,6 +108,9 @@ class CudaBackend : public Backend {
   DeviceError* dev_error_ = nullptr;   // device word written by kernels
   DeviceError* host_error_ = nullptr;  // pinned copy read after each synchronize()
   std::unique_ptr<DenseRouter> dense_;  // conv / GEMM path choice (L2D_KERNELS), vendor libraries
+  // Frame-fitting tables per geometry {in_w, in_h, out_w, out_h}: x_start, x_w, y_start, y_w
+  // (ops_frame.cu).
+  std::map<std::vector<int64_t>, std::vector<Tensor>> fit_tables_;
 };
 
 // Philox values computed on the device (checks the shared philox.h in device code).

@@ -184,6 +184,22 @@ class Guarded final : public Impl {
   Tensor random_normal(const Shape& shape, uint32_t seed, uint32_t stream, uint32_t draw) override {
     return op("random_normal", {}, [&] { return Impl::random_normal(shape, seed, stream, draw); });
   }
+  Tensor random_normal_counter(const Shape& shape, uint32_t seed, uint32_t stream, const Tensor& counter,
+                               int32_t offset) override {
+    return op("random_normal_counter", {{"counter", &counter}},
+              [&] { return Impl::random_normal_counter(shape, seed, stream, counter, offset); });
+  }
+  void counter_add(Tensor& counter, int32_t by) override {
+    op("counter_add", {{"counter", &counter}}, [&] { Impl::counter_add(counter, by); });
+  }
+  void kv_advance(Tensor& bias, Tensor& pe_idx, Tensor& update_idx, int sink) override {
+    op("kv_advance", {{"bias", &bias}, {"pe_idx", &pe_idx}, {"update_idx", &update_idx}},
+       [&] { Impl::kv_advance(bias, pe_idx, update_idx, sink); });
+  }
+  Tensor image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
+                           int64_t out_w) override {
+    return op("image_fit_from_u8", {}, [&] { return Impl::image_fit_from_u8(host, h, w, channels, out_h, out_w); });
+  }
   Tensor image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) override {
     return op("image_from_u8", {}, [&] { return Impl::image_from_u8(host, n, h, w, channels); });
   }

@@ -1,13 +1,13 @@
-// Convolutions, linear layers, batched matmul and attention of the CUDA backend: shape checks
-// (the same as the CPU oracle's), then the DenseRouter picks the implementation (simple / own /
-// vendor: dense_router.h). No host sync; scratch memory only for split-K and vendor workspaces.
+// Convolutions, linear layers and batched matmul of the CUDA backend: shape checks (the same as
+// the CPU oracle's), then the DenseRouter picks the implementation (simple / own / vendor:
+// dense_router.h). No host sync; scratch memory only for split-K and vendor workspaces.
+// Attention: ops_attention.cu.
 #include <algorithm>
 #include <string>
 
 #include "backend_cuda.h"
 #include "common.cuh"
 #include "dense_router.h"
-#include "kernels/attention.cuh"
 #include "kernels/gemm.cuh"
 #include "ops_util.h"
 
@@ -201,58 +201,6 @@ Tensor CudaBackend::matmul(const Tensor& a, const Tensor& b) {
   lt.c_bs = g.c_bs;
   lt.fp16 = fp16_;
   dense_->gemm(*this, g, &lt, "matmul");
-  return y;
-}
-
-Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, AttnMask mask) {
-  L2D_ASSERT(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3);
-  L2D_ASSERT(q.dtype() == float_dtype() && k.dtype() == float_dtype() && v.dtype() == float_dtype());
-  const int64_t B = q.dim(0), Lq = q.dim(1), HD = q.dim(2), Lk = k.dim(1), Bk = k.dim(0);
-  L2D_ASSERT(k.dim(2) == HD && v.dim(2) == HD && v.dim(1) == Lk && (Bk == B || Bk == 1) && v.dim(0) == Bk);
-  L2D_ASSERT(heads > 0 && HD % heads == 0 && Lk > 0);
-  Tensor y = empty({B, Lq, HD});
-  attention_cuda(q.data(), k.data(), v.data(), y.data(), int(dim_or_fail(B, "attention batch")),
-                 int(dim_or_fail(Lq, "attention Lq")), int(dim_or_fail(Lk, "attention Lk")), int(Bk), heads,
-                 int(HD / heads), mask == AttnMask::Causal, fp16_, stream_);
-  return y;
-}
-
-Tensor CudaBackend::stream_temporal_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& cache,
-                                              const Tensor& qpe, const Tensor& kpe, const Tensor& vpe,
-                                              const Tensor& pe_idx, const Tensor& update_idx, const Tensor& bias,
-                                              int heads) {
-  L2D_ASSERT(q.ndim() == 3 && cache.ndim() == 5);
-  const int64_t R = q.dim(0), P = q.dim(1), C = q.dim(2), Wn = cache.dim(3), max_len = qpe.dim(0);
-  L2D_ASSERT(k.shape() == q.shape() && v.shape() == q.shape());
-  L2D_ASSERT(cache.dim(0) == R && cache.dim(1) == 2 && cache.dim(2) == P && cache.dim(4) == C);
-  L2D_ASSERT(qpe.ndim() == 2 && qpe.dim(1) == C && kpe.shape() == qpe.shape() && vpe.shape() == qpe.shape());
-  L2D_ASSERT(pe_idx.dtype() == DType::I32 && update_idx.dtype() == DType::I32);
-  L2D_ASSERT(pe_idx.ndim() == 2 && pe_idx.dim(0) == R && pe_idx.dim(1) == Wn && update_idx.numel() == R);
-  L2D_ASSERT(bias.ndim() == 2 && bias.dim(0) == R && bias.dim(1) == Wn);
-  L2D_ASSERT(heads > 0 && C % heads == 0 && Wn > 0 && max_len > 0);
-  for (const Tensor* t : {&q, &k, &v, static_cast<const Tensor*>(&cache), &qpe, &kpe, &vpe, &bias})
-    L2D_ASSERT(t->dtype() == float_dtype());
-  Tensor y = empty({R, P, C});
-  StreamAttnArgs a{};
-  a.q = q.data();
-  a.k = k.data();
-  a.v = v.data();
-  a.cache = cache.data();
-  a.qpe = qpe.data();
-  a.kpe = kpe.data();
-  a.vpe = vpe.data();
-  a.pe_idx = pe_idx.ptr<int32_t>();
-  a.update_idx = update_idx.ptr<int32_t>();
-  a.bias = bias.data();
-  a.y = y.data();
-  a.R = int(dim_or_fail(R, "rows"));
-  a.P = int(dim_or_fail(P, "pixels"));
-  a.C = int(dim_or_fail(C, "channels"));
-  a.W = int(dim_or_fail(Wn, "window"));
-  a.heads = heads;
-  a.max_len = int(dim_or_fail(max_len, "max_len"));
-  a.err = dev_error_;
-  stream_temporal_attention_cuda(a, fp16_, stream_);
   return y;
 }
 

@@ -202,6 +202,52 @@ class OpsModel final : public Model {
       r.bytes.assign(out, out + size_t(size[0] * size[1] * f.shape[2]));
       io.put("y", std::move(r));
       return;
+    } else if (method == "image_fit_from_u8") {
+      // Backend::image_fit_from_u8: one U8 [H, W, C] frame -> float [1, 3, h, w] (levels / 255).
+      const HostTensor& f = io.at("frame", "ops model");
+      const auto size = ints("size", 2);  // [height, width]
+      L2D_REQUIRE(f.dtype == L2D_U8 && f.shape.size() == 3, "image_fit_from_u8 needs frame U8 [H, W, C]");
+      checked(f.shape[0], 1, kMaxSide, "frame height");
+      checked(f.shape[1], 1, kMaxSide, "frame width");
+      checked(f.shape[2], 3, 4, "frame channels");
+      const int out_h = checked(size[0], 1, kMaxSide, "size"), out_w = checked(size[1], 1, kMaxSide, "size");
+      require_output(3, out_h, out_w, "image_fit_from_u8");
+      y = be_.image_fit_from_u8(f.bytes.data(), f.shape[0], f.shape[1], int(f.shape[2]), out_h, out_w);
+    } else if (method == "random_normal_counter") {
+      // params [seed, stream, offset, add], counter I32 [1], shape [...]: y = normal(shape, seed,
+      // stream, counter + offset), then counter += add on the device (returned as counter_out).
+      const auto p = ints("params", 4);
+      const std::vector<int64_t> sh = io.at("shape", "ops model").to_i64();
+      L2D_REQUIRE(!sh.empty() && sh.size() <= 8, "ops random_normal_counter: \"shape\" must have 1..8 values");
+      double n = 1;
+      for (int64_t d : sh) n *= double(checked(d, 1, kMaxOutputElements, "random_normal_counter shape"));
+      require_output(int64_t(std::min(n, 9.0e18)), 1, 1, "random_normal_counter");
+      checked(p[0], 0, UINT32_MAX, "seed");
+      checked(p[1], 0, UINT32_MAX, "stream");
+      checked(p[2], INT32_MIN, INT32_MAX, "offset");
+      checked(p[3], INT32_MIN, INT32_MAX, "add");
+      Tensor counter = in("counter");
+      L2D_REQUIRE(counter.dtype() == DType::I32 && counter.numel() == 1, "counter must be one integer");
+      y = be_.random_normal_counter(Shape(sh.begin(), sh.end()), uint32_t(p[0]), uint32_t(p[1]), counter,
+                                    int32_t(p[2]));
+      be_.counter_add(counter, int32_t(p[3]));
+      io.put("counter_out", be_.to_host(counter));
+    } else if (method == "kv_advance") {
+      // Backend::kv_advance applied `times` times to bias [R, W], pe_idx [R, W], update_idx [R].
+      Tensor bias = in("bias"), pe = in("pe_idx"), upd = in("update_idx");
+      const auto p = ints("params", 2);  // [sink, times]
+      require_rank(bias, 2, 2, "bias");
+      L2D_REQUIRE(bias.dtype() == DType::F32 || bias.dtype() == DType::F16, "ops kv_advance: bias must be float");
+      L2D_REQUIRE(pe.dtype() == DType::I32 && pe.shape() == bias.shape(), "ops kv_advance: pe_idx must be I32 ",
+                  shape_str(bias.shape()));
+      L2D_REQUIRE(upd.dtype() == DType::I32 && upd.ndim() == 1 && upd.dim(0) == bias.dim(0),
+                  "ops kv_advance: update_idx must be I32 [", bias.dim(0), "]");
+      const int sink = checked(p[0], 0, bias.dim(1) - 1, "sink");
+      const int times = checked(p[1], 0, 4096, "times");
+      for (int i = 0; i < times; ++i) be_.kv_advance(bias, pe, upd, sink);
+      io.put("pe_idx_out", be_.to_host(pe));
+      io.put("update_idx_out", be_.to_host(upd));
+      y = bias;
     } else if (method == "concat") {
       const Tensor a = in("a"), b = in("b");
       require_rank(a, 1, 8, "a");

@@ -1,0 +1,71 @@
+// Frame fitting on the device (Backend::image_fit_from_u8): the camera frame is uploaded as it
+// comes (any size, RGB or RGBA bytes) and one kernel resamples, crops and converts it to the
+// float NCHW image, so a 1080p frame costs one 6 MB copy and no host-side resampling. The weight
+// tables depend only on the geometry (frame size -> stream size): they are built on the host
+// once per geometry (core/frame_fit.h) and kept on the device.
+#include "../../core/frame_fit.h"
+#include "backend_cuda.h"
+#include "common.cuh"
+
+namespace l2d::cuda {
+
+// One thread per output pixel and channel: fit_level (the shared reference formula) over the
+// taps_y x taps_x window of the frame, / 255.
+template <typename T>
+static __global__ void fit_frame_kernel(const uint8_t* __restrict__ frame, int64_t in_w, int channels,
+                                        const int32_t* __restrict__ xs, const float* __restrict__ xw, int taps_x,
+                                        const int32_t* __restrict__ ys, const float* __restrict__ yw, int taps_y,
+                                        T* __restrict__ out, int64_t out_w, int64_t out_h) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // over [3, out_h, out_w]
+  if (i >= 3 * out_h * out_w) return;
+  const int64_t x = i % out_w, y = (i / out_w) % out_h;
+  const int c = int(i / (out_w * out_h));
+  const float level = fit_level(frame, in_w, channels, c, xs[x], xw + x * taps_x, taps_x, ys[y], yw + y * taps_y,
+                                taps_y);
+  out[i] = from_f<T>(level / 255.f);
+}
+
+Tensor CudaBackend::image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
+                                      int64_t out_w) {
+  check_fit_args(host, h, w, channels, out_h, out_w);
+  if (h == out_h && w == out_w) return image_from_u8(host, 1, h, w, channels);
+  const std::vector<int64_t> key{w, h, out_w, out_h};
+  auto it = fit_tables_.find(key);
+  if (it == fit_tables_.end()) {
+    if (fit_tables_.size() >= 16) fit_tables_.clear();  // a camera changes size rarely
+    const FitTables t = fit_tables(w, h, out_w, out_h);
+    std::vector<Tensor> d;
+    d.emplace_back(this, DType::I32, Shape{out_w});
+    d.emplace_back(this, DType::F32, Shape{out_w, t.taps_x});
+    d.emplace_back(this, DType::I32, Shape{out_h});
+    d.emplace_back(this, DType::F32, Shape{out_h, t.taps_y});
+    CUDA_CHECK(cudaMemcpyAsync(d[0].data(), t.x_start.data(), d[0].bytes(), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(d[1].data(), t.x_w.data(), d[1].bytes(), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(d[2].data(), t.y_start.data(), d[2].bytes(), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(d[3].data(), t.y_w.data(), d[3].bytes(), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host tables die here; once per geometry
+    it = fit_tables_.emplace(key, std::move(d)).first;
+  }
+  const std::vector<Tensor>& d = it->second;
+  const int taps_x = int(d[1].dim(1)), taps_y = int(d[3].dim(1));
+  const size_t bytes = size_t(h * w * channels);
+  Tensor staging(this, DType::I32, {int64_t((bytes + 3) / 4)});  // raw bytes in a pooled buffer
+  CUDA_CHECK(cudaMemcpyAsync(staging.data(), host, bytes, cudaMemcpyHostToDevice, stream_));
+  Tensor y = empty({1, 3, out_h, out_w});
+  const unsigned blocks = unsigned(CEIL_DIV(3 * out_h * out_w, int64_t(256)));
+  const uint8_t* src = static_cast<const uint8_t*>(staging.data());
+  if (fp16_)
+    fit_frame_kernel<<<blocks, 256, 0, stream_>>>(src, w, channels, d[0].ptr<int32_t>(), d[1].ptr<float>(), taps_x,
+                                                  d[2].ptr<int32_t>(), d[3].ptr<float>(), taps_y, y.ptr<__half>(),
+                                                  out_w, out_h);
+  else
+    fit_frame_kernel<<<blocks, 256, 0, stream_>>>(src, w, channels, d[0].ptr<int32_t>(), d[1].ptr<float>(), taps_x,
+                                                  d[2].ptr<int32_t>(), d[3].ptr<float>(), taps_y, y.ptr<float>(),
+                                                  out_w, out_h);
+  CUDA_CHECK_LAUNCH();
+  // The host frame may be reused by the caller as soon as we return (pinned staging: issue 15).
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return y;
+}
+
+}  // namespace l2d::cuda
