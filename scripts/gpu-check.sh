@@ -180,13 +180,16 @@ main() {
   step build 240 0 build
 
   # ---- 3. native tests: device guard, vendor-header conformance, every CUDA op test built ----
+  # cuDNN (Python env) and cuBLASLt (/usr/local/cuda/lib64) on the loader path, so every later step
+  # (op tests, golden, bench) can take the vendor path of L2D_KERNELS=auto.
+  eval "$(bash scripts/gpu/dense_check.sh --print-env)"
   [ -x "$BUILD/test_device_guard" ] && step test_device_guard 20 0 "$BUILD/test_device_guard"
   if [ -f scripts/gpu/vendor_conformance.sh ]; then
     step vendor_conformance 60 0 bash scripts/gpu/vendor_conformance.sh "$BUILD"
   fi
   # test_cuda_ops first, then any other op test (test_cuda_dense, test_cuda_attention, ...). Exit 77
   # = CUDA could not start (no GPU, no/old driver): a FAILED step whose log says why.
-  OP_TESTS=$( (ls "$BUILD"/test_cuda_ops 2>/dev/null; ls "$BUILD"/test_cuda_* 2>/dev/null | grep -v '/test_cuda_ops$') |
+  OP_TESTS=$( (ls "$BUILD"/test_cuda_ops 2>/dev/null; ls "$BUILD"/test_cuda_* 2>/dev/null | grep -v -e '/test_cuda_ops$' -e '/test_cuda_dense$') |
     while read -r t; do [ -x "$t" ] && basename "$t"; done)
   [ -n "$OP_TESTS" ] || printf 'test_cuda_ops\tmissing\t0\n' >>"$STEPS"
   for t in $OP_TESTS; do
@@ -197,6 +200,14 @@ main() {
     # A failure: run it again with a sync after every op, so the first fault names its op.
     if ((rc == 1)); then step "$t-sync" 60 0 env L2D_CUDA_SYNC=1 "$BUILD/$t"; fi
   done
+  # The dense kernels per path (issue 14): conformance of our cuBLASLt/cuDNN declarations with the
+  # real headers, the GEMM lane formulas, then test_cuda_dense once per L2D_KERNELS path (the simple
+  # kernels are covered by test_cuda_ops at the networks' shapes).
+  if [ -x "$BUILD/test_cuda_dense" ]; then
+    step dense 240 "$BENCH_RESERVE" env BUILD="$BUILD" DENSE_LOGS="$LOGS/dense" DENSE_CAP=100 \
+      DENSE_PATHS="${GPU_CHECK_DENSE_PATHS:-own vendor}" bash scripts/gpu/dense_check.sh
+    sed 's/^/    /' "$LOGS/dense.out" 2>/dev/null
+  fi
 
   # ---- background: compute-sanitizer (memcheck on the whole op test; racecheck and synccheck on the
   # attention, reduce and norm kernels at small shapes), alongside the golden cases ----
@@ -246,6 +257,13 @@ main() {
         "$GOLDEN/cases/$c"
     done
   done
+
+  # The pipeline once more with the tensor-core attention (L2D_ATTENTION=tc, off by default until
+  # this passes on a GPU).
+  if [[ " $SMALL_CASES " == *" pipeline "* && " $PRECISIONS " == *" fp16 "* ]]; then
+    step "golden-fp16-pipeline-attn_tc" 60 "$BENCH_RESERVE" env L2D_ATTENTION=tc "${DENO_RUN[@]}" scripts/golden.ts \
+      --device "$DEVICE" --precision fp16 "$GOLDEN/cases/pipeline"
+  fi
 
   # ---- 6. bench ----
   if [ -n "$SAN_PID" ]; then
