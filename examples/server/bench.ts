@@ -11,12 +11,9 @@
  */
 
 import { parseArgs } from "node:util";
-// deno-lint-ignore no-import-prefix
-import { Hono } from "npm:hono@4.13.19";
-// deno-lint-ignore no-import-prefix
-import { upgradeWebSocket } from "npm:hono@4.13.19/deno";
-// deno-lint-ignore no-import-prefix
-import jpeg from "npm:jpeg-js@0.4.4";
+import { Hono } from "hono";
+import { upgradeWebSocket } from "hono/deno";
+import jpeg from "jpeg-js";
 import { createLive2DiffServer, HEADER_BYTES, KIND } from "./app.ts";
 import { defaultStreamSize, loadEngine, printNotice } from "../_engine.ts";
 
