@@ -134,6 +134,7 @@ async function session(
       } else if (m.type === "ready") ready = true;
       else if (m.type === "ack") acked = Math.max(acked, m.seq);
       else if (m.type === "error") {
+        if (typeof m.seq === "number") acked = Math.max(acked, m.seq); // a refused frame is consumed
         if (m.code === "SERVER_FULL") stats.refused++;
         stats.errors.set(m.code, (stats.errors.get(m.code) ?? 0) + 1);
       }

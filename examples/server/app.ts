@@ -16,7 +16,7 @@
  * - server → client: `hello` (client id, MJPEG path, stream size, engine notice), `ready` (stream
  *   created), `prompt` (prompt applied), `ack` (a frame was consumed without output: warm-up),
  *   `pong`, `error` (`code`: BAD_MESSAGE, BAD_FRAME, FRAME_TOO_LARGE, NOT_STARTED, RATE_LIMITED,
- *   SERVER_FULL, IDLE, ENGINE). `hello` carries the limits (`limits`) and what the engine can
+ *   SERVER_FULL, IDLE, ENGINE; an error about a frame carries its `seq`). `hello` carries the limits (`limits`) and what the engine can
  *   serve (`capacity`); messages sent before `hello` are ignored.
  *
  * Binary messages are frames: a 16-byte little-endian header, then the payload.
@@ -146,6 +146,8 @@ interface Viewer {
 }
 
 class ClientError extends Error {
+  /** The frame it is about: sent with the error so a self-clocked client can send its next frame. */
+  seq?: number;
   constructor(readonly code: string, message: string) {
     super(message);
   }
@@ -351,10 +353,10 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       client.ws.send(JSON.stringify(message));
     } catch { /* socket went away */ }
   };
-  const fail = (client: Client, code: string, message: string) => {
+  const fail = (client: Client, code: string, message: string, seq?: number) => {
     client.stats.errors++;
     totals.errors++;
-    send(client, { type: "error", code, message });
+    send(client, { type: "error", code, message, ...(seq !== undefined ? { seq } : {}) });
   };
 
   function parseSettings(msg: Record<string, unknown>): StreamSettings {
@@ -440,6 +442,17 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       throw new ClientError("FRAME_TOO_LARGE", `Frames are limited to ${maxFrameBytes} bytes, got ${bytes.byteLength}`);
     }
     if (bytes.byteLength < HEADER_BYTES) throw new ClientError("BAD_FRAME", "Frame shorter than its 16-byte header");
+    const seq = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(8, true);
+    try {
+      acceptFrame(client, bytes);
+    } catch (e) {
+      if (e instanceof ClientError) e.seq = seq;
+      throw e;
+    }
+  }
+
+  /** Checks a frame message (at least a header long) and makes it the client's next frame. */
+  function acceptFrame(client: Client, bytes: Uint8Array) {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const kind = view.getUint8(0), version = view.getUint8(1);
     const width = view.getUint16(2, true), height = view.getUint16(4, true), seq = view.getUint32(8, true);
@@ -521,8 +534,8 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       offer(client, { seq: job.seq, frame: { data: img.data, width: img.width, height: img.height, channels: 3 } });
     }).catch((e) => {
       const message = e instanceof Error ? e.message : String(e);
-      if (e instanceof ClientError) fail(client, e.code, message);
-      else fail(client, "BAD_FRAME", `Cannot decode the JPEG: ${message}`);
+      if (e instanceof ClientError) fail(client, e.code, message, job.seq);
+      else fail(client, "BAD_FRAME", `Cannot decode the JPEG: ${message}`, job.seq);
     }).finally(() => {
       client.decoding = false;
       client.lastActive = performance.now();
@@ -955,7 +968,7 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
             else if (data instanceof ArrayBuffer) onBinary(c, new Uint8Array(data));
             else throw new ClientError("BAD_MESSAGE", "Unsupported message type");
           } catch (e) {
-            if (e instanceof ClientError) fail(c, e.code, e.message);
+            if (e instanceof ClientError) fail(c, e.code, e.message, e.seq);
             else throw e;
           }
         },

@@ -5,13 +5,17 @@
  * - At most `workers` decodes run at once; further requests wait in FIFO order (the server keeps
  *   at most one per client, and the queue is capped anyway).
  * - A decode that runs past `timeoutMs` (a hostile JPEG within the size limits, e.g. thousands of
- *   progressive scans) terminates its worker and fails.
+ *   progressive scans) terminates its worker and fails. The clock starts when the worker has
+ *   loaded, so a slow start on a busy machine is not mistaken for a slow decode.
  * - Workers idle for `idleMs` are terminated, so the memory of a burst of big JPEGs is given back.
  *
  * @module
  */
 
 import type { DecodeReply, DecodeRequest } from "./jpeg_worker.ts";
+
+/** Mirrors `READY_ID` of jpeg_worker.ts (not imported: that module only runs inside a Worker). */
+const READY_ID = 0;
 
 /** Options of {@linkcode JpegDecoderPool}. */
 export interface JpegPoolOptions {
@@ -51,6 +55,8 @@ interface Job {
 
 interface Slot {
   worker: Worker;
+  /** Set once the worker has loaded; a job given before waits for it. */
+  ready: boolean;
   job: Job | null;
   timer: ReturnType<typeof setTimeout> | undefined;
 }
@@ -122,9 +128,14 @@ export class JpegDecoderPool {
 
   #spawn(): Slot {
     const worker = new Worker(new URL("./jpeg_worker.ts", import.meta.url).href, { type: "module" });
-    const slot: Slot = { worker, job: null, timer: undefined };
+    const slot: Slot = { worker, ready: false, job: null, timer: undefined };
     this.stats.workersStarted++;
     worker.onmessage = (evt: MessageEvent<DecodeReply>) => {
+      if (evt.data.id === READY_ID) {
+        slot.ready = true;
+        if (slot.job) this.#post(slot, slot.job);
+        return;
+      }
       const job = slot.job;
       if (!job || evt.data.id !== job.request.id) return;
       const reply = evt.data;
@@ -151,6 +162,11 @@ export class JpegDecoderPool {
   #run(slot: Slot, job: Job) {
     clearTimeout(slot.timer);
     slot.job = job;
+    if (slot.ready) this.#post(slot, job);
+  }
+
+  /** Sends a job to a loaded worker and starts its decode clock. */
+  #post(slot: Slot, job: Job) {
     slot.timer = setTimeout(() => {
       this.stats.timedOut++;
       this.#kill(slot);

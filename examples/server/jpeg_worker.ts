@@ -17,10 +17,13 @@ export interface DecodeRequest {
   maxMegapixels: number;
 }
 
-/** A decode result: RGB pixels (transferred) or the decoder's error. */
+/** A decode result: RGB pixels (transferred) or the decoder's error; id 0 says the worker is ready. */
 export type DecodeReply =
   | { id: number; ok: true; width: number; height: number; data: Uint8Array }
   | { id: number; ok: false; error: string };
+
+/** The id of the message a worker posts once it has loaded (the pool's decode timer starts then). */
+export const READY_ID = 0;
 
 self.onmessage = (evt: MessageEvent<DecodeRequest>) => {
   const { id, jpeg: bytes, maxMemoryMB, maxMegapixels } = evt.data;
@@ -38,3 +41,5 @@ self.onmessage = (evt: MessageEvent<DecodeRequest>) => {
   }
   self.postMessage(reply, reply.ok ? [reply.data.buffer as ArrayBuffer] : []);
 };
+
+self.postMessage({ id: READY_ID, ok: false, error: "" } satisfies DecodeReply);

@@ -118,6 +118,8 @@ function onJson(msg) {
       $("status").textContent = `prompt: ${msg.prompt}`;
       break;
     case "error":
+      // A refused frame counts as consumed: the self-clocked capture goes on with the next one.
+      if (typeof msg.seq === "number") state.acked = Math.max(state.acked, msg.seq);
       showError(`${msg.code}: ${msg.message}`);
       break;
   }
