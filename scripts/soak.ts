@@ -114,8 +114,9 @@ const perClientOutputs = new Array<number>(nClients).fill(0);
 async function session(
   name: string,
   start: Record<string, unknown>,
-  drive: (ctx: { ws: WebSocket; width: number; height: number; acked: () => number; outputs: () => number }) =>
-    Promise<void>,
+  drive: (
+    ctx: { ws: WebSocket; width: number; height: number; acked: () => number; outputs: () => number },
+  ) => Promise<void>,
   onOutput: () => void = () => {},
 ): Promise<void> {
   const ws = new WebSocket(`ws://${base}/ws`);

@@ -6,8 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-// deno-lint-ignore no-import-prefix
-import jpeg from "npm:jpeg-js@0.4.4";
+import jpeg from "jpeg-js";
 import { Engine } from "../mod.ts";
 import { app, createLive2DiffServer, KIND, type ServerOptions } from "../examples/server/app.ts";
 import { encodeFrame, solidRgba, TestClient } from "./_fixtures/examples_ws_client.ts";

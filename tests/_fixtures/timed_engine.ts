@@ -66,10 +66,13 @@ export function timedEngine(cost: TimedCost): ServerEngine & { stats: TimedEngin
           const n = ++pushes;
           stats.pushes++;
           const ms = n < 8 ? 0 : n === 8 ? cost.warmupMs : cost.pushMs;
-          return busy(ms, () =>
-            n < 8 + steps
-              ? null
-              : { data: new Uint8Array(width * height * 3).fill(value), width, height, channels: 3 as const });
+          return busy(
+            ms,
+            () =>
+              n < 8 + steps
+                ? null
+                : { data: new Uint8Array(width * height * 3).fill(value), width, height, channels: 3 as const },
+          );
         },
       } as ServerStream;
       return Promise.resolve(stream);
