@@ -42,12 +42,13 @@ const outDir = `${values.out}/${stamp}`;
 await Deno.mkdir(outDir, { recursive: true });
 
 // ---- the server under test (a child process, so its RSS is its own) ----
-const args = ["run", "-A", "examples/server/main.ts", "--port", "0", "--device", values.device, "--quiet"];
+const args = ["run", "-A", "examples/server/main.ts", "--port", "0", "--device", values.device];
 // + the flood and big-JPEG clients; a generous first-frame budget so that all of them are admitted
 // on a slow CPU (admission by engine cost is tested in tests/server_fairness_test.ts).
 args.push("--max-clients", String(nClients + 2), "--max-first-frame", values["max-first-frame"]);
 if (values.size) args.push("--size", values.size);
 if (values.engine) args.push("--engine", values.engine);
+// The server's log (joins, leaves, refusals, idle closes) goes to this process's stderr.
 const child = new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "inherit" }).spawn();
 const port = await (async () => {
   const decoder = new TextDecoder();

@@ -339,6 +339,11 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       const seconds = Math.round(idleTimeoutMs / 100) / 10;
       const message = `No frames for ${seconds} s: the slot is freed for others; reconnect to stream again`;
       fail(c, "IDLE", message);
+      log(
+        `client ${
+          c.id.slice(0, 8)
+        } idle for ${seconds} s after ${c.stats.received} frames (${c.stats.processed} pushed)`,
+      );
       try {
         c.ws.close(CLOSE_IDLE, `idle: no frames for ${seconds} s`);
       } catch { /* already closed */ }

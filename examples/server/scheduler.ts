@@ -22,7 +22,8 @@ export class FairScheduler<C> {
   /** Virtual time of clients that ran out of work (kept so a quick return is charged fairly). */
   readonly #resting = new Map<C, number>();
   #now = 0;
-  #loop: Promise<void> | null = null;
+  #running = false;
+  #loop: Promise<void> = Promise.resolve();
 
   constructor(hasWork: (client: C) => boolean, step: StepFn<C>) {
     this.#hasWork = hasWork;
@@ -36,7 +37,7 @@ export class FairScheduler<C> {
 
   /** True while a call is running. */
   get busy(): boolean {
-    return this.#loop !== null;
+    return this.#running;
   }
 
   /** Tells the scheduler `client` may have new work. */
@@ -46,7 +47,10 @@ export class FairScheduler<C> {
       this.#resting.delete(client);
       this.#eligible.set(client, Math.max(rested, this.#now));
     }
-    this.#loop ??= this.#run().finally(() => (this.#loop = null));
+    if (!this.#running) {
+      this.#running = true;
+      this.#loop = this.#run();
+    }
   }
 
   /** Forgets `client` (it left). A call already running for it finishes. */
@@ -57,27 +61,33 @@ export class FairScheduler<C> {
 
   /** Resolves when no call is running. */
   async idle(): Promise<void> {
-    while (this.#loop) await this.#loop;
+    while (this.#running) await this.#loop;
   }
 
   async #run() {
-    while (true) {
-      let next: C | undefined, best = Infinity;
-      for (const [client, start] of this.#eligible) {
-        if (!this.#hasWork(client)) {
-          this.#eligible.delete(client);
-          this.#resting.set(client, start);
-        } else if (start < best) {
-          best = start;
-          next = client;
+    try {
+      while (true) {
+        let next: C | undefined, best = Infinity;
+        for (const [client, start] of this.#eligible) {
+          if (!this.#hasWork(client)) {
+            this.#eligible.delete(client);
+            this.#resting.set(client, start);
+          } else if (start < best) {
+            best = start;
+            next = client;
+          }
         }
+        // No await between this check and clearing #running (finally runs in the same turn), so a
+        // wake() that comes right after always starts a new loop.
+        if (next === undefined) return;
+        this.#now = best;
+        const cost = Math.max(0, await this.#step(next).catch(() => 0)); // the step reports its own errors
+        const start = this.#eligible.get(next);
+        if (start !== undefined) this.#eligible.set(next, start + cost);
+        else if (this.#resting.has(next)) this.#resting.set(next, this.#resting.get(next)! + cost);
       }
-      if (next === undefined) return;
-      this.#now = best;
-      const cost = await this.#step(next).catch(() => 0); // the step reports its own errors
-      const start = this.#eligible.get(next);
-      if (start !== undefined) this.#eligible.set(next, start + Math.max(0, cost));
-      else if (this.#resting.has(next)) this.#resting.set(next, this.#resting.get(next)! + Math.max(0, cost));
+    } finally {
+      this.#running = false;
     }
   }
 }
