@@ -219,7 +219,7 @@ async function webcamClient(i: number) {
 async function floodClient() {
   await nap(60_000);
   while (performance.now() < end) {
-    await session("flood", { type: "start", steps: 2, strength: 0.5 }, async (ctx) => {
+    await session("flood", { type: "start", prompt: "flood", steps: 2, strength: 0.5 }, async (ctx) => {
       const msg = frameMessage(KIND.RGBA, ctx.width, ctx.height, 1, picture(ctx.width, ctx.height, 0));
       for (let k = 0; k < 1000; k++) ctx.ws.send(msg);
       for (let k = 0; k < 100; k++) ctx.ws.send(k % 2 ? "{not json" : JSON.stringify({ type: "nope" }));
@@ -239,7 +239,8 @@ async function bigJpegClient() {
   new DataView(bomb.buffer).setUint16(sof + 7, 4096);
   await nap(90_000);
   while (performance.now() < end) {
-    await session("big-jpeg", { type: "start", steps: 2, strength: 0.5, format: "jpeg" }, async (ctx) => {
+    const start = { type: "start", prompt: "big frames", steps: 2, strength: 0.5, format: "jpeg" };
+    await session("big-jpeg", start, async (ctx) => {
       ctx.ws.send(frameMessage(KIND.JPEG, 4096, 4096, 1, bomb));
       await streamUntil(ctx, performance.now() + 20_000, (seq) => frameMessage(KIND.JPEG, w, h, seq + 1, big));
     });
