@@ -163,7 +163,7 @@ class Client {
   nextPrompt: string | null = null;
   pending: PendingFrame | null = null;
   /** The newest JPEG not yet decoded (latest wins) and whether one is being decoded. */
-  jpegWaiting: { seq: number; width: number; height: number; bytes: Uint8Array } | null = null;
+  jpegWaiting: { seq: number; width: number; height: number; bytes: Uint8Array; decodeBytes: number } | null = null;
   decoding = false;
   /** Last time the client sent a frame or the server finished work for it (idle timeout). */
   lastActive = performance.now();
@@ -476,13 +476,13 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       );
     }
     if (!client.settings && !client.nextSettings) throw new ClientError("NOT_STARTED", 'Send "start" before frames');
-    if (kind === KIND.JPEG) checkJpeg(payload, width, height);
+    const decodeBytes = kind === KIND.JPEG ? checkJpeg(payload, width, height) : 0;
     client.stats.received++;
     totals.received++;
     client.lastActive = performance.now();
     if (kind === KIND.JPEG) {
       if (client.jpegWaiting) drop(client); // latest frame wins
-      client.jpegWaiting = { seq, width, height, bytes: payload };
+      client.jpegWaiting = { seq, width, height, bytes: payload, decodeBytes };
       startDecode(client);
       return;
     }
@@ -490,8 +490,11 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     offer(client, { seq, frame });
   }
 
-  /** Refuses a JPEG by its frame header, before decoding: size mismatch, too many pixels, too much memory. */
-  function checkJpeg(payload: Uint8Array, width: number, height: number) {
+  /**
+   * Refuses a JPEG by its frame header, before decoding: size mismatch, too many pixels, too much
+   * memory. Returns the bytes decoding it will allocate.
+   */
+  function checkJpeg(payload: Uint8Array, width: number, height: number): number {
     let header;
     try {
       header = readJpegHeader(payload);
@@ -516,6 +519,7 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
         `Decoding this JPEG would take ${mb.toFixed(0)} MB, the limit is ${maxJpegMemoryMB} MB`,
       );
     }
+    return header.decodeBytes;
   }
 
   /** Decodes the client's newest JPEG in the worker pool (one at a time per client). */
@@ -528,6 +532,7 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     const decodeLimits = {
       maxMemoryMB: maxJpegMemoryMB + Math.ceil(maxFrameBytes / 2 ** 20),
       maxMegapixels: maxJpegPixels / 1e6,
+      estimateBytes: job.decodeBytes,
     };
     jpegPool.decode(job.bytes, decodeLimits).then((img) => {
       if (img.width !== job.width || img.height !== job.height) {

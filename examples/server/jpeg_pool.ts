@@ -8,6 +8,9 @@
  *   progressive scans) terminates its worker and fails. The clock starts when the worker has
  *   loaded, so a slow start on a busy machine is not mistaken for a slow decode.
  * - Workers idle for `idleMs` are terminated, so the memory of a burst of big JPEGs is given back.
+ * - A worker is also replaced once it has decoded `recycleAfterBytes` (by the decoder's estimated
+ *   allocations): jpeg-js allocates an Int32Array per 8x8 block, whose off-heap memory V8 collects
+ *   late, so a busy worker's footprint would otherwise grow to several decodes' worth.
  *
  * @module
  */
@@ -27,12 +30,16 @@ export interface JpegPoolOptions {
   idleMs?: number;
   /** Most requests waiting for a worker; more are refused at once. @default 256 */
   maxQueue?: number;
+  /** A worker is replaced after decoding this many (estimated) bytes. @default 128 MiB */
+  recycleAfterBytes?: number;
 }
 
 /** Limits one decode runs under (passed to jpeg-js as a second line of defence). */
 export interface DecodeLimits {
   maxMemoryMB: number;
   maxMegapixels: number;
+  /** What the decode is expected to allocate (counts toward `recycleAfterBytes`). @default 0 */
+  estimateBytes?: number;
 }
 
 /** A decoded JPEG (RGB, 3 bytes per pixel). */
@@ -49,6 +56,7 @@ export class JpegDecodeError extends Error {
 
 interface Job {
   request: DecodeRequest;
+  estimateBytes: number;
   resolve: (img: DecodedJpeg) => void;
   reject: (e: Error) => void;
 }
@@ -59,6 +67,8 @@ interface Slot {
   ready: boolean;
   job: Job | null;
   timer: ReturnType<typeof setTimeout> | undefined;
+  /** Estimated bytes decoded so far. */
+  used: number;
 }
 
 let nextId = 1;
@@ -69,17 +79,19 @@ export class JpegDecoderPool {
   readonly #timeoutMs: number;
   readonly #idleMs: number;
   readonly #maxQueue: number;
+  readonly #recycleAfter: number;
   readonly #slots: Slot[] = [];
   readonly #queue: Job[] = [];
   #closed = false;
   /** Decodes completed, failed and timed out (for metrics). */
-  readonly stats = { decoded: 0, failed: 0, timedOut: 0, workersStarted: 0 };
+  readonly stats = { decoded: 0, failed: 0, timedOut: 0, workersStarted: 0, recycled: 0 };
 
   constructor(options: JpegPoolOptions = {}) {
     this.#max = Math.max(1, options.workers ?? 2);
     this.#timeoutMs = options.timeoutMs ?? 5000;
     this.#idleMs = options.idleMs ?? 5000;
     this.#maxQueue = options.maxQueue ?? 256;
+    this.#recycleAfter = options.recycleAfterBytes ?? 128 * 2 ** 20;
   }
 
   /** Workers alive now (busy or idle). */
@@ -99,7 +111,8 @@ export class JpegDecoderPool {
       return Promise.reject(new JpegDecodeError("too many JPEGs waiting to be decoded"));
     }
     const { promise, resolve, reject } = Promise.withResolvers<DecodedJpeg>();
-    this.#queue.push({ request: { id: nextId++, jpeg, ...limits }, resolve, reject });
+    const { estimateBytes = 0, maxMemoryMB, maxMegapixels } = limits;
+    this.#queue.push({ request: { id: nextId++, jpeg, maxMemoryMB, maxMegapixels }, estimateBytes, resolve, reject });
     this.#dispatch();
     return promise;
   }
@@ -128,7 +141,7 @@ export class JpegDecoderPool {
 
   #spawn(): Slot {
     const worker = new Worker(new URL("./jpeg_worker.ts", import.meta.url).href, { type: "module" });
-    const slot: Slot = { worker, ready: false, job: null, timer: undefined };
+    const slot: Slot = { worker, ready: false, job: null, timer: undefined, used: 0 };
     this.stats.workersStarted++;
     worker.onmessage = (evt: MessageEvent<DecodeReply>) => {
       if (evt.data.id === READY_ID) {
@@ -139,6 +152,7 @@ export class JpegDecoderPool {
       const job = slot.job;
       if (!job || evt.data.id !== job.request.id) return;
       const reply = evt.data;
+      slot.used += job.estimateBytes;
       this.#finish(slot);
       if (reply.ok) {
         this.stats.decoded++;
@@ -179,6 +193,11 @@ export class JpegDecoderPool {
   #finish(slot: Slot) {
     clearTimeout(slot.timer);
     slot.job = null;
+    if (slot.used >= this.#recycleAfter) {
+      this.stats.recycled++;
+      this.#kill(slot); // a fresh worker takes the next request
+      return;
+    }
     slot.timer = setTimeout(() => this.#kill(slot), this.#idleMs);
     this.#dispatch();
   }
