@@ -249,6 +249,8 @@ export interface Live2DiffServer {
   metrics(): ServerMetrics;
   /** The engine, loading it if needed. */
   engine(): Promise<ServerEngine>;
+  /** The engine's cost per stream, measuring it if needed (admission waits for it). */
+  capacity(): Promise<EngineCost>;
   /** Closes every client socket and stream (the engine is left open). */
   close(): Promise<void>;
 }
@@ -1008,6 +1010,7 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     app,
     metrics,
     engine: getEngine,
+    capacity: getCost,
     async close() {
       clearInterval(sweep);
       jpegPool.close();

@@ -72,6 +72,14 @@ if (import.meta.main) {
       idleTimeoutMs,
       log: values.quiet ? undefined : (line) => console.error(line),
     });
+    // Measure the engine now rather than when the first client connects (admission needs it).
+    server.capacity().then((c) => {
+      const servable = server.metrics().maxClients;
+      console.error(
+        `engine: warm-up ${c.warmupMs.toFixed(0)} ms, push ${c.pushMs.toFixed(0)} ms at ${size}x${size}: ` +
+          `${servable} clients admitted at most (first frame within ${maxFirstFrameMs / 1000} s)`,
+      );
+    }, (e) => console.error(`error: cannot measure the engine: ${e instanceof Error ? e.message : e}`));
     const http = Deno.serve({
       hostname,
       port,
