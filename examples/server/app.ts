@@ -16,7 +16,8 @@
  * - server → client: `hello` (client id, MJPEG path, stream size, engine notice), `ready` (stream
  *   created), `prompt` (prompt applied), `ack` (a frame was consumed without output: warm-up),
  *   `pong`, `error` (`code`: BAD_MESSAGE, BAD_FRAME, FRAME_TOO_LARGE, NOT_STARTED, RATE_LIMITED,
- *   SERVER_FULL, ENGINE).
+ *   SERVER_FULL, IDLE, ENGINE; an error about a frame carries its `seq`). `hello` carries the limits (`limits`) and what the engine can
+ *   serve (`capacity`); messages sent before `hello` are ignored.
  *
  * Binary messages are frames: a 16-byte little-endian header, then the payload.
  *
@@ -31,9 +32,23 @@
  * | 12..15| ack (u32): output: the input frame whose push produced it; input: 0 |
  *
  * Flow control is latest-frame-wins: each client has at most one pending frame on the server (a
- * newer frame replaces it, counted as dropped), native calls of all clients are serialised in
- * FIFO order (one in flight per client), outputs are skipped while the socket's send buffer is
- * over `maxBufferedBytes`, and a token bucket limits messages per second.
+ * newer frame replaces it, counted as dropped), outputs are skipped while the socket's send buffer
+ * is over `maxBufferedBytes`, and a token bucket limits messages per second.
+ *
+ * Untrusted clients (see `docs` of each limit in {@linkcode ServerOptions}):
+ * - Native calls of all clients run one at a time, shared fairly by engine time (`scheduler.ts`):
+ *   every admitted client with a frame waiting makes progress.
+ * - Admission: at most `maxClients`, and no more than the engine can serve with a first output for
+ *   each within `maxFirstFrameMs` when they all start together (`capacity.ts`, measured once per
+ *   engine and size); `/health` and `hello` give the effective maximum.
+ * - A client that holds a slot without streaming frames for `idleTimeoutMs` is closed (code 4000,
+ *   after an `IDLE` error), freeing its slot.
+ * - JPEG frames: the declared size (SOF marker) must match the frame header and stay within
+ *   `maxJpegPixels` and `maxJpegMemoryMB` BEFORE anything is decoded (`jpeg_header.ts`); decoding
+ *   runs in a bounded Worker pool (`jpeg_pool.ts`) with a time limit, off the event loop.
+ * - Deno's WebSocket closes a connection whose message exceeds 64 MiB before the app sees it (no
+ *   reply is possible on that socket): `limits.maxMessageBytes` in `hello` says so, the page checks
+ *   its frames against `maxFrameBytes` before sending, and the server logs and counts such closes.
  *
  * @module
  */
@@ -42,8 +57,16 @@ import { Hono } from "hono";
 import { upgradeWebSocket } from "hono/deno";
 import type { WSContext } from "hono/ws";
 import jpeg from "jpeg-js";
-import type { Engine, Frame, Stream } from "../../mod.ts";
-import { defaultStreamSize, loadEngine } from "../_engine.ts";
+import type { Frame } from "../../mod.ts";
+import { loadEngine } from "../_engine.ts";
+import { calibrate, type EngineCost, servableClients, updateCost, WARMUP_PUSHES } from "./capacity.ts";
+import type { ServerEngine, ServerStream } from "./engine_types.ts";
+import { JpegDecoderPool } from "./jpeg_pool.ts";
+import { JpegHeaderError, readJpegHeader } from "./jpeg_header.ts";
+import { FairScheduler } from "./scheduler.ts";
+
+export type { ServerEngine, ServerStream } from "./engine_types.ts";
+export type { EngineCost } from "./capacity.ts";
 
 /** Frame kinds of the binary protocol. */
 export const KIND = { JPEG: 1, RGBA: 2, RGB: 3 } as const;
@@ -51,22 +74,43 @@ export const KIND = { JPEG: 1, RGBA: 2, RGB: 3 } as const;
 export const HEADER_BYTES = 16;
 /** Protocol version (header byte 1). */
 export const PROTOCOL_VERSION = 1;
+/** Deno's WebSocket message cap: a bigger message closes the connection before the app sees it. */
+export const DENO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** Close code of a client closed for idling (application range 4000..4999). */
+export const CLOSE_IDLE = 4000;
 
 /** Options of {@linkcode createLive2DiffServer}. */
 export interface ServerOptions {
   /** The engine, or a loader called once on first need. @default `--engine`/LIVE2DIFF_ENGINE, else the default engine */
-  engine?: Engine | (() => Promise<Engine>);
+  engine?: ServerEngine | (() => Promise<ServerEngine>);
   /** Stream width. @default 64 on the CPU, 512 on CUDA */
   width?: number;
   /** Stream height. @default the width */
   height?: number;
-  /** Most clients streaming at once; more are refused with SERVER_FULL. @default 4 */
+  /** Most clients streaming at once; more are refused with SERVER_FULL (see also `maxFirstFrameMs`). @default 4 */
   maxClients?: number;
+  /**
+   * Admit no more clients than can all get a first output within this time when they start
+   * together, from the engine's measured cost (its warm-up and pushes). @default 60000
+   */
+  maxFirstFrameMs?: number;
+  /** The engine's cost per stream, instead of measuring it when the engine loads. */
+  engineCost?: EngineCost;
+  /** A client that sends no frame for this long while the server owes it nothing is closed. @default 30000 */
+  idleTimeoutMs?: number;
+  /** Most pixels of a JPEG frame (its declared size is checked before decoding). @default 1920*1080 */
+  maxJpegPixels?: number;
+  /** Most memory decoding one JPEG may take (estimated from its frame header before decoding). @default 64 */
+  maxJpegMemoryMB?: number;
+  /** JPEG decodes running at once (Workers). @default 2 */
+  jpegWorkers?: number;
+  /** Longest JPEG decode; a slower one fails with BAD_FRAME. @default 5000 */
+  jpegTimeoutMs?: number;
   /** Largest binary frame message in bytes. @default 4 MiB */
   maxFrameBytes?: number;
   /** Largest text message in characters. @default 4096 */
   maxTextBytes?: number;
-  /** Largest frame side in pixels. @default 4096 */
+  /** Largest frame side in pixels (raw frames are bounded by `maxFrameBytes` too). @default 4096 */
   maxFrameSide?: number;
   /** Messages per second per client (token bucket, one second of burst). @default 120 */
   maxMessagesPerSecond?: number;
@@ -89,12 +133,10 @@ interface StreamSettings {
   format: "raw" | "jpeg";
 }
 
+/** A frame ready to push (raw, or a JPEG already decoded). */
 interface PendingFrame {
-  kind: number;
-  width: number;
-  height: number;
   seq: number;
-  payload: Uint8Array;
+  frame: Frame;
 }
 
 /** An MJPEG viewer: latest-frame-wins slot. */
@@ -104,6 +146,8 @@ interface Viewer {
 }
 
 class ClientError extends Error {
+  /** The frame it is about: sent with the error so a self-clocked client can send its next frame. */
+  seq?: number;
   constructor(readonly code: string, message: string) {
     super(message);
   }
@@ -113,11 +157,16 @@ class ClientError extends Error {
 class Client {
   readonly id = crypto.randomUUID();
   readonly ws: WSContext;
-  stream: Stream | null = null;
+  stream: ServerStream | null = null;
   settings: StreamSettings | null = null;
   nextSettings: StreamSettings | null = null;
   nextPrompt: string | null = null;
   pending: PendingFrame | null = null;
+  /** The newest JPEG not yet decoded (latest wins) and whether one is being decoded. */
+  jpegWaiting: { seq: number; width: number; height: number; bytes: Uint8Array; decodeBytes: number } | null = null;
+  decoding = false;
+  /** Last time the client sent a frame or the server finished work for it (idle timeout). */
+  lastActive = performance.now();
   running = false;
   closed = false;
   /** seqs of the last `latency + 1` pushes (the output of a push is the frame pushed `latency` earlier). */
@@ -136,19 +185,6 @@ class Client {
   }
 }
 
-/** Serialises async work in FIFO order (native handles of one engine must not run concurrently). */
-class SerialQueue {
-  #tail: Promise<unknown> = Promise.resolve();
-  waiting = 0;
-
-  run<T>(fn: () => Promise<T>): Promise<T> {
-    this.waiting++;
-    const result = this.#tail.then(fn).finally(() => this.waiting--);
-    this.#tail = result.catch(() => {});
-    return result;
-  }
-}
-
 /** Metrics of a server (the `/health` body). */
 export interface ServerMetrics {
   ok: true;
@@ -156,8 +192,21 @@ export interface ServerMetrics {
   engine: { loaded: boolean; synthetic: boolean | null; device: string | null; notice: string | null };
   stream: { width: number | null; height: number | null };
   clients: number;
+  /** Clients admitted at most: `maxClients`, or fewer when the engine cannot serve that many in time. */
   maxClients: number;
+  /** The configured `maxClients`. */
+  configuredMaxClients: number;
+  /** The engine's measured cost and what it implies (null until measured). */
+  capacity: { warmupMs: number; pushMs: number; servableClients: number; maxFirstFrameMs: number } | null;
+  /** The limits clients must respect. */
+  limits: ServerLimits;
   refused: number;
+  /** Clients closed for idling. */
+  idleClosed: number;
+  /** Connections Deno closed for a message over its 64 MiB cap. */
+  oversizeMessages: number;
+  /** JPEG decoding: workers alive, requests waiting, decodes done / failed / timed out. */
+  jpeg: { workers: number; queued: number; decoded: number; failed: number; timedOut: number };
   /** Frames waiting on the server, all clients together. */
   pendingFrames: number;
   /** Most frames waiting for any one client (latest-frame-wins: 0 or 1). */
@@ -179,6 +228,19 @@ export interface ServerMetrics {
   memory: { rss: number; heapUsed: number };
 }
 
+/** Limits a client must respect (sent in `hello`, served at `/health`). */
+export interface ServerLimits {
+  maxFrameBytes: number;
+  maxFrameSide: number;
+  maxJpegPixels: number;
+  maxJpegMemoryMB: number;
+  maxTextBytes: number;
+  maxMessagesPerSecond: number;
+  /** Deno's cap on one WebSocket message: a bigger one closes the connection with no reply. */
+  maxMessageBytes: number;
+  idleTimeoutMs: number;
+}
+
 /** A server instance: the Hono app plus its state. */
 export interface Live2DiffServer {
   /** The Hono app (`Deno.serve(server.app.fetch)`). */
@@ -186,7 +248,9 @@ export interface Live2DiffServer {
   /** Current metrics (as served at `/health`). */
   metrics(): ServerMetrics;
   /** The engine, loading it if needed. */
-  engine(): Promise<Engine>;
+  engine(): Promise<ServerEngine>;
+  /** The engine's cost per stream, measuring it if needed (admission waits for it). */
+  capacity(): Promise<EngineCost>;
   /** Closes every client socket and stream (the engine is left open). */
   close(): Promise<void>;
 }
@@ -201,17 +265,43 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
   const maxBuffered = options.maxBufferedBytes ?? 2 * 1024 * 1024;
   const maxViewers = options.maxViewersPerClient ?? 4;
   const quality = options.jpegQuality ?? 80;
+  const maxFirstFrameMs = options.maxFirstFrameMs ?? 60_000;
+  const idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
+  const maxJpegPixels = options.maxJpegPixels ?? 1920 * 1080;
+  const maxJpegMemoryMB = options.maxJpegMemoryMB ?? 64;
+  const limits: ServerLimits = {
+    maxFrameBytes,
+    maxFrameSide,
+    maxJpegPixels,
+    maxJpegMemoryMB,
+    maxTextBytes,
+    maxMessagesPerSecond: rate,
+    maxMessageBytes: DENO_MAX_MESSAGE_BYTES,
+    idleTimeoutMs,
+  };
   const log = options.log ?? (() => {});
   const started = performance.now();
 
   const clients = new Map<string, Client>();
-  const queue = new SerialQueue();
-  const totals = { received: 0, processed: 0, dropped: 0, out: 0, skipped: 0, rateLimited: 0, errors: 0, refused: 0 };
+  const scheduler = new FairScheduler<Client>(hasWork, runStep);
+  const jpegPool = new JpegDecoderPool({ workers: options.jpegWorkers ?? 2, timeoutMs: options.jpegTimeoutMs ?? 5000 });
+  const totals = {
+    received: 0,
+    processed: 0,
+    dropped: 0,
+    out: 0,
+    skipped: 0,
+    rateLimited: 0,
+    errors: 0,
+    refused: 0,
+    idleClosed: 0,
+    oversize: 0,
+  };
   const recent: { t: number; ms: number; out: boolean }[] = []; // last 5 s of pushes (bounded by time)
 
-  let loaded: Engine | null = options.engine && typeof options.engine !== "function" ? options.engine : null;
-  let loading: Promise<Engine> | null = loaded ? Promise.resolve(loaded) : null;
-  const getEngine = (): Promise<Engine> => {
+  let loaded: ServerEngine | null = options.engine && typeof options.engine !== "function" ? options.engine : null;
+  let loading: Promise<ServerEngine> | null = loaded ? Promise.resolve(loaded) : null;
+  const getEngine = (): Promise<ServerEngine> => {
     if (!loading) {
       const loader = typeof options.engine === "function" ? options.engine : () => loadEngine();
       loading = loader().then((e) => (loaded = e));
@@ -221,9 +311,48 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
   };
   const size = () => {
     if (!loaded) return { width: options.width ?? null, height: options.height ?? options.width ?? null };
-    const width = options.width ?? defaultStreamSize(loaded);
+    // The default stream side: small on the CPU (it is slow there), the model's native 512 elsewhere.
+    const width = options.width ?? (loaded.device === "cpu" ? 64 : 512);
     return { width, height: options.height ?? width };
   };
+
+  // The engine's cost (measured once per engine and size, then refined by every push) bounds admission.
+  let cost: EngineCost | null = options.engineCost ? { ...options.engineCost } : null;
+  let costing: Promise<EngineCost> | null = cost ? Promise.resolve(cost) : null;
+  const getCost = (): Promise<EngineCost> => {
+    if (!costing) {
+      costing = getEngine().then(async (engine) => {
+        const { width, height } = size();
+        log(`measuring the engine at ${width}x${height} (one warm-up and two pushes)`);
+        return cost = { ...await calibrate(engine, width!, height!) };
+      });
+      costing.catch(() => (costing = null));
+    }
+    return costing;
+  };
+  const admitLimit = () => cost ? Math.min(maxClients, servableClients(cost, maxFirstFrameMs)) : maxClients;
+
+  // Idle sweep: a client that sent no frame for idleTimeoutMs while the server owed it nothing.
+  const sweep = setInterval(() => {
+    const now = performance.now();
+    for (const c of [...clients.values()]) {
+      if (c.running || c.decoding || c.jpegWaiting || hasWork(c) || now - c.lastActive <= idleTimeoutMs) continue;
+      totals.idleClosed++;
+      const seconds = Math.round(idleTimeoutMs / 100) / 10;
+      const message = `No frames for ${seconds} s: the slot is freed for others; reconnect to stream again`;
+      fail(c, "IDLE", message);
+      log(
+        `client ${
+          c.id.slice(0, 8)
+        } idle for ${seconds} s after ${c.stats.received} frames (${c.stats.processed} pushed)`,
+      );
+      try {
+        c.ws.close(CLOSE_IDLE, `idle: no frames for ${seconds} s`);
+      } catch { /* already closed */ }
+      dropClient(c);
+    }
+  }, Math.max(10, Math.min(1000, idleTimeoutMs / 4)));
+  Deno.unrefTimer(sweep);
 
   const send = (client: Client, message: Record<string, unknown>) => {
     if (client.closed || client.ws.readyState !== 1) return;
@@ -231,10 +360,10 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       client.ws.send(JSON.stringify(message));
     } catch { /* socket went away */ }
   };
-  const fail = (client: Client, code: string, message: string) => {
+  const fail = (client: Client, code: string, message: string, seq?: number) => {
     client.stats.errors++;
     totals.errors++;
-    send(client, { type: "error", code, message });
+    send(client, { type: "error", code, message, ...(seq !== undefined ? { seq } : {}) });
   };
 
   function parseSettings(msg: Record<string, unknown>): StreamSettings {
@@ -300,12 +429,12 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       case "start":
         client.nextSettings = parseSettings(m);
         client.nextPrompt = null;
-        void pump(client);
+        scheduler.wake(client);
         return;
       case "prompt":
         if (!client.settings && !client.nextSettings) throw new ClientError("NOT_STARTED", 'Send "start" first');
         client.nextPrompt = parsePrompt(m.prompt);
-        void pump(client);
+        scheduler.wake(client);
         return;
       case "ping":
         send(client, { type: "pong", t: typeof m.t === "number" ? m.t : null });
@@ -320,6 +449,17 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       throw new ClientError("FRAME_TOO_LARGE", `Frames are limited to ${maxFrameBytes} bytes, got ${bytes.byteLength}`);
     }
     if (bytes.byteLength < HEADER_BYTES) throw new ClientError("BAD_FRAME", "Frame shorter than its 16-byte header");
+    const seq = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(8, true);
+    try {
+      acceptFrame(client, bytes);
+    } catch (e) {
+      if (e instanceof ClientError) e.seq = seq;
+      throw e;
+    }
+  }
+
+  /** Checks a frame message (at least a header long) and makes it the client's next frame. */
+  function acceptFrame(client: Client, bytes: Uint8Array) {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const kind = view.getUint8(0), version = view.getUint8(1);
     const width = view.getUint16(2, true), height = view.getUint16(4, true), seq = view.getUint32(8, true);
@@ -338,40 +478,124 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       );
     }
     if (!client.settings && !client.nextSettings) throw new ClientError("NOT_STARTED", 'Send "start" before frames');
+    const decodeBytes = kind === KIND.JPEG ? checkJpeg(payload, width, height) : 0;
     client.stats.received++;
     totals.received++;
-    if (client.pending) { // latest frame wins
-      client.stats.dropped++;
-      totals.dropped++;
+    client.lastActive = performance.now();
+    if (kind === KIND.JPEG) {
+      if (client.jpegWaiting) drop(client); // latest frame wins
+      client.jpegWaiting = { seq, width, height, bytes: payload, decodeBytes };
+      startDecode(client);
+      return;
     }
-    client.pending = { kind, width, height, seq, payload };
-    void pump(client);
+    const frame: Frame = { data: payload, width, height, channels: kind === KIND.RGBA ? 4 : 3 };
+    offer(client, { seq, frame });
   }
 
-  /** Runs the client's pending work, one native call at a time through the shared queue. */
-  async function pump(client: Client) {
-    if (client.running) return;
-    client.running = true;
+  /**
+   * Refuses a JPEG by its frame header, before decoding: size mismatch, too many pixels, too much
+   * memory. Returns the bytes decoding it will allocate.
+   */
+  function checkJpeg(payload: Uint8Array, width: number, height: number): number {
+    let header;
     try {
-      while (
-        !client.closed && (client.nextSettings || client.nextPrompt !== null || (client.pending && client.stream))
-      ) {
-        await queue.run(() => step(client)).catch((e) => {
-          if (e instanceof ClientError) fail(client, e.code, e.message);
-          else {
-            log(`client ${client.id.slice(0, 8)}: ${e instanceof Error ? e.message : e}`);
-            fail(client, "ENGINE", e instanceof Error ? e.message : String(e));
-          }
-        });
+      header = readJpegHeader(payload);
+    } catch (e) {
+      if (e instanceof JpegHeaderError) throw new ClientError("BAD_FRAME", `Cannot read the JPEG: ${e.message}`);
+      throw e;
+    }
+    if (header.width !== width || header.height !== height) {
+      throw new ClientError("BAD_FRAME", `JPEG is ${header.width}x${header.height}, header says ${width}x${height}`);
+    }
+    if (width * height > maxJpegPixels) {
+      throw new ClientError(
+        "FRAME_TOO_LARGE",
+        `JPEG frames are limited to ${maxJpegPixels} pixels (${(maxJpegPixels / 1e6).toFixed(2)} MP), ` +
+          `this one declares ${width}x${height}; send a smaller frame (the stream is ${size().width}x${size().height})`,
+      );
+    }
+    const mb = header.decodeBytes / 2 ** 20;
+    if (mb > maxJpegMemoryMB) {
+      throw new ClientError(
+        "FRAME_TOO_LARGE",
+        `Decoding this JPEG would take ${mb.toFixed(0)} MB, the limit is ${maxJpegMemoryMB} MB`,
+      );
+    }
+    return header.decodeBytes;
+  }
+
+  /** Decodes the client's newest JPEG in the worker pool (one at a time per client). */
+  function startDecode(client: Client) {
+    const job = client.jpegWaiting;
+    if (client.decoding || !job || client.closed) return;
+    client.jpegWaiting = null;
+    client.decoding = true;
+    // jpeg-js counts the file's own segments too: allow for them on top of the decode estimate.
+    const decodeLimits = {
+      maxMemoryMB: maxJpegMemoryMB + Math.ceil(maxFrameBytes / 2 ** 20),
+      maxMegapixels: maxJpegPixels / 1e6,
+      estimateBytes: job.decodeBytes,
+    };
+    jpegPool.decode(job.bytes, decodeLimits).then((img) => {
+      if (img.width !== job.width || img.height !== job.height) {
+        throw new ClientError(
+          "BAD_FRAME",
+          `JPEG decoded to ${img.width}x${img.height}, header says ${job.width}x${job.height}`,
+        );
+      }
+      offer(client, { seq: job.seq, frame: { data: img.data, width: img.width, height: img.height, channels: 3 } });
+    }).catch((e) => {
+      const message = e instanceof Error ? e.message : String(e);
+      if (e instanceof ClientError) fail(client, e.code, message, job.seq);
+      else fail(client, "BAD_FRAME", `Cannot decode the JPEG: ${message}`, job.seq);
+    }).finally(() => {
+      client.decoding = false;
+      client.lastActive = performance.now();
+      startDecode(client);
+    });
+  }
+
+  /** Makes `frame` the client's pending frame (latest wins) and wakes the scheduler. */
+  function offer(client: Client, frame: PendingFrame) {
+    if (client.closed) return;
+    if (client.pending) drop(client);
+    client.pending = frame;
+    scheduler.wake(client);
+  }
+
+  function drop(client: Client) {
+    client.stats.dropped++;
+    totals.dropped++;
+  }
+
+  function hasWork(client: Client): boolean {
+    return !client.closed && !!(client.nextSettings || client.nextPrompt !== null || (client.pending && client.stream));
+  }
+
+  /** One native call for `client` (run by the scheduler); resolves to the engine time to charge it. */
+  async function runStep(client: Client): Promise<number> {
+    client.running = true;
+    const t0 = performance.now();
+    let charge: number | null = null;
+    try {
+      charge = await step(client);
+    } catch (e) {
+      if (e instanceof ClientError) fail(client, e.code, e.message);
+      else {
+        log(`client ${client.id.slice(0, 8)}: ${e instanceof Error ? e.message : e}`);
+        fail(client, "ENGINE", e instanceof Error ? e.message : String(e));
       }
     } finally {
       client.running = false;
+      client.lastActive = performance.now();
       if (client.closed) releaseStream(client);
     }
+    return charge ?? performance.now() - t0;
   }
 
-  async function step(client: Client) {
-    if (client.closed) return;
+  /** Runs the client's next piece of work; resolves to the engine time to charge (null: what it took). */
+  async function step(client: Client): Promise<number | null> {
+    if (client.closed) return 0;
     if (client.nextSettings) {
       const s = client.nextSettings;
       const old = client.settings;
@@ -416,7 +640,7 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
         seed: s.seed,
         prompt: s.prompt,
       });
-      return;
+      return null;
     }
     if (client.nextPrompt !== null && !client.stream) {
       client.nextPrompt = null;
@@ -428,15 +652,14 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       await client.stream!.setPrompt(prompt);
       client.settings!.prompt = prompt;
       send(client, { type: "prompt", prompt });
-      return;
+      return null;
     }
     const frame = client.pending;
-    if (!frame || !client.stream) return;
+    if (!frame || !client.stream) return 0;
     client.pending = null;
-    const input = decodeFrame(frame);
     const stream = client.stream;
     const t0 = performance.now();
-    const out = await stream.push(input);
+    const out = await stream.push(frame.frame);
     const ms = performance.now() - t0;
     client.stats.processed++;
     totals.processed++;
@@ -446,40 +669,19 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     const now = performance.now();
     recent.push({ t: now, ms, out: out !== null });
     while (recent.length && recent[0]!.t < now - 5000) recent.shift();
+    // Costs refine the admission estimate; the warm-up is charged like one push, so a newcomer's
+    // one-time warm-up does not make it wait while everyone else catches up on engine time.
+    let charge = ms;
+    if (cost && client.pushes === WARMUP_PUSHES) {
+      updateCost(cost, "warmupMs", ms);
+      charge = Math.min(ms, cost.pushMs);
+    } else if (cost && client.pushes > WARMUP_PUSHES) updateCost(cost, "pushMs", ms);
     if (!out) {
       send(client, { type: "ack", seq: frame.seq, warmup: Math.max(0, 8 + stream.latency - client.pushes) });
-      return;
+      return charge;
     }
     emit(client, out, client.history[0]!, frame.seq, ms);
-  }
-
-  function decodeFrame(frame: PendingFrame): Frame {
-    if (frame.kind !== KIND.JPEG) {
-      return {
-        data: frame.payload,
-        width: frame.width,
-        height: frame.height,
-        channels: frame.kind === KIND.RGBA ? 4 : 3,
-      };
-    }
-    let img: { width: number; height: number; data: Uint8Array };
-    try {
-      img = jpeg.decode(frame.payload, {
-        useTArray: true,
-        formatAsRGBA: false,
-        maxResolutionInMP: (maxFrameSide * maxFrameSide) / 1e6,
-        maxMemoryUsageInMB: 256,
-      });
-    } catch (e) {
-      throw new ClientError("BAD_FRAME", `Cannot decode the JPEG: ${e instanceof Error ? e.message : e}`);
-    }
-    if (img.width !== frame.width || img.height !== frame.height) {
-      throw new ClientError(
-        "BAD_FRAME",
-        `JPEG is ${img.width}x${img.height}, header says ${frame.width}x${frame.height}`,
-      );
-    }
-    return { data: img.data, width: img.width, height: img.height, channels: 3 };
+    return charge;
   }
 
   function encodeJpeg(out: Frame): Uint8Array {
@@ -536,6 +738,8 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
   function dropClient(client: Client) {
     if (client.closed) return;
     client.closed = true;
+    scheduler.remove(client);
+    client.jpegWaiting = null;
     client.pending = null;
     client.nextPrompt = null;
     client.nextSettings = null;
@@ -618,11 +822,30 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       },
       stream: { width, height },
       clients: clients.size,
-      maxClients,
+      maxClients: admitLimit(),
+      configuredMaxClients: maxClients,
+      capacity: cost
+        ? {
+          warmupMs: Math.round(cost.warmupMs),
+          pushMs: Math.round(cost.pushMs),
+          servableClients: servableClients(cost, maxFirstFrameMs),
+          maxFirstFrameMs,
+        }
+        : null,
+      limits,
       refused: totals.refused,
+      idleClosed: totals.idleClosed,
+      oversizeMessages: totals.oversize,
+      jpeg: {
+        workers: jpegPool.workers,
+        queued: jpegPool.queued,
+        decoded: jpegPool.stats.decoded,
+        failed: jpegPool.stats.failed,
+        timedOut: jpegPool.stats.timedOut,
+      },
       pendingFrames,
       maxPendingPerClient: maxPending,
-      engineQueue: queue.waiting,
+      engineQueue: scheduler.waiting,
       framesReceived: totals.received,
       framesProcessed: totals.processed,
       framesDropped: totals.dropped,
@@ -703,9 +926,25 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       return {
         onOpen: async (_evt, ws) => {
           (ws.raw as WebSocket).binaryType = "arraybuffer";
-          if (clients.size >= maxClients) {
+          let engine: ServerEngine;
+          try {
+            engine = await getEngine();
+            await getCost(); // admission needs the engine's cost (measured once)
+          } catch (e) {
+            const message = `Cannot load the engine: ${e instanceof Error ? e.message : e}`;
+            totals.errors++;
+            ws.send(JSON.stringify({ type: "error", code: "ENGINE", message }));
+            ws.close(1011, "engine unavailable");
+            return;
+          }
+          if (ws.readyState !== 1) return; // left while the engine loaded
+          const limit = admitLimit();
+          if (clients.size >= limit) {
             totals.refused++;
-            const message = `Server full: ${maxClients} clients are streaming; try again later`;
+            const why = limit < maxClients
+              ? ` (this engine gives each of at most ${limit} clients a first frame within ${maxFirstFrameMs / 1000} s)`
+              : "";
+            const message = `Server full: ${clients.size} clients are streaming${why}; try again later`;
             ws.send(JSON.stringify({ type: "error", code: "SERVER_FULL", message }));
             ws.close(1013, "server full");
             log(`refused a client: ${message}`);
@@ -714,25 +953,22 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
           const c = new Client(ws, rate);
           client = c;
           clients.set(c.id, c);
-          log(`client ${c.id.slice(0, 8)} joined (${clients.size}/${maxClients})`);
-          try {
-            const engine = await getEngine();
-            const { width, height } = size();
-            send(c, {
-              type: "hello",
-              id: c.id,
-              mjpeg: `/mjpeg/${c.id}`,
-              width,
-              height,
-              device: engine.device,
-              synthetic: engine.synthetic,
-              notice: engine.notice,
-              maxFrameBytes,
-              maxMessagesPerSecond: rate,
-            });
-          } catch (e) {
-            fail(c, "ENGINE", `Cannot load the engine: ${e instanceof Error ? e.message : e}`);
-          }
+          log(`client ${c.id.slice(0, 8)} joined (${clients.size}/${limit})`);
+          const { width, height } = size();
+          send(c, {
+            type: "hello",
+            id: c.id,
+            mjpeg: `/mjpeg/${c.id}`,
+            width,
+            height,
+            device: engine.device,
+            synthetic: engine.synthetic,
+            notice: engine.notice,
+            maxFrameBytes,
+            maxMessagesPerSecond: rate,
+            limits,
+            capacity: metrics().capacity,
+          });
         },
         onMessage: (evt, _ws) => {
           const c = client;
@@ -744,14 +980,25 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
             else if (data instanceof ArrayBuffer) onBinary(c, new Uint8Array(data));
             else throw new ClientError("BAD_MESSAGE", "Unsupported message type");
           } catch (e) {
-            if (e instanceof ClientError) fail(c, e.code, e.message);
+            if (e instanceof ClientError) fail(c, e.code, e.message, e.seq);
             else throw e;
           }
         },
         onClose: () => {
           if (client) dropClient(client);
         },
-        onError: () => {
+        onError: (evt) => {
+          // Deno reports a message over its 64 MiB cap here, after closing the socket: no reply can
+          // reach this client, so it is logged and counted (the page checks maxFrameBytes first).
+          const message = evt instanceof ErrorEvent ? evt.message : "";
+          if (/too large/i.test(message)) {
+            totals.oversize++;
+            log(
+              `client ${
+                client?.id.slice(0, 8) ?? "?"
+              }: a message over Deno's ${DENO_MAX_MESSAGE_BYTES} bytes closed it`,
+            );
+          }
           if (client) dropClient(client);
         },
       };
@@ -763,15 +1010,19 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     app,
     metrics,
     engine: getEngine,
+    capacity: getCost,
     async close() {
-      for (const c of [...clients.values()]) {
+      clearInterval(sweep);
+      jpegPool.close();
+      const all = [...clients.values()];
+      for (const c of all) {
         try {
           c.ws.close(1001, "server closing");
         } catch { /* already closed */ }
         dropClient(c);
       }
-      await queue.run(() => Promise.resolve()); // let in-flight native calls finish
-      for (const c of clients.values()) releaseStream(c);
+      await scheduler.idle(); // let the native call in flight finish
+      for (const c of all) releaseStream(c);
     },
   };
 }

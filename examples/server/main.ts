@@ -1,6 +1,7 @@
 /**
  * Serves the live webcam demo (`app.ts`): `deno task serve [--port 8000] [--host 127.0.0.1]
- * [--engine engines/x.l2de] [--device cpu|cuda|auto] [--size 64] [--max-clients 4]`.
+ * [--engine engines/x.l2de] [--device cpu|cuda|auto] [--size 64] [--max-clients 4] [--idle-timeout 30]
+ * [--max-first-frame 60]`.
  *
  * Without an engine (`--engine` or `LIVE2DIFF_ENGINE`) it uses the default engine, whose weights
  * are random: the output is noise-like, and a notice says how to build a real engine.
@@ -18,7 +19,9 @@ const USAGE = `Usage: deno task serve [options]
   --engine <file>     engine file (default $LIVE2DIFF_ENGINE, else the default engine with RANDOM weights)
   --device <d>        cpu, cuda or auto (default auto)
   --size <n>          stream width and height, a multiple of 64 (default 64 on the CPU, 512 on CUDA)
-  --max-clients <n>   clients streaming at once (default 4)
+  --max-clients <n>   clients streaming at once (default 4; fewer when the engine cannot serve them, see below)
+  --max-first-frame <s>  admit only as many clients as all get a first frame within this time (default 60)
+  --idle-timeout <s>  close a client that sends no frame for this long (default 30)
   --quiet             no per-client log lines`;
 
 if (import.meta.main) {
@@ -31,6 +34,8 @@ if (import.meta.main) {
       device: { type: "string" },
       size: { type: "string" },
       "max-clients": { type: "string" },
+      "max-first-frame": { type: "string" },
+      "idle-timeout": { type: "string" },
       quiet: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -46,6 +51,13 @@ if (import.meta.main) {
     if (!Number.isInteger(maxClients) || maxClients < 1) {
       throw new RangeError(`--max-clients must be a positive integer`);
     }
+    const seconds = (name: string, value: string | undefined, fallback: number) => {
+      const n = Number(value ?? fallback);
+      if (!(n > 0 && n <= 86400)) throw new RangeError(`--${name} must be a number of seconds in (0, 86400]`);
+      return n * 1000;
+    };
+    const maxFirstFrameMs = seconds("max-first-frame", values["max-first-frame"], 60);
+    const idleTimeoutMs = seconds("idle-timeout", values["idle-timeout"], 30);
     const hostname = values.host ?? "127.0.0.1";
 
     const engine = await loadEngine({ engine: values.engine, device: parseDevice(values.device) });
@@ -56,8 +68,18 @@ if (import.meta.main) {
       width: size,
       height: size,
       maxClients,
+      maxFirstFrameMs,
+      idleTimeoutMs,
       log: values.quiet ? undefined : (line) => console.error(line),
     });
+    // Measure the engine now rather than when the first client connects (admission needs it).
+    server.capacity().then((c) => {
+      const servable = server.metrics().maxClients;
+      console.error(
+        `engine: warm-up ${c.warmupMs.toFixed(0)} ms, push ${c.pushMs.toFixed(0)} ms at ${size}x${size}: ` +
+          `${servable} clients admitted at most (first frame within ${maxFirstFrameMs / 1000} s)`,
+      );
+    }, (e) => console.error(`error: cannot measure the engine: ${e instanceof Error ? e.message : e}`));
     const http = Deno.serve({
       hostname,
       port,

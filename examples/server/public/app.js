@@ -20,6 +20,7 @@ const state = {
   streaming: false,
   format: "raw",
   lastStart: "",
+  maxFrameBytes: Infinity,
 };
 globalThis.live2diff = state; // for tests and the console
 
@@ -79,7 +80,8 @@ function connect() {
   ws.onmessage = (evt) => (typeof evt.data === "string" ? onJson(JSON.parse(evt.data)) : onFrame(evt.data));
   ws.onclose = (evt) => {
     state.streaming = false;
-    $("status").textContent = `closed${evt.reason ? `: ${evt.reason}` : ""}`;
+    // The reason says why (e.g. "idle: no frames for 30 s"); 1006 is an abnormal close with none.
+    $("status").textContent = `closed${evt.reason ? `: ${evt.reason}` : evt.code === 1006 ? " (connection lost)" : ""}`;
     $("start").disabled = false;
     $("start").textContent = "Reconnect";
   };
@@ -88,6 +90,7 @@ function connect() {
 function onJson(msg) {
   switch (msg.type) {
     case "hello":
+      state.maxFrameBytes = msg.maxFrameBytes ?? Infinity;
       state.width = msg.width;
       state.height = msg.height;
       input.width = output.width = msg.width;
@@ -115,6 +118,8 @@ function onJson(msg) {
       $("status").textContent = `prompt: ${msg.prompt}`;
       break;
     case "error":
+      // A refused frame counts as consumed: the self-clocked capture goes on with the next one.
+      if (typeof msg.seq === "number") state.acked = Math.max(state.acked, msg.seq);
       showError(`${msg.code}: ${msg.message}`);
       break;
   }
@@ -168,6 +173,15 @@ async function capture() {
   } else {
     payload = inCtx.getImageData(0, 0, w, h).data;
     kind = KIND_RGBA;
+  }
+  // Our own limit first: a message over it would be refused (and one over Deno's 64 MiB cap would
+  // close the connection with no reply at all).
+  if (HEADER + payload.length > state.maxFrameBytes) {
+    showError(
+      `FRAME_TOO_LARGE: a frame is ${HEADER + payload.length} bytes, the server takes at most ${state.maxFrameBytes}`,
+    );
+    state.streaming = false;
+    return;
   }
   const msg = new Uint8Array(HEADER + payload.length);
   const view = new DataView(msg.buffer);
