@@ -179,7 +179,9 @@ class OpsModel final : public Model {
       const auto p = ints("params", 4);  // [dim, start, end, step]
       const Tensor x = in("x");
       require_rank(x, 1, 8, "x");
-      const int dim = checked(p[0], 0, int64_t(x.ndim()) - 1, "slice dim");
+      // Negative dims count from the end, as in the backend ops.
+      int dim = checked(p[0], -int64_t(x.ndim()), int64_t(x.ndim()) - 1, "slice dim");
+      if (dim < 0) dim += x.ndim();
       checked(p[1], 0, x.dim(dim), "slice start");
       checked(p[2], p[1], x.dim(dim), "slice end");
       checked(p[3], 1, x.dim(dim), "slice step");
@@ -210,7 +212,7 @@ class OpsModel final : public Model {
       checked(f.shape[0], 1, kMaxSide, "frame height");
       checked(f.shape[1], 1, kMaxSide, "frame width");
       checked(f.shape[2], 3, 4, "frame channels");
-      const int out_h = checked(size[0], 1, kMaxSide, "size"), out_w = checked(size[1], 1, kMaxSide, "size");
+      const int out_h = checked(size[0], 1, kMaxSide, "output size"), out_w = checked(size[1], 1, kMaxSide, "output size");
       require_output(3, out_h, out_w, "image_fit_from_u8");
       y = be_.image_fit_from_u8(f.bytes.data(), f.shape[0], f.shape[1], int(f.shape[2]), out_h, out_w);
     } else if (method == "random_normal_counter") {
@@ -251,7 +253,7 @@ class OpsModel final : public Model {
     } else if (method == "concat") {
       const Tensor a = in("a"), b = in("b");
       require_rank(a, 1, 8, "a");
-      y = be_.concat({a, b}, checked(ints("dim", 1)[0], 0, int64_t(a.ndim()) - 1, "concat dim"));
+      y = be_.concat({a, b}, checked(ints("dim", 1)[0], -int64_t(a.ndim()), int64_t(a.ndim()) - 1, "concat dim"));
     } else if (method == "random_normal") {
       const auto p = ints("params", 3);  // [seed, stream, draw]
       const std::vector<int64_t> shape = io.at("shape", "ops model").to_i64();
