@@ -24,9 +24,12 @@
 
 #include "../common.cuh"
 #include "attention_tc.cuh"
+#include "mma_sm80.cuh"
 
 namespace l2d::cuda {
 namespace {
+
+using namespace ptx;
 
 constexpr int kTcWarps = 4;
 constexpr int kTcThreads = kTcWarps * 32;
@@ -40,41 +43,6 @@ struct TcShape {
   static constexpr size_t kSmemBytes = sizeof(__half) * size_t(kStride) * (kTcQTile + 4 * kKTile);
   static_assert(DP % 16 == 0 && kKTile % 16 == 0, "mma k-steps are 16 wide");
 };
-
-__device__ __forceinline__ uint32_t shared_addr(const void* p) {
-  return uint32_t(__cvta_generic_to_shared(p));
-}
-
-// 16-byte global -> shared copy that bypasses L1; with valid == false it writes 16 zero bytes
-// (src-size 0: nothing is read, src only has to be a legal address).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_addr(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
-// Four 8x8 b16 matrices; lane l gives the address of row (l & 7) of matrix (l >> 3) and receives,
-// per matrix, row l / 4, columns 2 (l % 4) and 2 (l % 4) + 1 (.trans: the transposed matrix).
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const __half* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_addr(p)));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const __half* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_addr(p)));
-}
-
-// d += a (16x16, row) * b (16x8, col); fp16 inputs, fp32 accumulators.
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // Two floats as one register of halves, the lower-indexed element in the low 16 bits.
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
@@ -135,7 +103,7 @@ static __global__ void __launch_bounds__(kTcThreads)
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
   for (int j = 0; j < n_tiles; ++j) {
-    cp_async_wait_all();
+    cp_async_wait<0>();
     __syncthreads();  // tile j (and Q) landed for every thread; tile j - 1 fully consumed
     if (j == 0) {
 #pragma unroll
@@ -161,8 +129,8 @@ static __global__ void __launch_bounds__(kTcThreads)
       for (int np = 0; np < NT_S / 2; ++np) {
         uint32_t kf[4];  // {b0, b1} of key tile 2np, then of 2np + 1
         ldmatrix_x4(kf, cK + ((2 * np + (mi >> 1)) * 8 + mr) * S + ks * 16 + (mi & 1) * 8);
-        mma_16816(s[2 * np], qf[ks], kf[0], kf[1]);
-        mma_16816(s[2 * np + 1], qf[ks], kf[2], kf[3]);
+        mma16816(s[2 * np], qf[ks], kf[0], kf[1]);
+        mma16816(s[2 * np + 1], qf[ks], kf[2], kf[3]);
       }
     }
 
@@ -220,12 +188,12 @@ static __global__ void __launch_bounds__(kTcThreads)
       for (int np = 0; np < NT_O / 2; ++np) {
         uint32_t vf[4];  // {b0, b1} of dim tile 2np, then of 2np + 1
         ldmatrix_x4_trans(vf, cV + (kk * 16 + (mi & 1) * 8 + mr) * S + (2 * np + (mi >> 1)) * 8);
-        mma_16816(o[2 * np], pa, vf[0], vf[1]);
-        mma_16816(o[2 * np + 1], pa, vf[2], vf[3]);
+        mma16816(o[2 * np], pa, vf[0], vf[1]);
+        mma16816(o[2 * np + 1], pa, vf[2], vf[3]);
       }
     }
   }
-  cp_async_wait_all();  // the last (empty) group: nothing may be in flight at exit
+  cp_async_wait<0>();  // the last (empty) group: nothing may be in flight at exit
 
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
