@@ -4,7 +4,7 @@
 // and L2D_ATTENTION=tc (tensor-core fused attention in fp16, vectorised temporal attention). Prints max-abs and relative-L2 error per case and
 // device; exits 1 on any failure. Also runs the streaming temporal attention over a KV ring
 // (one call, and an 8-frame warm-up chain with Live2Diff's bookkeeping) and prints the bytes it
-// moves against the cache size. Without a GPU it prints "no GPU" and exits 0; L2D_TEST_SELF=1 runs
+// moves against the cache size. Without a GPU it prints "no GPU" and exits 77; L2D_TEST_SELF=1 runs
 // the "device" side on CPU contexts (checks the cases and the harness on a machine without GPU).
 // Host code only. Usage: test_cuda_attention [label-substring].
 #include <algorithm>
@@ -360,8 +360,9 @@ int main(int argc, char** argv) {
   const bool self = std::getenv("L2D_TEST_SELF") != nullptr;
   int32_t available = 0;
   if (!self && (l2d_backend_available("cuda", &available) != L2D_OK || !available)) {
-    std::printf("no GPU\n");
-    return 0;
+    // Exit 77 (the op-test convention for "CUDA could not start"): gpu-check reports a failed step.
+    std::printf("test_cuda_attention: no GPU: the CUDA backend is unavailable (test_cuda_ops prints why)   FAIL\n");
+    return 77;
   }
   const char* filter = argc > 1 ? argv[1] : nullptr;
   const char* kind = self ? "cpu" : "cuda";

@@ -5,7 +5,7 @@
 //    level everywhere and exactly almost everywhere;
 //  - random_normal_counter / counter_add (Philox draw index read from a device counter);
 //  - kv_advance (the KV-cache bookkeeping rule on the device): exact, through warm-up and rolling.
-// "no GPU" and exit 0 without a GPU; L2D_TEST_SELF=1 runs the device side on a CPU context.
+// "no GPU" and exit 77 without a GPU; L2D_TEST_SELF=1 runs the device side on a CPU context.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -124,8 +124,9 @@ int main() {
   const bool self = std::getenv("L2D_TEST_SELF") != nullptr;
   int32_t available = 0;
   if (!self && (l2d_backend_available("cuda", &available) != L2D_OK || !available)) {
-    std::printf("no GPU\n");
-    return 0;
+    // Exit 77 (the op-test convention for "CUDA could not start"): gpu-check reports a failed step.
+    std::printf("test_cuda_stream_ops: no GPU: the CUDA backend is unavailable (test_cuda_ops prints why)   FAIL\n");
+    return 77;
   }
   Ctx cpu{"cpu", nullptr, false};
   std::vector<Ctx> devs{{"cuda-fp32", "{\"precision\":\"fp32\"}", false}, {"cuda-fp16", "{\"precision\":\"fp16\"}", true}};
