@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -121,11 +122,17 @@ class MockImpl : public Backend {
 
  private:
   Tensor rec(const char* op) {
-    calls.emplace_back(op, t_current);
+    {
+      // Two threads drive one context in test_two_contexts_on_two_devices_interleaved (as two Deno
+      // worker threads may): the log itself must not race.
+      std::lock_guard<std::mutex> lock(calls_mutex_);
+      calls.emplace_back(op, t_current);
+    }
     if (fail_op == op) fail(invalid_arg ? L2D_ERR_INVALID_ARGUMENT : L2D_ERR_BACKEND, "mock fault in ", op);
     return Tensor();
   }
   int device_;
+  std::mutex calls_mutex_;
 };
 
 using MockBackend = Guarded<MockImpl>;
@@ -135,7 +142,7 @@ using MockBackend = Guarded<MockImpl>;
 void call_everything(Backend& be, const Tensor& x) {
   Tensor t = x, cache = x;
   const std::vector<std::function<void()>> calls = {
-      [&] { be.raw_alloc(16) ? std::free(nullptr) : void(); },
+      [&] { be.raw_free(be.raw_alloc(16), 16); },
       [&] { be.from_host(HostTensor()); },
       [&] { be.to_host(x); },
       [&] { be.synchronize(); },
@@ -228,8 +235,7 @@ void test_two_contexts_on_two_devices_interleaved() {
   std::thread t1(worker, 50), t2(worker, 50);
   t1.join();
   t2.join();
-  // The mock's call logs are not thread-safe; only the device of each recorded call matters, so
-  // read them after both threads finished.
+  // The logs are read after both threads finished: only the device of each recorded call matters.
   for (const auto& [op, dev] : a.calls) CHECK(dev == 0, "context A (device 0): %s ran on device %d", op.c_str(), dev);
   for (const auto& [op, dev] : b.calls) CHECK(dev == 1, "context B (device 1): %s ran on device %d", op.c_str(), dev);
 }
