@@ -28,6 +28,13 @@ class DenseRouter;  // dense_router.h
 enum class AttentionKernel { Simple, Fast };
 AttentionKernel attention_kernel_from_env();
 
+// Which norm kernels a context runs (ops_misc.cu): the simple ones (kernels/norm.cu, verified) or
+// the fast ones (kernels/norm_fast.cu: chunked GroupNorm, register-resident LayerNorm; a layer norm
+// they do not fit falls back). L2D_NORM=simple|fast, read once per context; anything else is
+// L2D_ERR_INVALID_ARGUMENT.
+enum class NormKernel { Simple, Fast };
+NormKernel norm_kernel_from_env();
+
 class CudaBackend : public Backend {
  protected:
   // Protected: make_cuda_backend creates Guarded<CudaBackend>, never a bare one.
@@ -101,6 +108,7 @@ class CudaBackend : public Backend {
   bool fp16_;
   bool sync_each_op_ = false;
   AttentionKernel attention_kernel_ = attention_kernel_from_env();
+  NormKernel norm_kernel_ = norm_kernel_from_env();
   cudaStream_t stream_ = nullptr;
   std::mutex pool_mutex_;
   std::multimap<size_t, void*> free_blocks_;  // rounded size -> block

@@ -1,13 +1,25 @@
-// Normalisation, resampling, embedding and reduction ops of the CUDA backend (host side).
+// Normalisation, resampling, embedding and reduction ops of the CUDA backend (host side). The norms
+// run the simple kernels (kernels/norm.cu) or, under L2D_NORM=fast, kernels/norm_fast.cu.
+#include <cstdlib>
+#include <cstring>
+
 #include "backend_cuda.h"
 #include "common.cuh"
 #include "kernels/embedding.cuh"
 #include "kernels/norm.cuh"
+#include "kernels/norm_fast.cuh"
 #include "kernels/reduce.cuh"
 #include "kernels/resample.cuh"
 #include "ops_util.h"
 
 namespace l2d::cuda {
+
+NormKernel norm_kernel_from_env() {
+  const char* env = std::getenv("L2D_NORM");
+  if (!env || !*env || std::strcmp(env, "simple") == 0) return NormKernel::Simple;
+  if (std::strcmp(env, "fast") == 0) return NormKernel::Fast;
+  fail(L2D_ERR_INVALID_ARGUMENT, "L2D_NORM must be \"simple\" or \"fast\", got \"", env, "\"");
+}
 
 Tensor CudaBackend::group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                                bool fuse_silu) {
@@ -17,6 +29,15 @@ Tensor CudaBackend::group_norm(const Tensor& x, int groups, const Tensor& gamma,
   L2D_ASSERT(C % groups == 0 && gamma.numel() == C && beta.numel() == C);
   const int64_t S = N > 0 && C > 0 ? x.numel() / (N * C) : 0;
   Tensor y = empty(x.shape());
+  if (norm_kernel_ == NormKernel::Fast) {
+    const GroupNormPlan plan = group_norm_fast_plan(x.data(), y.data(), N, C, S, groups, fp16_, device_sm_count());
+    if (plan.scratch_floats() == 0) return y;  // nothing to normalise
+    // Per-chunk (mean, M2); returned to the pool after the launch (stream order keeps it valid).
+    Tensor partials(this, DType::F32, {plan.scratch_floats()});
+    group_norm_fast_cuda(plan, x.data(), gamma.data(), beta.data(), y.data(), C, S, groups, eps, fuse_silu, fp16_,
+                         static_cast<float*>(partials.data()), stream_);
+    return y;
+  }
   group_norm_cuda(x.data(), gamma.data(), beta.data(), y.data(), N, C, S, groups, eps, fuse_silu, fp16_, stream_);
   return y;
 }
@@ -26,7 +47,10 @@ Tensor CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tenso
   const int64_t C = x.dim(-1), rows = C ? x.numel() / C : 0;
   L2D_ASSERT(gamma.numel() == C && beta.numel() == C);
   Tensor y = empty(x.shape());
-  layer_norm_cuda(x.data(), gamma.data(), beta.data(), y.data(), rows, C, eps, fp16_, stream_);
+  if (norm_kernel_ == NormKernel::Fast && layer_norm_fast_supported(x.data(), gamma.data(), beta.data(), y.data(), C, fp16_))
+    layer_norm_fast_cuda(x.data(), gamma.data(), beta.data(), y.data(), rows, C, eps, fp16_, stream_);
+  else
+    layer_norm_cuda(x.data(), gamma.data(), beta.data(), y.data(), rows, C, eps, fp16_, stream_);
   return y;
 }
 
