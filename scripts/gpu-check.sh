@@ -200,6 +200,19 @@ main() {
     # A failure: run it again with a sync after every op, so the first fault names its op.
     if ((rc == 1)); then step "$t-sync" 60 0 env L2D_CUDA_SYNC=1 "$BUILD/$t"; fi
   done
+  # The fast norm kernels (L2D_NORM=fast, off by default until this passes): every norm shape of the
+  # networks against the CPU oracle, then compute-sanitizer racecheck + memcheck at the small shapes.
+  if [ -x "$BUILD/test_cuda_norm" ]; then
+    step test_cuda_norm-fast 90 0 env L2D_NORM=fast "$BUILD/test_cuda_norm"
+    (($? == 1)) && step test_cuda_norm-fast-sync 60 0 env L2D_NORM=fast L2D_CUDA_SYNC=1 "$BUILD/test_cuda_norm"
+    tail -n 1 "$LOGS/test_cuda_norm-fast.out" 2>/dev/null | sed 's/^/    /'
+    if [ "${GPU_CHECK_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+      for tool in racecheck memcheck; do
+        step "sanitize_${tool}_norm_fast" 40 "$BENCH_RESERVE" env L2D_NORM=fast compute-sanitizer --error-exitcode 86 \
+          --print-limit 30 --tool "$tool" "$BUILD/test_cuda_norm" --small
+      done
+    fi
+  fi
   # The dense kernels per path (issue 14): conformance of our cuBLASLt/cuDNN declarations with the
   # real headers, the GEMM lane formulas, then test_cuda_dense once per L2D_KERNELS path (the simple
   # kernels are covered by test_cuda_ops at the networks' shapes).
@@ -262,6 +275,12 @@ main() {
   # this passes on a GPU).
   if [[ " $SMALL_CASES " == *" pipeline "* && " $PRECISIONS " == *" fp16 "* ]]; then
     step "golden-fp16-pipeline-attn_tc" 60 "$BENCH_RESERVE" env L2D_ATTENTION=tc "${DENO_RUN[@]}" scripts/golden.ts \
+      --device "$DEVICE" --precision fp16 "$GOLDEN/cases/pipeline"
+  fi
+
+  # The pipeline once more with the fast norm kernels (L2D_NORM=fast).
+  if [[ " $SMALL_CASES " == *" pipeline "* && " $PRECISIONS " == *" fp16 "* ]]; then
+    step "golden-fp16-pipeline-norm_fast" 60 "$BENCH_RESERVE" env L2D_NORM=fast "${DENO_RUN[@]}" scripts/golden.ts \
       --device "$DEVICE" --precision fp16 "$GOLDEN/cases/pipeline"
   fi
 
