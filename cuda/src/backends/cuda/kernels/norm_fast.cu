@@ -218,7 +218,10 @@ __global__ void __launch_bounds__(kLnWarps * 32)
   for (int k = 0; k < NV; ++k)
     if (lane + 32 * k < nvec) {
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) ss += (f[k][i] - mean) * (f[k][i] - mean);
+      for (int i = 0; i < VEC; ++i) {
+        f[k][i] -= mean;  // centred once, reused by the write
+        ss += f[k][i] * f[k][i];
+      }
     }
   const float rstd = 1.f / sqrtf(warp_sum(ss) / float(C) + eps);
 #pragma unroll
@@ -229,7 +232,7 @@ __global__ void __launch_bounds__(kLnWarps * 32)
       load_vec<T, VEC>(gamma, j, g);
       load_vec<T, VEC>(beta, j, b);
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) f[k][i] = (f[k][i] - mean) * rstd * g[i] + b[i];
+      for (int i = 0; i < VEC; ++i) f[k][i] = f[k][i] * rstd * g[i] + b[i];
       store_vec<T, VEC>(yp, j, f[k]);
     }
   }
