@@ -115,8 +115,10 @@ void group_norm_cases(Table& t) {
           "gn/midas_c" + std::to_string(s.C) + "_" + std::to_string(s.H) + "x" + std::to_string(s.H) + (silu ? "_silu" : "");
       add_gn(t, label, {1, s.C, s.H, s.H}, 32, 1e-5f, silu, std::string("MiDaS ") + s.where, s.H >= 48);
     }
-  // The kernels' other paths, small (these are also the compute-sanitizer shapes).
-  add_gn(t, "gn/small_odd_spatial", {2, 64, 9, 11}, 32, 1e-5f, true, "S % 4 != 0: scalar path", false);
+  // The fast kernels' other paths, small (the compute-sanitizer shapes with the MiDaS 24x24 ones,
+  // which take the split path): groups of one chunk run one kernel, larger ones two.
+  add_gn(t, "gn/small_odd_spatial", {2, 64, 9, 11}, 32, 1e-5f, true, "S % 4 != 0: scalar path, one kernel", false);
+  add_gn(t, "gn/split_odd_spatial", {1, 64, 45, 45}, 32, 1e-5f, true, "S % 4 != 0: scalar path, split groups", false);
   add_gn(t, "gn/small_s4", {3, 64, 2, 2}, 16, 1e-5f, false, "S = 4: float4 in fp32, scalar in fp16", false);
   add_gn(t, "gn/small_vec", {2, 320, 8, 8}, 32, 1e-6f, true, "8x8 UNet level at N=2, 16-byte vectors", false);
   add_gn(t, "gn/small_3d", {2, 64, 3, 5, 8}, 8, 1e-5f, false, "5-D input (S = 3*5*8)", false);

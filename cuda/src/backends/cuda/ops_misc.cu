@@ -31,9 +31,10 @@ Tensor CudaBackend::group_norm(const Tensor& x, int groups, const Tensor& gamma,
   Tensor y = empty(x.shape());
   if (norm_kernel_ == NormKernel::Fast) {
     const GroupNormPlan plan = group_norm_fast_plan(x.data(), y.data(), N, C, S, groups, fp16_, device_sm_count());
-    if (plan.scratch_floats() == 0) return y;  // nothing to normalise
+    if (plan.empty()) return y;
     // Per-chunk (mean, M2); returned to the pool after the launch (stream order keeps it valid).
-    Tensor partials(this, DType::F32, {plan.scratch_floats()});
+    Tensor partials;
+    if (plan.scratch_floats() > 0) partials = Tensor(this, DType::F32, {plan.scratch_floats()});
     group_norm_fast_cuda(plan, x.data(), gamma.data(), beta.data(), y.data(), C, S, groups, eps, fuse_silu, fp16_,
                          static_cast<float*>(partials.data()), stream_);
     return y;

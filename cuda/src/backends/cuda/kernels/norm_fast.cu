@@ -4,7 +4,7 @@
 //   each slab is cut into chunks (about 4 CTAs per SM in all), one kernel writes each chunk's
 //   (mean, M2), and a second one combines a slab's partials (one warp, Chan's formula) and writes
 //   the chunk normalised with gamma/beta (+ SiLU) fused: two reads and one write of the tensor,
-//   16-byte vectors.
+//   16-byte vectors. Groups too small to split (one chunk) take one kernel, one CTA per group.
 // - LayerNorm: one warp per row holding the row in registers: one read, one write.
 // Numerics: every vector's mean and M2 are exact two-pass sums over its 4/8 values in registers,
 // merged into the thread's running statistics with Chan's parallel formula (the Welford update
@@ -90,16 +90,11 @@ __device__ __forceinline__ Stats warp_merge(Stats s) {
   return s;
 }
 
-// Pass 1: the (mean, M2) of chunk `blockIdx.x % chunks` of slab `blockIdx.x / chunks`.
+// The statistics of vectors [v0, v1) of xp, merged over the CTA: valid in thread 0. Each vector's
+// mean and M2 are exact in registers; the merges are Chan's.
 template <typename T, int VEC>
-__global__ void __launch_bounds__(kGnThreads)
-    gn_chunk_stats_kernel(const T* __restrict__ x, int64_t slab_elems, int64_t chunk_vecs, int64_t chunks,
-                          float* __restrict__ partial) {
+__device__ __forceinline__ Stats range_stats(const T* __restrict__ xp, int64_t v0, int64_t v1) {
   __shared__ Stats red[kGnThreads / 32];
-  const int64_t slab = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
-  const int64_t slab_vecs = slab_elems / VEC, v0 = chunk * chunk_vecs;
-  const int64_t v1 = v0 + chunk_vecs < slab_vecs ? v0 + chunk_vecs : slab_vecs;
-  const T* xp = x + slab * slab_elems;
   Stats s{0.f, 0.f, 0.f};
 #pragma unroll 4
   for (int64_t v = v0 + threadIdx.x; v < v1; v += kGnThreads) {
@@ -121,16 +116,53 @@ __global__ void __launch_bounds__(kGnThreads)
   if (warp == 0) {
     s = lane < kGnThreads / 32 ? red[lane] : Stats{0.f, 0.f, 0.f};
     s = warp_merge(s);
-    if (lane == 0) {
-      partial[2 * blockIdx.x] = s.mean;
-      partial[2 * blockIdx.x + 1] = s.m2;
+  }
+  return s;
+}
+
+// Normalises vectors [v0, v1) of slab xp -> yp: y = (x - mean) * (rstd * gamma[c]) + beta[c], then
+// SiLU. S % VEC == 0, so a vector never straddles two channels; c0 = the group's first channel.
+template <typename T, int VEC>
+__device__ __forceinline__ void apply_range(const T* __restrict__ xp, T* __restrict__ yp, const T* __restrict__ gamma,
+                                            const T* __restrict__ beta, int64_t v0, int64_t v1, uint32_t S, int c0,
+                                            float mean, float rstd, bool silu) {
+#pragma unroll 4
+  for (int64_t v = v0 + threadIdx.x; v < v1; v += kGnThreads) {
+    float f[VEC];
+    load_vec<T, VEC>(xp, v, f);
+    const int c = c0 + int(uint32_t(v * VEC) / S);  // slab_elems < 2^31 (the plan checks)
+    const float a = rstd * to_f(gamma[c]), b = to_f(beta[c]);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      float o = (f[i] - mean) * a + b;
+      if (silu) o = o / (1.f + expf(-o));
+      f[i] = o;
     }
+    store_vec<T, VEC>(yp, v, f);
   }
 }
 
-// Pass 2: merge the slab's chunk statistics (warp 0), then normalise this CTA's chunk:
-// y = (x - mean) * (rstd * gamma[c]) + beta[c], then SiLU. S % VEC == 0, so a vector never
-// straddles two channels.
+__device__ __forceinline__ float rstd_of(const Stats& s, int64_t count, float eps) {
+  return 1.f / sqrtf(s.m2 / float(count) + eps);  // biased variance, as the CPU oracle
+}
+
+// Pass 1 (slabs of several chunks): the (mean, M2) of chunk blockIdx.x % chunks of slab
+// blockIdx.x / chunks into partial[2 * blockIdx.x ..].
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kGnThreads)
+    gn_chunk_stats_kernel(const T* __restrict__ x, int64_t slab_elems, int64_t chunk_vecs, int64_t chunks,
+                          float* __restrict__ partial) {
+  const int64_t slab = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
+  const int64_t slab_vecs = slab_elems / VEC, v0 = chunk * chunk_vecs;
+  const int64_t v1 = v0 + chunk_vecs < slab_vecs ? v0 + chunk_vecs : slab_vecs;
+  const Stats s = range_stats<T, VEC>(x + slab * slab_elems, v0, v1);
+  if (threadIdx.x == 0) {
+    partial[2 * blockIdx.x] = s.mean;
+    partial[2 * blockIdx.x + 1] = s.m2;
+  }
+}
+
+// Pass 2: merge the slab's chunk statistics (warp 0), then normalise this CTA's chunk.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kGnThreads)
     gn_apply_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta, T* __restrict__ y,
@@ -149,40 +181,49 @@ __global__ void __launch_bounds__(kGnThreads)
     s = warp_merge(s);
     if (threadIdx.x == 0) {
       stat[0] = s.mean;
-      stat[1] = 1.f / sqrtf(s.m2 / float(slab_elems) + eps);  // biased variance, as the CPU oracle
+      stat[1] = rstd_of(s, slab_elems, eps);
     }
   }
   __syncthreads();
-  const float mean = stat[0], rstd = stat[1];
-  const int c0 = int(slab % groups) * cg;
-  const T* xp = x + slab * slab_elems;
-  T* yp = y + slab * slab_elems;
   const int64_t v0 = chunk * chunk_vecs, v1 = v0 + chunk_vecs < slab_vecs ? v0 + chunk_vecs : slab_vecs;
-#pragma unroll 4
-  for (int64_t v = v0 + threadIdx.x; v < v1; v += kGnThreads) {
-    float f[VEC];
-    load_vec<T, VEC>(xp, v, f);
-    const int c = c0 + int(uint32_t(v * VEC) / S);  // slab_elems < 2^31 (the plan checks)
-    const float a = rstd * to_f(gamma[c]), b = to_f(beta[c]);
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      float o = (f[i] - mean) * a + b;
-      if (silu) o = o / (1.f + expf(-o));
-      f[i] = o;
-    }
-    store_vec<T, VEC>(yp, v, f);
+  apply_range<T, VEC>(x + slab * slab_elems, y + slab * slab_elems, gamma, beta, v0, v1, S, int(slab % groups) * cg,
+                      stat[0], stat[1], silu);
+}
+
+// A slab of one chunk (small groups): statistics and normalisation in one kernel, one CTA per slab
+// (the second read of the slab comes from L1/L2).
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kGnThreads)
+    gn_slab_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta, T* __restrict__ y,
+                   uint32_t S, int cg, int groups, int64_t slab_elems, float eps, bool silu) {
+  __shared__ float stat[2];
+  const int64_t slab = blockIdx.x;
+  const Stats s = range_stats<T, VEC>(x + slab * slab_elems, 0, slab_elems / VEC);
+  if (threadIdx.x == 0) {
+    stat[0] = s.mean;
+    stat[1] = rstd_of(s, slab_elems, eps);
   }
+  __syncthreads();
+  apply_range<T, VEC>(x + slab * slab_elems, y + slab * slab_elems, gamma, beta, 0, slab_elems / VEC, S,
+                      int(slab % groups) * cg, stat[0], stat[1], silu);
 }
 
 template <typename T, int VEC>
 void gn_launch(const GroupNormPlan& p, const void* x, const void* g, const void* b, void* y, int64_t C, int64_t S,
                int groups, float eps, bool silu, float* scratch, cudaStream_t s) {
+  const T* xt = static_cast<const T*>(x);
+  const T *gt = static_cast<const T*>(g), *bt = static_cast<const T*>(b);
+  T* yt = static_cast<T*>(y);
+  const int cg = int(C / groups);
+  if (p.chunks == 1) {
+    gn_slab_kernel<T, VEC><<<unsigned(p.slabs), kGnThreads, 0, s>>>(xt, gt, bt, yt, uint32_t(S), cg, groups,
+                                                                     p.slab_elems, eps, silu);
+    return;
+  }
   const unsigned ctas = unsigned(p.slabs * p.chunks);
-  gn_chunk_stats_kernel<T, VEC>
-      <<<ctas, kGnThreads, 0, s>>>(static_cast<const T*>(x), p.slab_elems, p.chunk_vecs, p.chunks, scratch);
-  gn_apply_kernel<T, VEC><<<ctas, kGnThreads, 0, s>>>(
-      static_cast<const T*>(x), static_cast<const T*>(g), static_cast<const T*>(b), static_cast<T*>(y), scratch,
-      uint32_t(S), int(C / groups), groups, p.slab_elems, p.chunk_vecs, p.chunks, eps, silu);
+  gn_chunk_stats_kernel<T, VEC><<<ctas, kGnThreads, 0, s>>>(xt, p.slab_elems, p.chunk_vecs, p.chunks, scratch);
+  gn_apply_kernel<T, VEC><<<ctas, kGnThreads, 0, s>>>(xt, gt, bt, yt, scratch, uint32_t(S), cg, groups, p.slab_elems,
+                                                      p.chunk_vecs, p.chunks, eps, silu);
 }
 
 // LayerNorm: warp (threadIdx.x / 32) of the CTA normalises row blockIdx.x * kLnWarps + warp. Lane l
@@ -296,8 +337,8 @@ GroupNormPlan group_norm_fast_plan(const void* x, const void* y, int64_t N, int6
 void group_norm_fast_cuda(const GroupNormPlan& plan, const void* x, const void* gamma, const void* beta, void* y,
                           int64_t C, int64_t S, int groups, float eps, bool silu, bool fp16, float* scratch,
                           cudaStream_t stream) {
-  if (plan.slabs * plan.chunks == 0) return;
-  L2D_ASSERT(scratch != nullptr);
+  if (plan.empty()) return;
+  L2D_ASSERT(plan.chunks == 1 || scratch != nullptr);
   if (fp16) {
     if (plan.vec == 8) gn_launch<__half, 8>(plan, x, gamma, beta, y, C, S, groups, eps, silu, scratch, stream);
     else gn_launch<__half, 1>(plan, x, gamma, beta, y, C, S, groups, eps, silu, scratch, stream);

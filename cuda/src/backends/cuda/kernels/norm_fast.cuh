@@ -19,8 +19,11 @@ struct GroupNormPlan {
   int64_t chunk_vecs = 0;  // vectors per chunk (the last chunk of a slab may be shorter)
   int64_t chunks = 0;      // chunks per slab
   int vec = 1;             // elements per vector: 8 (fp16) / 4 (fp32) when S and the pointers allow, else 1
-  // Floats of device scratch the plan needs: (mean, M2) per chunk.
-  int64_t scratch_floats() const { return slabs * chunks * 2; }
+  // Nothing to normalise (no group, or empty groups).
+  bool empty() const { return slabs == 0 || slab_elems == 0; }
+  // Floats of device scratch the plan needs: (mean, M2) per chunk; none when a slab is one chunk
+  // (then one kernel does both passes).
+  int64_t scratch_floats() const { return chunks > 1 ? slabs * chunks * 2 : 0; }
 };
 
 // The plan for this problem on a GPU with `sms` multiprocessors (x and y decide the vector width).
@@ -28,7 +31,8 @@ GroupNormPlan group_norm_fast_plan(const void* x, const void* y, int64_t N, int6
                                    int sms);
 
 // Two kernels: per-chunk (mean, M2) into `scratch` (plan.scratch_floats() floats), then each CTA
-// combines its slab's partials and writes its chunk normalised, gamma/beta (+ SiLU) fused.
+// combines its slab's partials and writes its chunk normalised, gamma/beta (+ SiLU) fused. A slab
+// of one chunk: one kernel, one CTA per slab (scratch unused, may be null).
 // x/y [N, C, S], gamma/beta [C] (storage type: __half when fp16, else float).
 void group_norm_fast_cuda(const GroupNormPlan& plan, const void* x, const void* gamma, const void* beta, void* y,
                           int64_t C, int64_t S, int groups, float eps, bool silu, bool fp16, float* scratch,
