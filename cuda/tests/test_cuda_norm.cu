@@ -89,7 +89,9 @@ const GnShape kMidasGn[] = {
     {1024, 24, "stage2 norm3, downsample norm"},
 };
 
-Input gn_params(int groups, float eps, bool silu) { return fval("params", {3}, {float(groups), eps, silu ? 1.f : 0.f}); }
+Input gn_params(int groups, float eps, bool silu) {
+  return fval("params", {3}, {float(groups), eps, silu ? 1.f : 0.f});
+}
 
 void add_gn(Table& t, const std::string& label, const std::vector<int64_t>& shape, int groups, float eps, bool silu,
             const std::string& note, bool big) {
@@ -111,8 +113,8 @@ void group_norm_cases(Table& t) {
       }
   for (const GnShape& s : kMidasGn)
     for (const bool silu : {false, true}) {
-      const std::string label =
-          "gn/midas_c" + std::to_string(s.C) + "_" + std::to_string(s.H) + "x" + std::to_string(s.H) + (silu ? "_silu" : "");
+      const std::string label = "gn/midas_c" + std::to_string(s.C) + "_" + std::to_string(s.H) + "x" +
+                                std::to_string(s.H) + (silu ? "_silu" : "");
       add_gn(t, label, {1, s.C, s.H, s.H}, 32, 1e-5f, silu, std::string("MiDaS ") + s.where, s.H >= 48);
     }
   // The fast kernels' other paths, small (the compute-sanitizer shapes with the MiDaS 24x24 ones,
@@ -222,8 +224,10 @@ int main(int argc, char** argv) {
   layer_norm_cases(t);
   stress_cases(t);
   bool listing = false;
-  for (int a = 1; a < argc; ++a) listing |= std::strncmp(argv[a], "--", 2) == 0 && std::strcmp(argv[a], "--small") != 0 &&
-                                            std::strncmp(argv[a], "--filter", 8) != 0;
+  // --list / --help (and bad usage) print and exit without touching a backend: no env check then.
+  for (int a = 1; a < argc; ++a)
+    listing |= std::strncmp(argv[a], "--", 2) == 0 && std::strcmp(argv[a], "--small") != 0 &&
+               std::strncmp(argv[a], "--filter", 8) != 0;
   int env_failures = 0;
   if (!listing) {
     const char* norm = std::getenv("L2D_NORM");

@@ -48,7 +48,9 @@ Tensor CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tenso
   const int64_t C = x.dim(-1), rows = C ? x.numel() / C : 0;
   L2D_ASSERT(gamma.numel() == C && beta.numel() == C);
   Tensor y = empty(x.shape());
-  if (norm_kernel_ == NormKernel::Fast && layer_norm_fast_supported(x.data(), gamma.data(), beta.data(), y.data(), C, fp16_))
+  const bool fast = norm_kernel_ == NormKernel::Fast &&
+                    layer_norm_fast_supported(x.data(), gamma.data(), beta.data(), y.data(), C, fp16_);
+  if (fast)
     layer_norm_fast_cuda(x.data(), gamma.data(), beta.data(), y.data(), rows, C, eps, fp16_, stream_);
   else
     layer_norm_cuda(x.data(), gamma.data(), beta.data(), y.data(), rows, C, eps, fp16_, stream_);

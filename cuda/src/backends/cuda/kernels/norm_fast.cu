@@ -349,7 +349,8 @@ void group_norm_fast_cuda(const GroupNormPlan& plan, const void* x, const void* 
   CUDA_CHECK_LAUNCH();
 }
 
-bool layer_norm_fast_supported(const void* x, const void* gamma, const void* beta, const void* y, int64_t C, bool fp16) {
+bool layer_norm_fast_supported(const void* x, const void* gamma, const void* beta, const void* y, int64_t C,
+                               bool fp16) {
   const int64_t vec = fp16 ? 8 : 4;
   return C > 0 && C % vec == 0 && C <= int64_t(kLnMaxVecsPerLane) * 32 * vec && aligned16(x) && aligned16(gamma) &&
          aligned16(beta) && aligned16(y);
