@@ -136,7 +136,16 @@ Tensor SpatialTransformer::operator()(RunCtx& c, const Tensor& x) const {
   h = be.binary(attn1.out(be, a), h, Binary::Add);
 
   n = be.layer_norm(h, norm2.g, norm2.b, 1e-5f);
-  a = be.attention(attn2.q(be, n), attn2.k(be, c.context), attn2.v(be, c.context), attn2.heads, AttnMask::None);
+  Tensor ck, cv;
+  if (c.context_kv && !c.context_kv->empty()) {
+    ck = c.context_kv->k.at(context_layer);
+    cv = c.context_kv->v.at(context_layer);
+  } else {
+    ck = context_k(be, c.context);
+    cv = context_v(be, c.context);
+  }
+  L2D_ASSERT(ck.ndim() == 3 && (ck.dim(0) == 1 || ck.dim(0) == N) && ck.dim(2) == C && cv.shape() == ck.shape());
+  a = be.attention(attn2.q(be, n), ck, cv, attn2.heads, AttnMask::None);
   h = be.binary(attn2.out(be, a), h, Binary::Add);
 
   n = be.layer_norm(h, norm3.g, norm3.b, 1e-5f);
