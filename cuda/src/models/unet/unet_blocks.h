@@ -22,6 +22,10 @@ namespace l2d::unet {
 struct Linear {
   Tensor w, b;  // b may be undefined
   Tensor operator()(Backend& be, const Tensor& x) const { return be.linear(x, w, b.defined() ? &b : nullptr); }
+  // (*this)(x) + residual as one op (a residual connection; residual has the output's shape).
+  Tensor add(Backend& be, const Tensor& x, const Tensor& residual) const {
+    return be.linear_add(x, w, b.defined() ? &b : nullptr, residual);
+  }
 };
 
 struct Conv {
