@@ -53,6 +53,10 @@ interface Call {
   noise: Float32Array;
   counts: Map<string, number>;
   flops: number;
+  /** This call projected the context (it differed from the previous call's) ... */
+  prepared: number;
+  /** ... into new tensors (else in place: the addresses a captured graph reads stay valid). */
+  reallocated: number;
 }
 
 function countsOf(io: TensorMap): Map<string, number> {
@@ -69,7 +73,13 @@ async function stream(session: Session, T: number, draw: number, prompt: number,
   io.setPhilox("encoder_hidden_states", [rows, L, Cx], { kind: "normal", seed: 11, stream: 3, draw: prompt });
   io.setI64("timesteps", Array.from({ length: T }, (_, i) => 399 - 120 * i), [T]);
   await session.run("stream", io);
-  return { noise: io.getF32("noise_pred"), counts: countsOf(io), flops: readI64(io, "gemm_flops") };
+  return {
+    noise: io.getF32("noise_pred"),
+    counts: countsOf(io),
+    flops: readI64(io, "gemm_flops"),
+    prepared: readI64(io, "context_kv_prepared"),
+    reallocated: readI64(io, "context_kv_reallocated"),
+  };
 }
 
 async function warmup(session: Session, step: number, prompt: number): Promise<Float32Array> {
@@ -93,16 +103,21 @@ Deno.test("unet session: per-prompt cross-attention K/V give the eager outputs e
     assert.deepEqual(await warmup(fast, step, 0), await eager(() => warmup(slow, step, 0)), `warm-up step ${step}`);
   }
   // prompt 0, then 1 (the switch a stale cache would miss), then 0 again, then T different rows.
+  // The K/V are projected only when the context changes (the warm-up already used prompt 0), in place
+  // while its shape stays, into new tensors when it changes (T rows).
   const prompts = [0, 0, 1, 1, 0];
+  const prepared = [0, 0, 1, 0, 1];
   const outs: Float32Array[] = [];
   for (let i = 0; i < prompts.length; i++) {
     const a = await stream(fast, T, i, prompts[i]!);
     const b = await eager(() => stream(slow, T, i, prompts[i]!));
     assert.deepEqual(a.noise, b.noise, `stream call ${i} (prompt ${prompts[i]})`);
+    assert.deepEqual([a.prepared, a.reallocated], [prepared[i], 0], `K/V preparation at stream call ${i}`);
     outs.push(a.noise);
   }
   const rows = await stream(fast, T, 9, 2, T);
   assert.deepEqual(rows.noise, (await eager(() => stream(slow, T, 9, 2, T))).noise, "a context of T rows");
+  assert.deepEqual([rows.prepared, rows.reallocated], [1, 1], "a new context shape reallocates the K/V");
 
   // The prompt matters, so the comparisons above would see stale K/V: the same call with the other prompt differs.
   using other = model.createSession(cfg);

@@ -19,7 +19,8 @@
 //   reset      zero caches, initial bookkeeping.
 // The cross-attention K/V of encoder_hidden_states are computed once per distinct value
 // (UnetModel::prepare_context), not per call. With "count_ops", warmup and stream also return the
-// backend calls of their UNet forward: op_count_<op>, op_count_total, gemm_flops (I64 [1] each).
+// backend calls of their UNet forward: op_count_<op>, op_count_total, gemm_flops, and
+// context_kv_prepared / context_kv_reallocated (I64 [1] each).
 // A stream call that fails midway may have written some layers' slots without advancing the
 // bookkeeping: call reset (or set_state) before streaming again.
 #include <cstdio>
@@ -283,19 +284,25 @@ class UnetSession final : public Session {
   // it once. (L2D_CONTEXT_KV is read when they are recomputed.)
   const ContextKv* context_kv(const TensorMap& io, const Tensor& context) {
     const HostTensor& src = io.at("encoder_hidden_states", "unet session");
+    kv_prepared_ = kv_reallocated_ = false;
     if (kv_src_valid_ && src.dtype == kv_src_.dtype && src.shape == kv_src_.shape && src.bytes == kv_src_.bytes)
       return &context_kv_;
     kv_src_valid_ = false;
-    m_.prepare_context(context, context_kv_);
+    kv_reallocated_ = m_.prepare_context(context, context_kv_);
+    kv_prepared_ = true;
     kv_src_ = src;
     kv_src_valid_ = true;
     return &context_kv_;
   }
 
   // With {"count_ops": true}: the backend calls of this forward, as I64 [1] outputs op_count_<op>,
-  // op_count_total and gemm_flops (2 M N K over linear and matmul).
+  // op_count_total and gemm_flops (2 M N K over the GEMMs), and whether this call prepared the
+  // context K/V (context_kv_prepared) into new tensors (context_kv_reallocated) or in place.
   void put_op_counts(TensorMap& io) {
     if (!counter_) return;
+    const int64_t prepared = kv_prepared_, reallocated = kv_reallocated_;
+    io.put("context_kv_prepared", HostTensor::from_i64({1}, &prepared));
+    io.put("context_kv_reallocated", HostTensor::from_i64({1}, &reallocated));
     for (const auto& [op, calls] : counter_->counts()) io.put("op_count_" + op, HostTensor::from_i64({1}, &calls));
     const int64_t total = counter_->total(), flops = int64_t(counter_->gemm_flops());
     io.put("op_count_total", HostTensor::from_i64({1}, &total));
@@ -435,6 +442,7 @@ class UnetSession final : public Session {
   ContextKv context_kv_;
   HostTensor kv_src_;  // the encoder_hidden_states context_kv_ was made from
   bool kv_src_valid_ = false;
+  bool kv_prepared_ = false, kv_reallocated_ = false;  // by this call (count_ops reports them)
 };
 
 }  // namespace
