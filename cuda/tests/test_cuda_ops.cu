@@ -88,6 +88,13 @@ void small_cases(Table& t) {
   t.add("linear/big", "linear", [](Rng& r) {
     return In{fin("x", {4096, 320}, r), fin("w", {640, 320}, r, -0.1f, 0.1f), fin("b", {640}, r)};
   });
+  // linear + residual in one op (transformer attention output / feed-forward output + skip)
+  t.add("linear_add/attn_out", "linear_add", [](Rng& r) {
+    return In{fin("x", {2, 256, 320}, r), fin("w", {320, 320}, r, -0.05f, 0.05f), fin("b", {320}, r),
+              fin("r", {2, 256, 320}, r)};
+  });
+  t.add("linear_add/odd_nobias", "linear_add",
+        [](Rng& r) { return In{fin("x", {5, 13}, r), fin("w", {7, 13}, r), fin("r", {5, 7}, r)}; });
   t.add("matmul/batched", "matmul", [](Rng& r) { return In{fin("a", {3, 33, 17}, r), fin("b", {3, 17, 45}, r)}; });
   t.add("matmul/bcast_a", "matmul", [](Rng& r) { return In{fin("a", {1, 64, 40}, r), fin("b", {4, 40, 70}, r)}; });
   t.add("matmul/bcast_b", "matmul", [](Rng& r) { return In{fin("a", {2, 130, 72}, r), fin("b", {1, 72, 150}, r)}; });

@@ -26,6 +26,12 @@ Tensor Backend::concat(const std::vector<Tensor>& xs, int dim) {
   return y;
 }
 
+Tensor Backend::linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) {
+  Tensor y = linear(x, w, bias);
+  L2D_ASSERT(residual.shape() == y.shape());
+  return binary(y, residual, Binary::Add);
+}
+
 Tensor Backend::image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
                                   int64_t out_w) {
   check_fit_args(host, h, w, channels, out_h, out_w);

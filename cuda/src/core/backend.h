@@ -80,6 +80,10 @@ class Backend {
   virtual Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride) = 0;
   // x [..., K], w [N, K] (PyTorch Linear layout), bias [N] or null -> [..., N].
   virtual Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) = 0;
+  // linear(x, w, bias) + residual in one op (residual: exactly the output's shape), the residual
+  // connection of a transformer block. A backend with a GEMM epilogue adds it before the result is
+  // stored and saves a pass over the output; this default runs linear then binary Add.
+  virtual Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual);
   // Batched a [B, M, K] @ b [B, K, N] -> [B, M, N] (B may be 1 for either operand: broadcast).
   virtual Tensor matmul(const Tensor& a, const Tensor& b) = 0;
 

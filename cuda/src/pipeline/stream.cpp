@@ -109,6 +109,7 @@ void LiveStream::set_prompt(const HostTensor& embeds) {
   prompt_ = embeds.shape[0] == 1 ? all : be_.slice(all, 0, 0, 1);  // the original uses row 0 only
   std::vector<Tensor> rows(size_t(T_), prompt_);
   prompt_rows_ = T_ == 1 ? prompt_ : be_.concat(rows, 0);
+  unet_.prepare_context(prompt_, context_kv_);  // cross-attention K/V once per prompt, broadcast over rows
 }
 
 // TAESD-encode [-1, 1] images and add the first (noisiest) step's noise: x_t = a0 * lat + b0 * n,
@@ -182,6 +183,7 @@ Tensor LiveStream::warmup(const uint8_t* frames, int64_t n, int channels, Tensor
     ctx.cache = &cache_;
     ctx.warmup_row = idx;
     ctx.context = prompt_;
+    ctx.context_kv = &context_kv_;
     const Tensor eps = unet_.forward(ctx, x_t, depth, {float(sched_.timesteps[size_t(idx)])});
     // x0 = c_out * ((x_t - beta * eps) / alpha) + c_skip * x_t, with the step's scalars.
     const Tensor pred = be_.binary(be_.binary(x_t, be_.binary(eps, scalar(sched_.beta_prod_t_sqrt[size_t(idx)]), Binary::Mul),
@@ -234,6 +236,7 @@ Tensor LiveStream::step_image(const Tensor& image01, TensorMap* debug) {
   const KvCache::DeviceState state = cache_.upload_state();
   ctx.state = &state;
   ctx.context = prompt_rows_;
+  ctx.context_kv = &context_kv_;
   const Tensor eps = unet_.forward(ctx, sample, depth, stream_t_features_);
   cache_.advance();
   if (debug) debug->put("unet_noise_pred", be_.to_host(eps.reshape({int64_t(T_), 4, 1, lh_, lw_})));

@@ -80,6 +80,7 @@ class LiveStream final : public Session {
   int T_;
   KvCache cache_;
   Tensor prompt_, prompt_rows_;     // [1, L, C] and [T, L, C]
+  unet::ContextKv context_kv_;      // every cross-attention layer's K/V of prompt_ (set_prompt)
   Tensor row_alpha_, row_beta_, row_c_out_, row_c_skip_;  // [T, 1, 1, 1]
   Tensor alpha0_, beta0_;        // [1]: the noisiest step's scalars (encode)
   Tensor stream_t_features_;     // [T, C0]: timestep features of the streaming batch (constant)

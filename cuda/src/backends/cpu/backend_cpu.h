@@ -30,6 +30,7 @@ class CpuBackend final : public Backend {
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) override;
   Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride) override;
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) override;
+  Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) override;
   Tensor matmul(const Tensor& a, const Tensor& b) override;
   Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                     bool fuse_silu) override;
@@ -60,6 +61,9 @@ class CpuBackend final : public Backend {
   ThreadPool& pool() { return pool_; }
 
  private:
+  // linear, plus the residual (when non-null) added in the bias pass.
+  Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual);
+
   ThreadPool pool_;
   std::atomic<size_t> in_use_{0}, peak_{0};
 };

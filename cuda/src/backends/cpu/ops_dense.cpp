@@ -105,18 +105,37 @@ Tensor CpuBackend::conv_transpose2d(const Tensor& x, const Tensor& w, const Tens
 }
 
 Tensor CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  return linear_impl(x, w, bias, nullptr);
+}
+
+Tensor CpuBackend::linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) {
+  return linear_impl(x, w, bias, &residual);
+}
+
+// y = x w^T, then per element (y + bias) + residual in one pass: the same roundings, in the same
+// order, as linear followed by binary Add, so the fused op is bit-identical to the pair.
+Tensor CpuBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual) {
   const int64_t K = x.dim(-1), N = w.dim(0);
   L2D_ASSERT(w.ndim() == 2 && w.dim(1) == K);
   const int64_t M = x.numel() / K;
   Shape out = x.shape();
   out.back() = N;
+  if (residual) L2D_ASSERT(residual->shape() == out);
   Tensor y = empty(out);
   gemm({M, N, K, x.ptr<float>(), K, false, w.ptr<float>(), K, true, y.ptr<float>(), N, false}, &pool_);
-  if (bias) {
+  float* yp = y.ptr<float>();
+  if (bias && residual) {
     const float* bp = bias->ptr<float>();
-    float* yp = y.ptr<float>();
+    const float* rp = residual->ptr<float>();
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) yp[m * N + n] = (yp[m * N + n] + bp[n]) + rp[m * N + n];
+  } else if (bias) {
+    const float* bp = bias->ptr<float>();
     for (int64_t m = 0; m < M; ++m)
       for (int64_t n = 0; n < N; ++n) yp[m * N + n] += bp[n];
+  } else if (residual) {
+    const float* rp = residual->ptr<float>();
+    for (int64_t i = 0; i < M * N; ++i) yp[i] += rp[i];
   }
   return y;
 }

@@ -73,6 +73,18 @@ class OpsModel final : public Model {
       require_rank(x, 1, 8, "x");
       require_rank(w, 2, 2, "w");
       y = be_.linear(x, w, b.defined() ? &b : nullptr);
+    } else if (method == "linear_add") {  // linear(x, w, b) + r in one op
+      Tensor b = opt("b");
+      const Tensor x = in("x"), w = in("w"), r = in("r");
+      require_rank(x, 1, 8, "x");
+      require_rank(w, 2, 2, "w");
+      L2D_REQUIRE(w.dim(1) == x.dim(-1), "ops linear_add: w ", shape_str(w.shape()), " does not fit x ",
+                  shape_str(x.shape()));
+      Shape out = x.shape();
+      out.back() = w.dim(0);
+      L2D_REQUIRE(r.shape() == out, "ops linear_add: \"r\" must have the output shape ", shape_str(out), ", got ",
+                  shape_str(r.shape()));
+      y = be_.linear_add(x, w, b.defined() ? &b : nullptr, r);
     } else if (method == "matmul") {
       const Tensor a = in("a"), b = in("b");
       require_rank(a, 2, 8, "a");

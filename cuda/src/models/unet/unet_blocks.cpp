@@ -133,14 +133,23 @@ Tensor SpatialTransformer::operator()(RunCtx& c, const Tensor& x) const {
 
   Tensor n = be.layer_norm(h, norm1.g, norm1.b, 1e-5f);
   Tensor a = be.attention(attn1.q(be, n), attn1.k(be, n), attn1.v(be, n), attn1.heads, AttnMask::None);
-  h = be.binary(attn1.out(be, a), h, Binary::Add);
+  h = attn1.out.add(be, a, h);
 
   n = be.layer_norm(h, norm2.g, norm2.b, 1e-5f);
-  a = be.attention(attn2.q(be, n), attn2.k(be, c.context), attn2.v(be, c.context), attn2.heads, AttnMask::None);
-  h = be.binary(attn2.out(be, a), h, Binary::Add);
+  Tensor ck, cv;
+  if (c.context_kv && !c.context_kv->empty()) {
+    ck = c.context_kv->k.at(context_layer);
+    cv = c.context_kv->v.at(context_layer);
+  } else {
+    ck = context_k(be, c.context);
+    cv = context_v(be, c.context);
+  }
+  L2D_ASSERT(ck.ndim() == 3 && (ck.dim(0) == 1 || ck.dim(0) == N) && ck.dim(2) == C && cv.shape() == ck.shape());
+  a = be.attention(attn2.q(be, n), ck, cv, attn2.heads, AttnMask::None);
+  h = attn2.out.add(be, a, h);
 
   n = be.layer_norm(h, norm3.g, norm3.b, 1e-5f);
-  h = be.binary(ff_out(be, be.geglu(ff_in(be, n))), h, Binary::Add);
+  h = ff_out.add(be, be.geglu(ff_in(be, n)), h);
 
   if (linear_proj) h = proj_out_lin(be, h);
   h = be.permute(h.reshape({N, H, W, C}), {0, 3, 1, 2});
@@ -205,7 +214,6 @@ Tensor MotionModule::operator()(RunCtx& c, const Tensor& x) const {
       const TemporalAttention& ta = blk.attn[ai];
       L2D_ASSERT(c.cache->spec(ta.cache_layer).pixels == P && c.cache->spec(ta.cache_layer).channels == inner);
       Tensor n = be.layer_norm(h, blk.norms[ai].g, blk.norms[ai].b, 1e-5f);
-      Tensor o;
       if (c.mode == Mode::Warmup) {
         // Every pixel is a sequence over the F frames: [(b d), f, c] with b = 1.
         L2D_ASSERT(c.B == 1);
@@ -215,20 +223,20 @@ Tensor MotionModule::operator()(RunCtx& c, const Tensor& x) const {
         q = be.binary(q, be.slice(ta.qpe, 0, 0, c.F), Binary::Add);
         k = be.binary(k, be.slice(ta.kpe, 0, 0, c.F), Binary::Add);
         v = be.binary(v, be.slice(ta.vpe, 0, 0, c.F), Binary::Add);
-        o = ta.out(be, be.attention(q, k, v, ta.heads, AttnMask::None));  // [P, F, inner]
+        Tensor o = ta.out(be, be.attention(q, k, v, ta.heads, AttnMask::None));  // [P, F, inner]
         o = be.permute(o.reshape({1, P, c.F, inner}), {0, 2, 1, 3});
+        h = be.binary(o, h, Binary::Add);  // (the permute sits between out and the residual here)
       } else {
         L2D_ASSERT(c.F == 1 && c.state != nullptr);
         Tensor rows = n.reshape({c.B, P, inner});
         Tensor q = ta.q(be, rows), k = ta.k(be, rows), v = ta.v(be, rows);
-        o = be.stream_temporal_attention(q, k, v, c.cache->cache(ta.cache_layer), ta.qpe, ta.kpe, ta.vpe,
-                                         c.state->pe_idx, c.state->update_idx, c.state->bias, ta.heads);
-        o = ta.out(be, o).reshape({c.B, 1, P, inner});
+        Tensor o = be.stream_temporal_attention(q, k, v, c.cache->cache(ta.cache_layer), ta.qpe, ta.kpe, ta.vpe,
+                                                c.state->pe_idx, c.state->update_idx, c.state->bias, ta.heads);
+        h = ta.out.add(be, o, h.reshape({c.B, P, inner})).reshape({c.B, 1, P, inner});
       }
-      h = be.binary(o, h, Binary::Add);
     }
     Tensor n = be.layer_norm(h, blk.ff_norm.g, blk.ff_norm.b, 1e-5f);
-    h = be.binary(blk.ff_out(be, be.geglu(blk.ff_in(be, n))), h, Binary::Add);
+    h = blk.ff_out.add(be, be.geglu(blk.ff_in(be, n)), h);
   }
   h = proj_out(be, h);  // [B, F, P, C]
   h = be.permute(h.reshape({N, H, W, C}), {0, 3, 1, 2});

@@ -22,6 +22,10 @@ namespace l2d::unet {
 struct Linear {
   Tensor w, b;  // b may be undefined
   Tensor operator()(Backend& be, const Tensor& x) const { return be.linear(x, w, b.defined() ? &b : nullptr); }
+  // (*this)(x) + residual as one op (a residual connection; residual has the output's shape).
+  Tensor add(Backend& be, const Tensor& x, const Tensor& residual) const {
+    return be.linear_add(x, w, b.defined() ? &b : nullptr, residual);
+  }
 };
 
 struct Conv {
@@ -49,6 +53,18 @@ class Loader {
 
 enum class Mode { Warmup, Stream };
 
+// The cross-attention keys and values of one prompt for every spatial transformer (attn2), made by
+// UnetModel::prepare_context when the prompt changes instead of by every frame's forward: the
+// prompt rows are the same on every streamed frame, so W_k context and W_v context are too.
+struct ContextKv {
+  std::vector<Tensor> k, v;  // per cross-attention layer (SpatialTransformer::context_layer): [1|N, L, dim]
+  bool empty() const { return k.empty(); }
+  void clear() {
+    k.clear();
+    v.clear();
+  }
+};
+
 // Per-call state threaded through the blocks (the model itself is immutable, so sessions share it).
 struct RunCtx {
   RunCtx(Backend& backend, Mode m) : be(backend), mode(m) {}
@@ -57,6 +73,8 @@ struct RunCtx {
   int64_t B = 1, F = 1;  // N = B*F frames in the batch
   Tensor temb_silu;      // SiLU(time embedding) [B, Ct]
   Tensor context;        // prompt embedding, batch 1 or N: [1|N, L, Cx]
+  // When set and not empty: the cross-attention K/V of `context`, used instead of projecting it.
+  const ContextKv* context_kv = nullptr;
   KvCache* cache = nullptr;
   int warmup_row = 0;                          // warmup: the cache row of this denoising step
   const KvCache::DeviceState* state = nullptr;  // stream: bookkeeping of this call
@@ -88,9 +106,13 @@ struct SpatialTransformer {
   Linear ff_in, ff_out;
   bool linear_proj = false;
   int groups = 32;
+  size_t context_layer = 0;  // index of this block's K/V in a ContextKv (model order)
   void load(Loader& L, const std::string& prefix, int64_t channels, int64_t context_dim, int heads, int groups,
             bool linear_projection);
   Tensor operator()(RunCtx& c, const Tensor& x) const;
+  // attn2's keys and values of a context [1|N, L, Cx] -> [1|N, L, dim] each.
+  Tensor context_k(Backend& be, const Tensor& context) const { return attn2.k(be, context); }
+  Tensor context_v(Backend& be, const Tensor& context) const { return attn2.v(be, context); }
 };
 
 struct TemporalAttention {

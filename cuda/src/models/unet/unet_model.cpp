@@ -6,7 +6,7 @@
 // `...pos_encoder.pe` buffers are used when present (else computed); keys containing "grid" are
 // ignored; anything else unused is an error.
 //
-// Session config {"steps": T, "latent_height": h, "latent_width": w}. Methods:
+// Session config {"steps": T, "latent_height": h, "latent_width": w, "count_ops": false}. Methods:
 //   warmup     sample/depth [1,Cin,F,h,w] (F = sink_size, 8), encoder_hidden_states [1,L,Cx], timestep [1], step [1]
 //              -> noise_pred [1,Cout,F,h,w]; writes slots 0..F-1 of cache row `step`.
 //   stream     sample/depth [T,Cin,1,h,w], encoder_hidden_states [T|1,L,Cx], timesteps [T]
@@ -17,11 +17,18 @@
 //   set_state  any of kv_cache_XX (full, or slots 0..k-1 as [T,2,P_l,k,C_l]) and the three
 //              bookkeeping tensors (all three together).
 //   reset      zero caches, initial bookkeeping.
+// The cross-attention K/V of encoder_hidden_states are computed once per distinct value
+// (UnetModel::prepare_context), not per call. With "count_ops", warmup and stream also return the
+// backend calls of their UNet forward: op_count_<op>, op_count_total, gemm_flops, and
+// context_kv_prepared / context_kv_reallocated (I64 [1] each).
 // A stream call that fails midway may have written some layers' slots without advancing the
 // bookkeeping: call reset (or set_state) before streaming again.
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "../../core/config.h"
+#include "../../core/counting_backend.h"
 #include "unet_model.h"
 
 namespace l2d::unet {
@@ -118,6 +125,63 @@ UnetModel::UnetModel(Backend& be, const Json& config, const TensorMap& weights)
   norm_out_ = L.norm("conv_norm_out", ch[0]);
   conv_out_ = L.conv("conv_out", c.out_channels, ch[0], 3, 1, 1);
   wl.check_all_used({"grid"});
+
+  // The cross-attention layers in forward order (the blocks no longer move, so pointers are stable).
+  auto add_xattn = [&](Block& b) {
+    for (SpatialTransformer& t : b.attentions) {
+      t.context_layer = xattn_.size();
+      xattn_.push_back(&t);
+    }
+  };
+  for (Block& b : down_) add_xattn(b);
+  add_xattn(mid_);
+  for (Block& b : up_) add_xattn(b);
+}
+
+namespace {
+
+// L2D_CONTEXT_KV=0 switches the per-prompt cross-attention K/V off (the eager path).
+bool context_kv_enabled() {
+  const char* env = std::getenv("L2D_CONTEXT_KV");
+  return !(env && std::strcmp(env, "0") == 0);
+}
+
+}  // namespace
+
+bool UnetModel::prepare_context(const Tensor& context, ContextKv& out) const {
+  if (!context_kv_enabled()) {
+    const bool had = !out.empty();
+    out.clear();
+    return had;
+  }
+  L2D_ASSERT(context.ndim() == 3 && context.dim(2) == cfg_.cross_attention_dim);
+  bool same = out.k.size() == xattn_.size() && out.v.size() == xattn_.size();
+  for (size_t i = 0; same && i < xattn_.size(); ++i) {
+    const int64_t dim = xattn_[i]->attn2.k.w.dim(0);
+    const Shape want{context.dim(0), context.dim(1), dim};
+    same = out.k[i].shape() == want && out.v[i].shape() == want && out.k[i].dtype() == be_.float_dtype() &&
+           out.v[i].dtype() == be_.float_dtype();
+  }
+  if (!same) {
+    out.k.assign(xattn_.size(), Tensor());
+    out.v.assign(xattn_.size(), Tensor());
+  }
+  try {
+    for (size_t i = 0; i < xattn_.size(); ++i) {
+      Tensor k = xattn_[i]->context_k(be_, context), v = xattn_[i]->context_v(be_, context);
+      if (same) {
+        be_.write_slice(out.k[i], k, {0, 0, 0});
+        be_.write_slice(out.v[i], v, {0, 0, 0});
+      } else {
+        out.k[i] = std::move(k);
+        out.v[i] = std::move(v);
+      }
+    }
+  } catch (...) {
+    out.clear();  // never half old, half new prompt: forward falls back to projecting the context
+    throw;
+  }
+  return !same;
 }
 
 void UnetModel::run(const std::string& method, TensorMap&) { unknown_method("unet", method); }
@@ -193,8 +257,9 @@ namespace {
 
 class UnetSession final : public Session {
  public:
-  UnetSession(UnetModel& model, int steps, int64_t h, int64_t w)
-      : m_(model),
+  UnetSession(UnetModel& model, int steps, int64_t h, int64_t w, bool count_ops)
+      : counter_(count_ops ? std::make_unique<CountingBackend>(model.backend()) : nullptr),
+        m_(model),
         h_(h),
         w_(w),
         cache_(model.backend(), steps, model.config().motion.window, model.config().motion.sink,
@@ -211,6 +276,39 @@ class UnetSession final : public Session {
 
  private:
   Backend& be() { return m_.backend(); }
+  // The backend the forward runs on: the model's, or the counting wrapper around it.
+  Backend& run_be() { return counter_ ? static_cast<Backend&>(*counter_) : be(); }
+
+  // The cross-attention K/V of this call's context (the tensor made from encoder_hidden_states),
+  // recomputed only when the input's values change: a session streaming with one prompt projects
+  // it once. (L2D_CONTEXT_KV is read when they are recomputed.)
+  const ContextKv* context_kv(const TensorMap& io, const Tensor& context) {
+    const HostTensor& src = io.at("encoder_hidden_states", "unet session");
+    kv_prepared_ = kv_reallocated_ = false;
+    if (kv_src_valid_ && src.dtype == kv_src_.dtype && src.shape == kv_src_.shape && src.bytes == kv_src_.bytes)
+      return &context_kv_;
+    kv_src_valid_ = false;
+    kv_reallocated_ = m_.prepare_context(context, context_kv_);
+    kv_prepared_ = true;
+    kv_src_ = src;
+    kv_src_valid_ = true;
+    return &context_kv_;
+  }
+
+  // With {"count_ops": true}: the backend calls of this forward, as I64 [1] outputs op_count_<op>,
+  // op_count_total and gemm_flops (2 M N K over the GEMMs), and whether this call prepared the
+  // context K/V (context_kv_prepared) into new tensors (context_kv_reallocated) or in place.
+  void put_op_counts(TensorMap& io) {
+    if (!counter_) return;
+    const int64_t prepared = kv_prepared_, reallocated = kv_reallocated_;
+    io.put("context_kv_prepared", HostTensor::from_i64({1}, &prepared));
+    io.put("context_kv_reallocated", HostTensor::from_i64({1}, &reallocated));
+    for (const auto& [op, calls] : counter_->counts()) io.put("op_count_" + op, HostTensor::from_i64({1}, &calls));
+    const int64_t total = counter_->total(), flops = int64_t(counter_->gemm_flops());
+    io.put("op_count_total", HostTensor::from_i64({1}, &total));
+    io.put("gemm_flops", HostTensor::from_i64({1}, &flops));
+    counter_->reset();
+  }
 
   // A video input [B, C, F, h, w] as folded frames [B*F, C, h, w].
   Tensor video(const TensorMap& io, const char* name, int64_t B, int64_t C, int64_t F) {
@@ -266,33 +364,40 @@ class UnetSession final : public Session {
     const std::vector<int64_t> step = io.at("step", "unet session warmup").to_i64();
     L2D_REQUIRE(step.size() == 1 && step[0] >= 0 && step[0] < cache_.steps(), "unet session warmup: step must be one "
                 "value in 0..", cache_.steps() - 1);
-    RunCtx ctx{be(), Mode::Warmup};
+    RunCtx ctx{run_be(), Mode::Warmup};
     ctx.B = 1;
     ctx.F = F;
     ctx.cache = &cache_;
     ctx.warmup_row = int(step[0]);
     ctx.context = context(io, 1, F);
+    ctx.context_kv = context_kv(io, ctx.context);
     Tensor x = video(io, "sample", 1, c.in_channels, F);
     Tensor d = c.cond_mapping ? video(io, "depth", 1, c.in_channels, F) : Tensor();
-    Tensor y = m_.forward(ctx, x, d, timesteps(io, "timestep", 1));
+    const std::vector<float> t = timesteps(io, "timestep", 1);
+    if (counter_) counter_->reset();
+    Tensor y = m_.forward(ctx, x, d, t);
+    put_op_counts(io);
     io.put("noise_pred", unfold(y, 1, F));
   }
 
   void stream(TensorMap& io) {
     const UnetConfig& c = m_.config();
     const int64_t T = cache_.steps();
-    RunCtx ctx{be(), Mode::Stream};
+    RunCtx ctx{run_be(), Mode::Stream};
     ctx.B = T;
     ctx.F = 1;
     ctx.cache = &cache_;
     const KvCache::DeviceState state = cache_.upload_state();
     ctx.state = &state;
     ctx.context = context(io, T, 1);
+    ctx.context_kv = context_kv(io, ctx.context);
     Tensor x = video(io, "sample", T, c.in_channels, 1);
     Tensor d = c.cond_mapping ? video(io, "depth", T, c.in_channels, 1) : Tensor();
     const std::vector<float> t = timesteps(io, "timesteps", T);
     put_bookkeeping(io, "_used");
+    if (counter_) counter_->reset();
     Tensor y = m_.forward(ctx, x, d, t);
+    put_op_counts(io);
     io.put("noise_pred", unfold(y, T, 1));
     cache_.advance();
   }
@@ -329,9 +434,15 @@ class UnetSession final : public Session {
                              io.at("update_idx", "set_state").to_i64());
   }
 
+  // First, so it is destroyed last: tensors that Backend::concat made through it point at it.
+  std::unique_ptr<CountingBackend> counter_;
   UnetModel& m_;
   int64_t h_, w_;
   KvCache cache_;
+  ContextKv context_kv_;
+  HostTensor kv_src_;  // the encoder_hidden_states context_kv_ was made from
+  bool kv_src_valid_ = false;
+  bool kv_prepared_ = false, kv_reallocated_ = false;  // by this call (count_ops reports them)
 };
 
 }  // namespace
@@ -341,8 +452,9 @@ std::unique_ptr<Session> UnetModel::create_session(const Json& config) {
   const ConfigReader c(config, "unet session config", L2D_ERR_INVALID_ARGUMENT);
   const int64_t steps = c.integer("steps", 1, 64);
   const int64_t h = c.integer("latent_height", 1, 4096), w = c.integer("latent_width", 1, 4096);
+  const bool count_ops = c.boolean("count_ops", false);
   L2D_REQUIRE(cfg_.motion.enabled, "unet session: the model has no motion modules (use_motion_module is false)");
-  return std::make_unique<UnetSession>(*this, int(steps), h, w);
+  return std::make_unique<UnetSession>(*this, int(steps), h, w, count_ops);
 }
 
 namespace {

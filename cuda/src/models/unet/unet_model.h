@@ -54,6 +54,17 @@ class UnetModel final : public Model {
   // Sinusoidal timestep features [t.size(), C0] on the backend (diffusers Timesteps).
   Tensor timestep_features(const std::vector<float>& t) const;
 
+  // Number of cross-attention layers (spatial transformers, model order).
+  size_t num_context_layers() const { return xattn_.size(); }
+  // The cross-attention K/V of every spatial transformer for a prompt context [1|N, L, Cx], once per
+  // prompt instead of once per forward; pass `out` in RunCtx::context_kv. When `out` already holds
+  // tensors of these shapes they are overwritten IN PLACE (their device addresses stay valid for a
+  // captured CUDA graph that reads them); otherwise they are allocated. Returns true when the
+  // tensors were (re)allocated or dropped, i.e. when their addresses changed.
+  // With the environment variable L2D_CONTEXT_KV=0 (read on every call) `out` is cleared instead,
+  // so forward projects the context itself (the eager path, for comparison).
+  bool prepare_context(const Tensor& context, ContextKv& out) const;
+
  private:
   Backend& be_;
   UnetConfig cfg_;
@@ -63,6 +74,7 @@ class UnetModel final : public Model {
   Norm norm_out_;
   std::vector<Block> down_, up_;
   Block mid_;
+  std::vector<const SpatialTransformer*> xattn_;  // into down_/mid_/up_ (fixed after construction)
   std::vector<int> cache_levels_;
   std::vector<int64_t> cache_channels_;
 };
