@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 
 #include "../core/config.h"
@@ -101,14 +102,24 @@ void LiveStream::reset() {
   last_rgb_.clear();
 }
 
+LiveStream::~LiveStream() { drop_capture(); }
+
+// The one place that refreshes prompt-derived device buffers. A captured step reads prompt_rows_
+// at its address, so a prompt of the same length is written IN PLACE and the graph stays valid;
+// another length reallocates and drops the graph (the next frames re-capture).
 void LiveStream::set_prompt(const HostTensor& embeds) {
   const int64_t cx = unet_.config().cross_attention_dim;
   L2D_REQUIRE(embeds.shape.size() == 3 && embeds.shape[0] >= 1 && embeds.shape[2] == cx,
               "prompt_embeds must be [1, L, ", cx, "], got ", shape_str(embeds.shape));
   Tensor all = be_.from_host(embeds);
-  prompt_ = embeds.shape[0] == 1 ? all : be_.slice(all, 0, 0, 1);  // the original uses row 0 only
-  std::vector<Tensor> rows(size_t(T_), prompt_);
-  prompt_rows_ = T_ == 1 ? prompt_ : be_.concat(rows, 0);
+  const Tensor row = embeds.shape[0] == 1 ? all : be_.slice(all, 0, 0, 1);  // the original uses row 0 only
+  const Shape rows_shape{int64_t(T_), embeds.shape[1], cx};
+  if (!prompt_rows_.defined() || prompt_rows_.shape() != rows_shape) {
+    drop_capture();
+    prompt_rows_ = be_.zeros(rows_shape, be_.float_dtype());
+  }
+  for (int64_t r = 0; r < T_; ++r) be_.write_slice(prompt_rows_, row, {r, 0, 0});
+  prompt_ = T_ == 1 ? prompt_rows_ : be_.slice(prompt_rows_, 0, 0, 1);
 }
 
 // TAESD-encode [-1, 1] images and add the first (noisiest) step's noise: x_t = a0 * lat + b0 * n,
@@ -210,6 +221,18 @@ Tensor LiveStream::step(const uint8_t* frame, int channels, TensorMap* debug) {
 }
 
 Tensor LiveStream::step_image(const Tensor& image01, TensorMap* debug) {
+  const Tensor out = step_device(image01, debug);
+  step_host();
+  return out;
+}
+
+void LiveStream::step_host() {
+  cache_.advance_host();
+  ++frame_index_;
+  ++streamed_;
+}
+
+Tensor LiveStream::step_device(const Tensor& image01, TensorMap* debug) {
   const Tensor image = be_.unary(image01, Unary::Affine, 2.f, -1.f);
   const Tensor x_new = encode_step_latent(image, debug);  // [1, 4, h, w]
   const Tensor d_new = encode_depth(image, debug);
@@ -235,7 +258,7 @@ Tensor LiveStream::step_image(const Tensor& image01, TensorMap* debug) {
   ctx.state = &state;
   ctx.context = prompt_rows_;
   const Tensor eps = unet_.forward(ctx, sample, depth, stream_t_features_);
-  cache_.advance();
+  cache_.advance_device();  // the host half: step_host()
   if (debug) debug->put("unet_noise_pred", be_.to_host(eps.reshape({int64_t(T_), 4, 1, lh_, lw_})));
   // x0 of every row with that row's scalars.
   const Tensor pred = be_.binary(be_.binary(sample, be_.binary(eps, row_beta_, Binary::Mul), Binary::Sub), row_alpha_,
@@ -256,9 +279,7 @@ Tensor LiveStream::step_image(const Tensor& image01, TensorMap* debug) {
                     {1, 0, 0, 0});
     be_.write_slice(depth_in_, be_.slice(depth_in_, 0, 0, rest), {1, 0, 0, 0});
   }
-  ++frame_index_;
   be_.counter_add(frame_counter_, 1);
-  ++streamed_;
   return decode_to_unit(out_latent);
 }
 
@@ -283,21 +304,66 @@ bool LiveStream::similar_to_previous(const uint8_t* frame, int channels) {
   return skip;
 }
 
-bool LiveStream::deliver(const Tensor& images, uint8_t* out_rgb) {
+void LiveStream::frame_region() {
+  const Geometry& g = region_geom_;
+  const Tensor image01 = be_.image_fit_from_bytes(frame_in_, g.h, g.w, g.channels, height_, width_);
+  be_.image_to_u8(step_device(image01, nullptr), frame_out_);
+}
+
+void LiveStream::drop_capture() {
+  be_.release_capture(graph_);
+  graph_ = 0;
+  region_warm_ = false;
+}
+
+std::string LiveStream::frame_path() const {
+  if (graph_) return "graph";
+  return capture_note_.empty() ? "eager" : "eager: " + capture_note_;
+}
+
+bool LiveStream::stream_frame(const FrameView& f, uint8_t* out_rgb) {
+  L2D_ASSERT(warmed_up_);
+  const size_t in_bytes = size_t(f.width * f.height * f.channels), out_bytes = size_t(width_ * height_ * 3);
+  const Geometry g{f.height, f.width, f.channels};
+  if (!frame_in_.defined() || frame_in_.bytes() < in_bytes) {
+    drop_capture();  // before the old buffer goes: the graph reads it
+    frame_in_ = Tensor(&be_, DType::I32, {int64_t((in_bytes + 3) / 4)});
+  }
+  if (!frame_out_.defined()) frame_out_ = Tensor(&be_, DType::I32, {int64_t((out_bytes + 3) / 4)});
+  if (!(g == region_geom_)) {  // a new camera size: new fit tables, so a new graph
+    drop_capture();
+    region_geom_ = g;
+  }
+  be_.upload_bytes(frame_in_, f.data, in_bytes);
+  if (graph_) {
+    be_.replay(graph_);
+  } else if (!region_warm_ || capture_off_) {
+    // The first frame of a geometry runs eagerly: lazy tables and kernel autotuning happen here,
+    // outside any capture.
+    frame_region();
+    region_warm_ = true;
+  } else {
+    std::string why;
+    graph_ = be_.capture([this] { frame_region(); }, &why);  // runs the region once either way
+    if (!graph_) {
+      capture_off_ = true;
+      capture_note_ = why;
+      if (!why.empty())
+        std::fprintf(stderr, "live2diff: capturing the stream step failed, it runs eagerly from now on: %s\n",
+                     why.c_str());
+    }
+  }
+  step_host();
   if (streamed_ < T_) return false;  // the first T-1 outputs come from the zero buffers
-  be_.image_to_host(images, nullptr, out_rgb);
-  if (sim_threshold_ < 1.0) last_rgb_.assign(out_rgb, out_rgb + size_t(width_ * height_ * 3));
+  be_.download_bytes(frame_out_, out_rgb, out_bytes);
+  if (sim_threshold_ < 1.0) last_rgb_.assign(out_rgb, out_rgb + out_bytes);
   return true;
 }
 
 bool LiveStream::push_frame(const FrameView& in, uint8_t* out_rgb) {
-  if (warmed_up_ && sim_threshold_ >= 1.0 && be_.fits_frames_on_device()) {
-    // Streaming on CUDA with the similar-image filter off: the frame goes up as it comes and is
-    // fitted on the device (no host resampling; the filter would need the fitted host bytes).
-    return deliver(step_image(be_.image_fit_from_u8(in.data, in.height, in.width, in.channels, height_, width_),
-                              nullptr),
-                   out_rgb);
-  }
+  // Streaming on CUDA with the similar-image filter off: the frame goes up as it comes and is
+  // fitted on the device (no host resampling; the filter needs the fitted host bytes).
+  if (warmed_up_ && sim_threshold_ >= 1.0 && be_.fits_frames_on_device()) return stream_frame(in, out_rgb);
   const uint8_t* frame = fit_frame(in, width_, height_, fit_scratch_);
   const size_t bytes = size_t(width_ * height_ * in.channels);
   const int sink = unet_.config().motion.sink;
@@ -315,7 +381,7 @@ bool LiveStream::push_frame(const FrameView& in, uint8_t* out_rgb) {
     std::copy(last_rgb_.begin(), last_rgb_.end(), out_rgb);
     return true;
   }
-  return deliver(step(frame, in.channels, nullptr), out_rgb);
+  return stream_frame({frame, width_, height_, in.channels}, out_rgb);
 }
 
 void LiveStream::run(const std::string& method, TensorMap& io) {
