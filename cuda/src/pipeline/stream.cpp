@@ -337,14 +337,17 @@ bool LiveStream::stream_frame(const FrameView& f, uint8_t* out_rgb) {
   be_.upload_bytes(frame_in_, f.data, in_bytes);
   if (graph_) {
     be_.replay(graph_);
+    ++replays_;
   } else if (!region_warm_ || capture_off_) {
     // The first frame of a geometry runs eagerly: lazy tables and kernel autotuning happen here,
     // outside any capture.
     frame_region();
     region_warm_ = true;
+    ++eager_regions_;
   } else {
     std::string why;
     graph_ = be_.capture([this] { frame_region(); }, &why);  // runs the region once either way
+    ++(graph_ ? captures_ : eager_regions_);
     if (!graph_) {
       capture_off_ = true;
       capture_note_ = why;
@@ -450,6 +453,20 @@ void LiveStream::run(const std::string& method, TensorMap& io) {
     io.put("c_out", HostTensor::from_f32({n}, sched_.c_out.data()));
   } else if (method == "reset") {
     reset();
+  } else if (method == "frame_path") {
+    const auto put_i32 = [&](const char* name, int64_t v) {
+      const int32_t x = int32_t(std::min<int64_t>(v, INT32_MAX));
+      HostTensor t;
+      t.dtype = L2D_I32;
+      t.shape = {1};
+      t.bytes.resize(4);
+      std::memcpy(t.bytes.data(), &x, 4);
+      io.put(name, std::move(t));
+    };
+    put_i32("graph", graph_ ? 1 : 0);
+    put_i32("eager", eager_regions_);
+    put_i32("captures", captures_);
+    put_i32("replays", replays_);
   } else {
     unknown_method("stream", method);
   }

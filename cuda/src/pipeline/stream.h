@@ -15,7 +15,9 @@
 //
 // Methods (l2d_session_run on a stream): "set_prompt" (prompt_embeds [1, L, C]), "warmup"
 // (frames U8 [8, H', W', 3|4]), "push" (frame U8 [H', W', 3|4]), "get_state" (KV caches and
-// bookkeeping, like the unet session), "schedule" (scheduler constants), "reset".
+// bookkeeping, like the unet session), "schedule" (scheduler constants), "reset", "frame_path"
+// (I32 [1] each: "graph" 1 while a captured step exists, counters "eager", "captures", "replays" of
+// the push_frame regions so far).
 // With {"debug": true} in the config, warmup/push also return the intermediates the golden
 // pipeline case records (x_t_latent, depth_latent, midas_depth_*, unet_in_*, unet_noise_pred,
 // x0_pred_to_decode).
@@ -131,6 +133,8 @@ class LiveStream final : public Session {
   bool region_warm_ = false;    // one eager frame ran at region_geom_ (lazy tables, autotuning done)
   bool capture_off_ = false;    // the backend runs eagerly, or a capture failed: no more attempts
   std::string capture_note_;    // why capture_off_ (empty: not supported or switched off)
+  // How the streamed frames ran ("frame_path" method): eager regions, captures, replays.
+  int64_t eager_regions_ = 0, captures_ = 0, replays_ = 0;
 };
 
 }  // namespace l2d
