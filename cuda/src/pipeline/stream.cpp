@@ -136,18 +136,16 @@ Tensor LiveStream::encode_latent(const Tensor& images, int64_t first_frame, Tens
   return x_t;
 }
 
-// encode_latent of one streamed frame with the draw index read from frame_counter_ (== frame_index_).
-Tensor LiveStream::encode_step_latent(const Tensor& image, TensorMap* debug) {
-  const Tensor lat = vae_.encode(image);  // [1, 4, h, w]
-  const Tensor nz = be_.random_normal_counter(lat.shape(), seed_, 1, frame_counter_, 0);
-  const Tensor x_t = be_.binary(be_.binary(lat, alpha0_, Binary::Mul), be_.binary(nz, beta0_, Binary::Mul), Binary::Add);
-  if (debug) debug->put("x_t_latent", be_.to_host(x_t));
-  return x_t;
+// Live2Diff encode_depth: depth_image, TAESD-encoded (no noise).
+Tensor LiveStream::encode_depth(const Tensor& images, TensorMap* debug) {
+  const Tensor lat = vae_.encode(depth_image(images, debug));
+  if (debug) debug->put("depth_latent", be_.to_host(lat));
+  return lat;
 }
 
-// Live2Diff encode_depth: bilinear to 384x384, MiDaS, ONE min/max over the whole call batch,
-// 3 channels in [-1, 1], bilinear back to the frame size, TAESD-encoded (no noise).
-Tensor LiveStream::encode_depth(const Tensor& images, TensorMap* debug) {
+// The depth image of Live2Diff's encode_depth: bilinear to 384x384, MiDaS, ONE min/max over the
+// whole call batch, 3 channels in [-1, 1], bilinear back to the frame size.
+Tensor LiveStream::depth_image(const Tensor& images, TensorMap* debug) {
   const int64_t n = images.dim(0);
   const Tensor small = be_.resize_bilinear(images, kDepthSize, kDepthSize, false);
   const Tensor raw = depth_.depth(small);  // [N, 384, 384]
@@ -165,10 +163,7 @@ Tensor LiveStream::encode_depth(const Tensor& images, TensorMap* debug) {
   }
   const Tensor norm = be_.minmax_normalize(raw).reshape({n, 1, kDepthSize, kDepthSize});
   const Tensor rgb = be_.unary(be_.concat({norm, norm, norm}, 1), Unary::Affine, 2.f, -1.f);
-  const Tensor full = be_.resize_bilinear(rgb, int(height_), int(width_), false);
-  const Tensor lat = vae_.encode(full);
-  if (debug) debug->put("depth_latent", be_.to_host(lat));
-  return lat;
+  return be_.resize_bilinear(rgb, int(height_), int(width_), false);
 }
 
 // decode -> clip(-1, 1) -> (x + 1) / 2, i.e. the [0, 1] frames both wrappers return.
@@ -234,8 +229,18 @@ void LiveStream::step_host() {
 
 Tensor LiveStream::step_device(const Tensor& image01, TensorMap* debug) {
   const Tensor image = be_.unary(image01, Unary::Affine, 2.f, -1.f);
-  const Tensor x_new = encode_step_latent(image, debug);  // [1, 4, h, w]
-  const Tensor d_new = encode_depth(image, debug);
+  // The frame and its depth image in ONE TAESD encode [2, 3, H, W]: the encoder is convolutions,
+  // ReLUs, adds and upsampling, all per image, so each row is what a separate encode gives (on the
+  // CPU bit for bit: its convolution runs image by image), with half the encoder's launches.
+  const Tensor lat = vae_.encode(be_.concat({image, depth_image(image, debug)}, 0));  // [2, 4, h, w]
+  const Tensor nz = be_.random_normal_counter({1, lat.dim(1), lat.dim(2), lat.dim(3)}, seed_, 1, frame_counter_, 0);
+  const Tensor x_new = be_.binary(be_.binary(be_.slice(lat, 0, 0, 1), alpha0_, Binary::Mul),
+                                  be_.binary(nz, beta0_, Binary::Mul), Binary::Add);
+  const Tensor d_new = be_.slice(lat, 0, 1, 2);
+  if (debug) {
+    debug->put("x_t_latent", be_.to_host(x_new));
+    debug->put("depth_latent", be_.to_host(d_new));
+  }
   be_.write_slice(sample_, x_new, {0, 0, 0, 0});  // rows 1.. hold the carried buffer
   be_.write_slice(depth_in_, d_new, {0, 0, 0, 0});
   const Tensor& sample = sample_;  // [T, 4, h, w]

@@ -81,9 +81,9 @@ class LiveStream final : public Session {
   void frame_region();
   void drop_capture();
   Tensor encode_latent(const Tensor& images, int64_t first_frame, TensorMap* debug);
-  Tensor encode_step_latent(const Tensor& image, TensorMap* debug);
   void set_frame_counter(int64_t index);
   Tensor encode_depth(const Tensor& images, TensorMap* debug);
+  Tensor depth_image(const Tensor& images, TensorMap* debug);  // [N, 3, H, W] in [-1, 1]
   Tensor scalar(float v) const;
   Tensor decode_to_unit(const Tensor& x0);
   bool similar_to_previous(const uint8_t* frame, int channels);
