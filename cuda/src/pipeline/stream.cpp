@@ -315,6 +315,15 @@ void LiveStream::frame_region() {
   be_.image_to_u8(step_device(image01, nullptr), frame_out_);
 }
 
+void LiveStream::fixed_addresses(std::vector<const void*>& a) {
+  a.clear();
+  for (const Tensor* t : {&frame_in_, &frame_out_, &sample_, &depth_in_, &prompt_rows_, &frame_counter_})
+    a.push_back(t->data());
+  const KvCache::DeviceState st = cache_.upload_state();
+  for (const Tensor* t : {&st.pe_idx, &st.update_idx, &st.bias}) a.push_back(t->data());
+  for (size_t l = 0; l < cache_.num_layers(); ++l) a.push_back(cache_.cache(l).data());
+}
+
 void LiveStream::drop_capture() {
   be_.release_capture(graph_);
   graph_ = 0;
@@ -341,6 +350,9 @@ bool LiveStream::stream_frame(const FrameView& f, uint8_t* out_rgb) {
   }
   be_.upload_bytes(frame_in_, f.data, in_bytes);
   if (graph_) {
+    fixed_addresses(addresses_now_);
+    if (addresses_now_ != graph_addresses_)
+      fail(L2D_ERR_INTERNAL, "stream: a buffer of the captured step moved without the graph being dropped");
     be_.replay(graph_);
     ++replays_;
   } else if (!region_warm_ || capture_off_) {
@@ -353,6 +365,7 @@ bool LiveStream::stream_frame(const FrameView& f, uint8_t* out_rgb) {
     std::string why;
     graph_ = be_.capture([this] { frame_region(); }, &why);  // runs the region once either way
     ++(graph_ ? captures_ : eager_regions_);
+    if (graph_) fixed_addresses(graph_addresses_);
     if (!graph_) {
       capture_off_ = true;
       capture_note_ = why;
@@ -472,6 +485,12 @@ void LiveStream::run(const std::string& method, TensorMap& io) {
     put_i32("eager", eager_regions_);
     put_i32("captures", captures_);
     put_i32("replays", replays_);
+    const std::string note = frame_path();  // "graph", "eager" or "eager: <why the capture failed>"
+    HostTensor t;
+    t.dtype = L2D_U8;
+    t.shape = {int64_t(note.size())};
+    t.bytes.assign(note.begin(), note.end());
+    io.put("path", std::move(t));
   } else {
     unknown_method("stream", method);
   }

@@ -17,7 +17,7 @@
 // (frames U8 [8, H', W', 3|4]), "push" (frame U8 [H', W', 3|4]), "get_state" (KV caches and
 // bookkeeping, like the unet session), "schedule" (scheduler constants), "reset", "frame_path"
 // (I32 [1] each: "graph" 1 while a captured step exists, counters "eager", "captures", "replays" of
-// the push_frame regions so far).
+// the push_frame regions so far; "path" U8 [n]: frame_path() as text).
 // With {"debug": true} in the config, warmup/push also return the intermediates the golden
 // pipeline case records (x_t_latent, depth_latent, midas_depth_*, unet_in_*, unet_noise_pred,
 // x0_pred_to_decode).
@@ -80,6 +80,12 @@ class LiveStream final : public Session {
   // UNet, x0, re-noising, decode, uint8 conversion. Reads only fixed buffers and region_geom_.
   void frame_region();
   void drop_capture();
+  // The addresses of the buffers a captured step reads and writes in place (frame in/out, UNet
+  // inputs, prompt rows, counters, KV caches and bookkeeping): recorded at capture and compared
+  // before every replay, so a buffer reallocated without dropping the graph is an error, not a
+  // silently stale replay.
+  // (Fills `out`, reusing its capacity: no allocation per frame.)
+  void fixed_addresses(std::vector<const void*>& out);
   Tensor encode_latent(const Tensor& images, int64_t first_frame, TensorMap* debug);
   void set_frame_counter(int64_t index);
   Tensor encode_depth(const Tensor& images, TensorMap* debug);
@@ -130,6 +136,7 @@ class LiveStream final : public Session {
   };
   Geometry region_geom_;        // the frame geometry frame_region() is set up (and captured) for
   int64_t graph_ = 0;           // the captured region (0: none)
+  std::vector<const void*> graph_addresses_, addresses_now_;  // fixed_addresses() at capture / now
   bool region_warm_ = false;    // one eager frame ran at region_geom_ (lazy tables, autotuning done)
   bool capture_off_ = false;    // the backend runs eagerly, or a capture failed: no more attempts
   std::string capture_note_;    // why capture_off_ (empty: not supported or switched off)
