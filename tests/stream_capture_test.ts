@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { buildFromStyleConfig } from "../engines/build.ts";
 import { Engine, EngineError, type Frame, type Stream } from "../mod.ts";
 import { openSafetensors } from "../ffi/formats/mod.ts";
-import { TensorMap } from "../ffi/native.ts";
+import { Context, Model, TensorMap } from "../ffi/native.ts";
 import { goldenPath } from "./_fixtures/golden_root.ts";
 
 const CASE = goldenPath("cases/pipeline");
@@ -121,6 +121,37 @@ Deno.test("Stream.push(): the captured region replays bit-identically to eager s
   assert.equal(e.outs.length, 5 - latency + 2 + (2 - latency) + 3);
   assert.equal(a.outs.length, e.outs.length);
   a.outs.forEach((o, i) => assert.deepEqual(o, e.outs[i], `output ${i} differs from the eager step`));
+});
+
+// The ops model's frame_graph (the per-frame path in small: upload, region eager / captured /
+// replayed, download) on an audited CPU context: the audit accepts the plain region and refuses a
+// sync inside it, an allocation the capture did not make, and a host argument that changes.
+async function frameGraph(model: Model, sync: number, vary: number): Promise<number> {
+  using io = new TensorMap();
+  const frames = new Uint8Array(4 * 8 * 12 * 3).map((_, i) => (i * 37) % 251);
+  io.set("frames", { dtype: "U8", shape: [4, 8, 12, 3], data: frames });
+  io.setI64("size", [8, 8], [2]);
+  io.setI64("params", [sync, vary], [2]);
+  await model.run("frame_graph", io);
+  return new Int32Array(io.get("captured").data.slice().buffer)[0]!;
+}
+
+Deno.test("the capture audit refuses what a CUDA graph cannot replay, naming it", async () => {
+  Deno.env.set("L2D_CAPTURE_AUDIT", "1");
+  using ctx = (() => {
+    try {
+      return Context.create("cpu");
+    } finally {
+      Deno.env.delete("L2D_CAPTURE_AUDIT");
+    }
+  })();
+  using model = await Model.create(ctx, "ops", {});
+  assert.equal(await frameGraph(model, 0, 0), 1);
+  const internal = (re: RegExp) => (e: unknown) =>
+    e instanceof EngineError && e.code === "INTERNAL" && re.test(e.message);
+  await assert.rejects(frameGraph(model, 1, 0), internal(/capture audit: synchronize inside the captured/));
+  await assert.rejects(frameGraph(model, 0, 1), internal(/capture audit: .*allocation/));
+  await assert.rejects(frameGraph(model, 0, 2), internal(/capture audit: random_normal draw #\d+ .* is 2/));
 });
 
 Deno.test("L2D_CAPTURE_AUDIT accepts only 0 and 1", async () => {

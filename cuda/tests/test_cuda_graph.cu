@@ -54,10 +54,10 @@ bool run(l2d_model* m, const std::vector<uint8_t>& f, int64_t n, int64_t h, int6
          bool sync_inside, Result& r) {
   l2d_tmap* io = nullptr;
   l2d_tmap_create(&io);
-  const int64_t fshape[4] = {n, h, w, c}, two[1] = {2}, one[1] = {1}, size[2] = {oh, ow}, params[1] = {sync_inside};
+  const int64_t fshape[4] = {n, h, w, c}, two[1] = {2}, size[2] = {oh, ow}, params[2] = {sync_inside, 0};
   l2d_tmap_set(io, "frames", L2D_U8, 4, fshape, f.data(), f.size());
   l2d_tmap_set(io, "size", L2D_I64, 1, two, size, sizeof size);
-  l2d_tmap_set(io, "params", L2D_I64, 1, one, params, sizeof params);
+  l2d_tmap_set(io, "params", L2D_I64, 1, two, params, sizeof params);
   bool ok = l2d_model_run(m, "frame_graph", io) == L2D_OK;
   if (!ok) std::printf("frame_graph failed: %s\n", l2d_model_last_error(m));
   r.u8.assign(size_t(n * oh * ow * 3), 0);

@@ -276,11 +276,16 @@ class OpsModel final : public Model {
       // frame 0, is captured for frame 1 and replayed after; each output comes down through
       // download_bytes -> "u8" [N, h, w, 3]. After the capture, "bystander" tensors of the region's
       // sizes are filled with 0.25: "bystanders_intact" says no replay wrote into them (blocks of a
-      // graph are never handed out). params [sync_inside]: 1 puts a synchronize() in the region, so
-      // a capture must fail and fall back to eager. "captured" I32 [1]: 1 when a graph was made.
+      // graph are never handed out). params [sync_inside, vary]: sync_inside 1 puts a synchronize()
+      // in the region, so a capture must fail and fall back to eager; vary (for the CPU capture
+      // audit, which must refuse it) makes frames after the capture differ from it: 1 one more
+      // allocation, 2 a random_normal draw index that changes per frame. "captured" I32 [1]: 1 when
+      // a graph was made.
       const HostTensor& f = io.at("frames", "ops model");
       const auto size = ints("size", 2);
-      const bool sync_inside = ints("params", 1)[0] != 0;
+      const auto params = ints("params", 2);
+      const bool sync_inside = params[0] != 0;
+      const int vary = checked(params[1], 0, 2, "frame_graph vary");
       L2D_REQUIRE(f.dtype == L2D_U8 && f.shape.size() == 4, "frame_graph needs frames U8 [N, H, W, C]");
       const int64_t n = checked(f.shape[0], 1, 64, "frame count"), h = checked(f.shape[1], 1, kMaxSide, "frame height"),
                     w = checked(f.shape[2], 1, kMaxSide, "frame width");
@@ -289,8 +294,12 @@ class OpsModel final : public Model {
       require_output(n, int64_t(oh) * ow, 3, "frame_graph");
       const size_t in_bytes = size_t(h * w * c), out_bytes = size_t(oh * ow * 3);
       Tensor frame(&be_, DType::I32, {int64_t((in_bytes + 3) / 4)}), out(&be_, DType::I32, {int64_t((out_bytes + 3) / 4)});
+      int64_t k = 0;
       auto region = [&] {
         Tensor t = be_.unary(be_.image_fit_from_bytes(frame, h, w, c, oh, ow), Unary::Affine, 0.8f, 0.1f);
+        if (vary == 1 && k >= 2) t = be_.unary(t, Unary::Relu);
+        if (vary == 2) t = be_.binary(t, be_.unary(be_.random_normal(t.shape(), 1, 1, uint32_t(k)), Unary::Clamp, 0.f, 0.f),
+                                      Binary::Add);
         const Tensor sq = be_.binary(t, t, Binary::Mul);
         t = Tensor();  // freed inside the region: the graph still owns its block
         if (sync_inside) be_.synchronize();
@@ -302,7 +311,7 @@ class OpsModel final : public Model {
       u8.bytes.resize(size_t(n) * out_bytes);
       int64_t graph = 0;
       std::vector<Tensor> bystanders;
-      for (int64_t k = 0; k < n; ++k) {
+      for (k = 0; k < n; ++k) {
         be_.upload_bytes(frame, f.bytes.data() + size_t(k) * in_bytes, in_bytes);
         if (k == 0) {
           region();
