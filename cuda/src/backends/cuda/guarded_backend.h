@@ -248,6 +248,9 @@ class Guarded final : public Impl {
       const DeviceGuard g(this->device_api(), this->device());
     } catch (...) {
     }
+    // Releasing waits for the stream, which would break another thread's capture on it.
+    std::shared_lock<std::shared_mutex> shared;
+    if (capture_owner_.load() != std::this_thread::get_id()) shared = std::shared_lock(exclusive_);
     Impl::release_capture(handle);
   }
 
