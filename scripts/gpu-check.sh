@@ -15,7 +15,9 @@
 #      In the background meanwhile: compute-sanitizer memcheck (whole op test), racecheck + synccheck
 #      (attention, norm, reduce kernels, small shapes); GPU_CHECK_SANITIZE=0 skips them.
 #   4. regenerate the golden model files (Philox) into a temporary golden root
-#   5. golden cases on CUDA: the small ones fp32 then fp16, then unet_full_shapes fp16 then fp32
+#   5. golden cases on CUDA: the small ones fp32 then fp16, then unet_full_shapes fp16 then fp32;
+#      scripts/gpu/stream_graphs.ts (Stream.push with L2D_CUDA_GRAPHS=1 and 0, fp16), and with
+#      graphs on under compute-sanitizer memcheck
 #   6. deno task bench --device cuda (the synthetic sd15 engine is built in the background meanwhile)
 # Logs and summaries go to $OUT (at most 8 files come back: gpu-check.log, summary.txt, summary.json,
 # bench.json, logs.tar.gz). The script always exits 0: the summary says what passed.
@@ -282,6 +284,16 @@ main() {
   if [[ " $SMALL_CASES " == *" pipeline "* && " $PRECISIONS " == *" fp16 "* ]]; then
     step "golden-fp16-pipeline-norm_fast" 60 "$BENCH_RESERVE" env L2D_NORM=fast "${DENO_RUN[@]}" scripts/golden.ts \
       --device "$DEVICE" --precision fp16 "$GOLDEN/cases/pipeline"
+  fi
+
+  # The stream hot path (Stream.push) with the per-frame step as one CUDA graph and eager
+  # (L2D_CUDA_GRAPHS=1 / 0, fp16; issue 15), then graphs on under compute-sanitizer memcheck.
+  if [ "$DRY" != 1 ] && [[ " $PRECISIONS " == *" fp16 "* ]]; then
+    step stream_graphs-fp16 90 "$BENCH_RESERVE" "${DENO_RUN[@]}" scripts/gpu/stream_graphs.ts --precision fp16
+    if [ "${GPU_CHECK_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+      step stream_graphs-memcheck 120 "$BENCH_RESERVE" compute-sanitizer --error-exitcode 86 --print-limit 30 \
+        --tool memcheck "${DENO_RUN[@]}" scripts/gpu/stream_graphs.ts --precision fp16 --modes 1
+    fi
   fi
 
   # ---- 6. bench ----

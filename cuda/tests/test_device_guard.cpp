@@ -5,7 +5,9 @@
 // listed in core/backend.h (except the documented exemptions) must have been called here and must
 // have run on the context's device, from the main thread and from fresh threads, with two contexts
 // on devices 0 and 1 interleaved. Also checks the L2D_CUDA_SYNC op attribution and error messages.
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -119,6 +121,21 @@ class MockImpl : public Backend {
   }
   Tensor image_from_u8(const uint8_t*, int64_t, int64_t, int64_t, int) override { return rec("image_from_u8"); }
   void image_to_host(const Tensor&, float*, uint8_t*) override { rec("image_to_host"); }
+  void upload_bytes(Tensor&, const uint8_t*, size_t) override { rec("upload_bytes"); }
+  Tensor image_fit_from_bytes(const Tensor&, int64_t, int64_t, int, int64_t, int64_t) override {
+    return rec("image_fit_from_bytes");
+  }
+  void image_to_u8(const Tensor&, Tensor&) override { rec("image_to_u8"); }
+  void download_bytes(const Tensor&, uint8_t*, size_t) override { rec("download_bytes"); }
+  int64_t capture(const std::function<void()>& region, std::string* why) override {
+    rec("capture");
+    return Backend::capture(region, why);
+  }
+  void replay(int64_t) override { rec("replay"); }
+  void release_capture(int64_t) noexcept override {
+    std::lock_guard<std::mutex> lock(calls_mutex_);
+    calls.emplace_back("release_capture", t_current);
+  }
 
  private:
   Tensor rec(const char* op) {
@@ -174,6 +191,16 @@ void call_everything(Backend& be, const Tensor& x) {
       [&] { be.image_fit_from_u8(nullptr, 0, 0, 3, 2, 2); },
       [&] { be.image_from_u8(nullptr, 0, 0, 0, 3); },
       [&] { be.image_to_host(x, nullptr, nullptr); },
+      [&] { be.upload_bytes(t, nullptr, 0); },
+      [&] { be.image_fit_from_bytes(x, 2, 2, 3, 2, 2); },
+      [&] { be.image_to_u8(x, t); },
+      [&] { be.download_bytes(x, nullptr, 0); },
+      [&] {
+        std::string why;
+        be.capture([&] { be.unary(x, Unary::Relu); }, &why);
+      },
+      [&] { be.replay(1); },
+      [&] { be.release_capture(1); },
   };
   for (const auto& call : calls) {
     t_current = 0;
@@ -238,6 +265,35 @@ void test_two_contexts_on_two_devices_interleaved() {
   // The logs are read after both threads finished: only the device of each recorded call matters.
   for (const auto& [op, dev] : a.calls) CHECK(dev == 0, "context A (device 0): %s ran on device %d", op.c_str(), dev);
   for (const auto& [op, dev] : b.calls) CHECK(dev == 1, "context B (device 1): %s ran on device %d", op.c_str(), dev);
+}
+
+// While one thread captures (the per-frame region of a stream), an op of another session of the
+// same context on another thread must not run: on CUDA it would be recorded into the graph.
+void test_capture_excludes_other_threads() {
+  MockBackend be(1);
+  Tensor x(&be, DType::F16, {4});
+  std::atomic<bool> in_region{false};
+  std::thread other;
+  std::string why;
+  be.capture(
+      [&] {
+        be.unary(x, Unary::Relu);
+        in_region = true;
+        other = std::thread([&] { be.binary(x, x, Binary::Add); });
+        // Long enough for the other thread to reach the op if nothing held it back.
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        be.unary(x, Unary::Tanh);
+      },
+      &why);
+  other.join();
+  std::vector<std::string> order;
+  for (const auto& [op, dev] : be.calls) order.push_back(op);
+  const auto pos = [&](const std::string& op) { return std::find(order.begin(), order.end(), op) - order.begin(); };
+  CHECK(in_region.load(), "the region did not run");
+  CHECK(pos("binary") > pos("unary") && size_t(pos("binary")) < order.size(), "binary was not recorded");
+  int unaries = 0;
+  for (size_t i = 0; i < size_t(pos("binary")); ++i) unaries += order[i] == "unary";
+  CHECK(unaries == 2, "the other thread's op ran inside the capture (after %d of the region's 2 ops)", unaries);
 }
 
 void test_guard_sets_the_device_only_when_needed() {
@@ -305,6 +361,7 @@ void test_faults_name_the_op() {
 int main() {
   test_every_entry_point_runs_on_the_context_device();
   test_two_contexts_on_two_devices_interleaved();
+  test_capture_excludes_other_threads();
   test_guard_sets_the_device_only_when_needed();
   test_faults_name_the_op();
   if (failures) {

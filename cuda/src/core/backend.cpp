@@ -42,4 +42,8 @@ Tensor Backend::image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int
   return from_host(HostTensor::from_f32({1, 3, out_h, out_w}, planar.data()));
 }
 
+void Backend::replay(int64_t handle) {
+  fail(L2D_ERR_INTERNAL, "replay(", handle, "): backend \"", name(), "\" captured nothing");
+}
+
 }  // namespace l2d

@@ -11,6 +11,7 @@
 //   - shape errors are bugs in model code and throw L2D_ERR_INTERNAL; data errors are caught earlier.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -178,6 +179,38 @@ class Backend {
   // x [N, 3, H, W] -> host float [N, H, W, 3] (when out_f32 is non-null) and uint8
   // round(255 * clamp(x, 0, 1)) [N, H, W, 3] (when out_u8 is non-null). Synchronises.
   virtual void image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) = 0;
+
+  // ---- the per-frame path through fixed device buffers (LiveStream::push_frame) ----
+  // The frame goes up into a tensor that lives as long as the stream, the step reads it and
+  // writes the output bytes into another, so the region in between touches no host memory and
+  // can be captured (below). `dst`/`src` hold raw bytes (any dtype; bytes() large enough).
+  // upload_bytes: host -> dst, stream-ordered, no wait; `host` may be reused on return (CUDA: it
+  // is copied into pinned staging first, which is how the copy can be asynchronous).
+  virtual void upload_bytes(Tensor& dst, const uint8_t* host, size_t bytes) = 0;
+  // image_fit_from_u8 of a frame whose bytes (uint8 [h, w, channels]) are already in `frame`.
+  virtual Tensor image_fit_from_bytes(const Tensor& frame, int64_t h, int64_t w, int channels, int64_t out_h,
+                                      int64_t out_w) = 0;
+  // x [1, 3, H, W] -> uint8 round(255 * clamp(x, 0, 1)) [H, W, 3] into the bytes of `out`, in place.
+  virtual void image_to_u8(const Tensor& x, Tensor& out) = 0;
+  // src -> host: the frame's one wait (CUDA: one event), which also reports the data errors the
+  // kernels flagged since the last check, like synchronize().
+  virtual void download_bytes(const Tensor& src, uint8_t* host, size_t bytes) = 0;
+
+  // ---- capture of the per-frame region (CUDA graphs) ----
+  // Runs `region` once and, where the backend can, records it so replay() runs the same work
+  // again. The region may only run device ops on tensors whose addresses stay fixed (no host
+  // transfer, no synchronize, no allocation pattern that depends on data). Returns a handle > 0,
+  // or 0 when the region ran eagerly: the backend does not capture (the default), capture is
+  // switched off, or it failed; then *why says why ("" when not supported or switched off).
+  virtual int64_t capture(const std::function<void()>& region, std::string* why) {
+    region();
+    if (why) why->clear();
+    return 0;
+  }
+  // Runs a captured region again (CUDA: one cudaGraphLaunch), stream-ordered, no wait.
+  virtual void replay(int64_t handle);
+  // Forgets a captured region and returns its memory. Never throws; 0 is ignored.
+  virtual void release_capture(int64_t handle) noexcept { (void)handle; }
 };
 
 }  // namespace l2d

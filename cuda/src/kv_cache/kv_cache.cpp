@@ -67,11 +67,17 @@ void KvCache::init_bookkeeping() {
 }
 
 void KvCache::advance() {
+  advance_host();
+  advance_device();
+}
+
+void KvCache::advance_host() {
   for (int r = 0; r < steps_; ++r)
     kv_advance_row(attn_bias_.data() + size_t(r) * size_t(window_), pe_idx_.data() + size_t(r) * size_t(window_),
                    update_idx_.data() + r, window_, sink_);
-  be_.kv_advance(state_.bias, state_.pe_idx, state_.update_idx, sink_);
 }
+
+void KvCache::advance_device() { be_.kv_advance(state_.bias, state_.pe_idx, state_.update_idx, sink_); }
 
 void KvCache::upload_in_place() {
   const int64_t T = steps_, W = window_;

@@ -76,6 +76,10 @@ class KvCache {
   // Applies the update rule after a streaming call, to the host copies and (Backend::kv_advance,
   // stream-ordered after the call's kernels) to the device state.
   void advance();
+  // advance() in its two halves, for a captured step: the device half (kv_advance) belongs to the
+  // captured region, the host half runs once per frame outside it.
+  void advance_device();
+  void advance_host();
   // Zeroes the caches and re-initialises the bookkeeping.
   void reset();
   void init_bookkeeping();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 
 #include "../core/config.h"
@@ -101,15 +102,32 @@ void LiveStream::reset() {
   last_rgb_.clear();
 }
 
+LiveStream::~LiveStream() { drop_capture(); }
+
+// The one place that refreshes prompt-derived device buffers. A captured step reads prompt_rows_
+// at its address, so a prompt of the same length is written IN PLACE and the graph stays valid;
+// another length reallocates and drops the graph (the next frames re-capture).
 void LiveStream::set_prompt(const HostTensor& embeds) {
   const int64_t cx = unet_.config().cross_attention_dim;
   L2D_REQUIRE(embeds.shape.size() == 3 && embeds.shape[0] >= 1 && embeds.shape[2] == cx,
               "prompt_embeds must be [1, L, ", cx, "], got ", shape_str(embeds.shape));
   Tensor all = be_.from_host(embeds);
-  prompt_ = embeds.shape[0] == 1 ? all : be_.slice(all, 0, 0, 1);  // the original uses row 0 only
-  std::vector<Tensor> rows(size_t(T_), prompt_);
-  prompt_rows_ = T_ == 1 ? prompt_ : be_.concat(rows, 0);
-  unet_.prepare_context(prompt_, context_kv_);  // cross-attention K/V once per prompt, broadcast over rows
+  const Tensor row = embeds.shape[0] == 1 ? all : be_.slice(all, 0, 0, 1);  // the original uses row 0 only
+  const Shape rows_shape{int64_t(T_), embeds.shape[1], cx};
+  if (!prompt_rows_.defined() || prompt_rows_.shape() != rows_shape) {
+    drop_capture();
+    prompt_rows_ = be_.zeros(rows_shape, be_.float_dtype());
+  }
+  for (int64_t r = 0; r < T_; ++r) be_.write_slice(prompt_rows_, row, {r, 0, 0});
+  prompt_ = T_ == 1 ? prompt_rows_ : be_.slice(prompt_rows_, 0, 0, 1);
+  // Cross-attention K/V once per prompt (broadcast over the rows), written into the same tensors
+  // when their shapes do not change; a reallocation moves addresses a captured step reads.
+  try {
+    if (unet_.prepare_context(prompt_, context_kv_)) drop_capture();
+  } catch (...) {
+    drop_capture();  // a failure midway clears the K/V a captured step reads
+    throw;
+  }
 }
 
 // TAESD-encode [-1, 1] images and add the first (noisiest) step's noise: x_t = a0 * lat + b0 * n,
@@ -126,18 +144,16 @@ Tensor LiveStream::encode_latent(const Tensor& images, int64_t first_frame, Tens
   return x_t;
 }
 
-// encode_latent of one streamed frame with the draw index read from frame_counter_ (== frame_index_).
-Tensor LiveStream::encode_step_latent(const Tensor& image, TensorMap* debug) {
-  const Tensor lat = vae_.encode(image);  // [1, 4, h, w]
-  const Tensor nz = be_.random_normal_counter(lat.shape(), seed_, 1, frame_counter_, 0);
-  const Tensor x_t = be_.binary(be_.binary(lat, alpha0_, Binary::Mul), be_.binary(nz, beta0_, Binary::Mul), Binary::Add);
-  if (debug) debug->put("x_t_latent", be_.to_host(x_t));
-  return x_t;
+// Live2Diff encode_depth: depth_image, TAESD-encoded (no noise).
+Tensor LiveStream::encode_depth(const Tensor& images, TensorMap* debug) {
+  const Tensor lat = vae_.encode(depth_image(images, debug));
+  if (debug) debug->put("depth_latent", be_.to_host(lat));
+  return lat;
 }
 
-// Live2Diff encode_depth: bilinear to 384x384, MiDaS, ONE min/max over the whole call batch,
-// 3 channels in [-1, 1], bilinear back to the frame size, TAESD-encoded (no noise).
-Tensor LiveStream::encode_depth(const Tensor& images, TensorMap* debug) {
+// The depth image of Live2Diff's encode_depth: bilinear to 384x384, MiDaS, ONE min/max over the
+// whole call batch, 3 channels in [-1, 1], bilinear back to the frame size.
+Tensor LiveStream::depth_image(const Tensor& images, TensorMap* debug) {
   const int64_t n = images.dim(0);
   const Tensor small = be_.resize_bilinear(images, kDepthSize, kDepthSize, false);
   const Tensor raw = depth_.depth(small);  // [N, 384, 384]
@@ -155,10 +171,7 @@ Tensor LiveStream::encode_depth(const Tensor& images, TensorMap* debug) {
   }
   const Tensor norm = be_.minmax_normalize(raw).reshape({n, 1, kDepthSize, kDepthSize});
   const Tensor rgb = be_.unary(be_.concat({norm, norm, norm}, 1), Unary::Affine, 2.f, -1.f);
-  const Tensor full = be_.resize_bilinear(rgb, int(height_), int(width_), false);
-  const Tensor lat = vae_.encode(full);
-  if (debug) debug->put("depth_latent", be_.to_host(lat));
-  return lat;
+  return be_.resize_bilinear(rgb, int(height_), int(width_), false);
 }
 
 // decode -> clip(-1, 1) -> (x + 1) / 2, i.e. the [0, 1] frames both wrappers return.
@@ -212,9 +225,31 @@ Tensor LiveStream::step(const uint8_t* frame, int channels, TensorMap* debug) {
 }
 
 Tensor LiveStream::step_image(const Tensor& image01, TensorMap* debug) {
+  const Tensor out = step_device(image01, debug);
+  step_host();
+  return out;
+}
+
+void LiveStream::step_host() {
+  cache_.advance_host();
+  ++frame_index_;
+  ++streamed_;
+}
+
+Tensor LiveStream::step_device(const Tensor& image01, TensorMap* debug) {
   const Tensor image = be_.unary(image01, Unary::Affine, 2.f, -1.f);
-  const Tensor x_new = encode_step_latent(image, debug);  // [1, 4, h, w]
-  const Tensor d_new = encode_depth(image, debug);
+  // The frame and its depth image in ONE TAESD encode [2, 3, H, W]: the encoder is convolutions,
+  // ReLUs, adds and upsampling, all per image, so each row is what a separate encode gives (on the
+  // CPU bit for bit: its convolution runs image by image), with half the encoder's launches.
+  const Tensor lat = vae_.encode(be_.concat({image, depth_image(image, debug)}, 0));  // [2, 4, h, w]
+  const Tensor nz = be_.random_normal_counter({1, lat.dim(1), lat.dim(2), lat.dim(3)}, seed_, 1, frame_counter_, 0);
+  const Tensor x_new = be_.binary(be_.binary(be_.slice(lat, 0, 0, 1), alpha0_, Binary::Mul),
+                                  be_.binary(nz, beta0_, Binary::Mul), Binary::Add);
+  const Tensor d_new = be_.slice(lat, 0, 1, 2);
+  if (debug) {
+    debug->put("x_t_latent", be_.to_host(x_new));
+    debug->put("depth_latent", be_.to_host(d_new));
+  }
   be_.write_slice(sample_, x_new, {0, 0, 0, 0});  // rows 1.. hold the carried buffer
   be_.write_slice(depth_in_, d_new, {0, 0, 0, 0});
   const Tensor& sample = sample_;  // [T, 4, h, w]
@@ -238,7 +273,7 @@ Tensor LiveStream::step_image(const Tensor& image01, TensorMap* debug) {
   ctx.context = prompt_rows_;
   ctx.context_kv = &context_kv_;
   const Tensor eps = unet_.forward(ctx, sample, depth, stream_t_features_);
-  cache_.advance();
+  cache_.advance_device();  // the host half: step_host()
   if (debug) debug->put("unet_noise_pred", be_.to_host(eps.reshape({int64_t(T_), 4, 1, lh_, lw_})));
   // x0 of every row with that row's scalars.
   const Tensor pred = be_.binary(be_.binary(sample, be_.binary(eps, row_beta_, Binary::Mul), Binary::Sub), row_alpha_,
@@ -259,9 +294,7 @@ Tensor LiveStream::step_image(const Tensor& image01, TensorMap* debug) {
                     {1, 0, 0, 0});
     be_.write_slice(depth_in_, be_.slice(depth_in_, 0, 0, rest), {1, 0, 0, 0});
   }
-  ++frame_index_;
   be_.counter_add(frame_counter_, 1);
-  ++streamed_;
   return decode_to_unit(out_latent);
 }
 
@@ -286,21 +319,84 @@ bool LiveStream::similar_to_previous(const uint8_t* frame, int channels) {
   return skip;
 }
 
-bool LiveStream::deliver(const Tensor& images, uint8_t* out_rgb) {
+void LiveStream::frame_region() {
+  const Geometry& g = region_geom_;
+  const Tensor image01 = be_.image_fit_from_bytes(frame_in_, g.h, g.w, g.channels, height_, width_);
+  be_.image_to_u8(step_device(image01, nullptr), frame_out_);
+}
+
+void LiveStream::fixed_addresses(std::vector<const void*>& a) {
+  a.clear();
+  for (const Tensor* t : {&frame_in_, &frame_out_, &sample_, &depth_in_, &prompt_rows_, &frame_counter_})
+    a.push_back(t->data());
+  const KvCache::DeviceState st = cache_.upload_state();
+  for (const Tensor* t : {&st.pe_idx, &st.update_idx, &st.bias}) a.push_back(t->data());
+  for (size_t l = 0; l < cache_.num_layers(); ++l) a.push_back(cache_.cache(l).data());
+  for (const std::vector<Tensor>* kv : {&context_kv_.k, &context_kv_.v})
+    for (const Tensor& t : *kv) a.push_back(t.data());
+}
+
+void LiveStream::drop_capture() {
+  be_.release_capture(graph_);
+  graph_ = 0;
+  region_warm_ = false;
+}
+
+std::string LiveStream::frame_path() const {
+  if (graph_) return "graph";
+  return capture_note_.empty() ? "eager" : "eager: " + capture_note_;
+}
+
+bool LiveStream::stream_frame(const FrameView& f, uint8_t* out_rgb) {
+  L2D_ASSERT(warmed_up_);
+  const size_t in_bytes = size_t(f.width * f.height * f.channels), out_bytes = size_t(width_ * height_ * 3);
+  const Geometry g{f.height, f.width, f.channels};
+  if (!frame_in_.defined() || frame_in_.bytes() < in_bytes) {
+    drop_capture();  // before the old buffer goes: the graph reads it
+    frame_in_ = Tensor(&be_, DType::I32, {int64_t((in_bytes + 3) / 4)});
+  }
+  if (!frame_out_.defined()) frame_out_ = Tensor(&be_, DType::I32, {int64_t((out_bytes + 3) / 4)});
+  if (!(g == region_geom_)) {  // a new camera size: new fit tables, so a new graph
+    drop_capture();
+    region_geom_ = g;
+  }
+  be_.upload_bytes(frame_in_, f.data, in_bytes);
+  if (graph_) {
+    fixed_addresses(addresses_now_);
+    if (addresses_now_ != graph_addresses_)
+      fail(L2D_ERR_INTERNAL, "stream: a buffer of the captured step moved without the graph being dropped");
+    be_.replay(graph_);
+    ++replays_;
+  } else if (!region_warm_ || capture_off_) {
+    // The first frame of a geometry runs eagerly: lazy tables and kernel autotuning happen here,
+    // outside any capture.
+    frame_region();
+    region_warm_ = true;
+    ++eager_regions_;
+  } else {
+    std::string why;
+    graph_ = be_.capture([this] { frame_region(); }, &why);  // runs the region once either way
+    ++(graph_ ? captures_ : eager_regions_);
+    if (graph_) fixed_addresses(graph_addresses_);
+    if (!graph_) {
+      capture_off_ = true;
+      capture_note_ = why;
+      if (!why.empty())
+        std::fprintf(stderr, "live2diff: capturing the stream step failed, it runs eagerly from now on: %s\n",
+                     why.c_str());
+    }
+  }
+  step_host();
   if (streamed_ < T_) return false;  // the first T-1 outputs come from the zero buffers
-  be_.image_to_host(images, nullptr, out_rgb);
-  if (sim_threshold_ < 1.0) last_rgb_.assign(out_rgb, out_rgb + size_t(width_ * height_ * 3));
+  be_.download_bytes(frame_out_, out_rgb, out_bytes);
+  if (sim_threshold_ < 1.0) last_rgb_.assign(out_rgb, out_rgb + out_bytes);
   return true;
 }
 
 bool LiveStream::push_frame(const FrameView& in, uint8_t* out_rgb) {
-  if (warmed_up_ && sim_threshold_ >= 1.0 && be_.fits_frames_on_device()) {
-    // Streaming on CUDA with the similar-image filter off: the frame goes up as it comes and is
-    // fitted on the device (no host resampling; the filter would need the fitted host bytes).
-    return deliver(step_image(be_.image_fit_from_u8(in.data, in.height, in.width, in.channels, height_, width_),
-                              nullptr),
-                   out_rgb);
-  }
+  // Streaming on CUDA with the similar-image filter off: the frame goes up as it comes and is
+  // fitted on the device (no host resampling; the filter needs the fitted host bytes).
+  if (warmed_up_ && sim_threshold_ >= 1.0 && be_.fits_frames_on_device()) return stream_frame(in, out_rgb);
   const uint8_t* frame = fit_frame(in, width_, height_, fit_scratch_);
   const size_t bytes = size_t(width_ * height_ * in.channels);
   const int sink = unet_.config().motion.sink;
@@ -318,7 +414,7 @@ bool LiveStream::push_frame(const FrameView& in, uint8_t* out_rgb) {
     std::copy(last_rgb_.begin(), last_rgb_.end(), out_rgb);
     return true;
   }
-  return deliver(step(frame, in.channels, nullptr), out_rgb);
+  return stream_frame({frame, width_, height_, in.channels}, out_rgb);
 }
 
 void LiveStream::run(const std::string& method, TensorMap& io) {
@@ -387,6 +483,26 @@ void LiveStream::run(const std::string& method, TensorMap& io) {
     io.put("c_out", HostTensor::from_f32({n}, sched_.c_out.data()));
   } else if (method == "reset") {
     reset();
+  } else if (method == "frame_path") {
+    const auto put_i32 = [&](const char* name, int64_t v) {
+      const int32_t x = int32_t(std::min<int64_t>(v, INT32_MAX));
+      HostTensor t;
+      t.dtype = L2D_I32;
+      t.shape = {1};
+      t.bytes.resize(4);
+      std::memcpy(t.bytes.data(), &x, 4);
+      io.put(name, std::move(t));
+    };
+    put_i32("graph", graph_ ? 1 : 0);
+    put_i32("eager", eager_regions_);
+    put_i32("captures", captures_);
+    put_i32("replays", replays_);
+    const std::string note = frame_path();  // "graph", "eager" or "eager: <why the capture failed>"
+    HostTensor t;
+    t.dtype = L2D_U8;
+    t.shape = {int64_t(note.size())};
+    t.bytes.assign(note.begin(), note.end());
+    io.put("path", std::move(t));
   } else {
     unknown_method("stream", method);
   }

@@ -15,13 +15,16 @@
 //
 // Methods (l2d_session_run on a stream): "set_prompt" (prompt_embeds [1, L, C]), "warmup"
 // (frames U8 [8, H', W', 3|4]), "push" (frame U8 [H', W', 3|4]), "get_state" (KV caches and
-// bookkeeping, like the unet session), "schedule" (scheduler constants), "reset".
+// bookkeeping, like the unet session), "schedule" (scheduler constants), "reset", "frame_path"
+// (I32 [1] each: "graph" 1 while a captured step exists, counters "eager", "captures", "replays" of
+// the push_frame regions so far; "path" U8 [n]: frame_path() as text).
 // With {"debug": true} in the config, warmup/push also return the intermediates the golden
 // pipeline case records (x_t_latent, depth_latent, midas_depth_*, unet_in_*, unet_noise_pred,
 // x0_pred_to_decode).
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "../core/backend.h"
@@ -49,6 +52,13 @@ class LiveStream final : public Session {
 
   int64_t width() const { return width_; }
   int64_t height() const { return height_; }
+  // How push_frame runs the step: "graph" (one captured region replayed per frame), "eager", or
+  // "eager: <why the capture failed>". For stats and tests.
+  std::string frame_path() const;
+
+  LiveStream(const LiveStream&) = delete;
+  LiveStream& operator=(const LiveStream&) = delete;
+  ~LiveStream() override;
 
  private:
   void set_prompt(const HostTensor& embeds);
@@ -57,14 +67,29 @@ class LiveStream final : public Session {
   // Both return the output images [N, 3, H, W] in [0, 1].
   Tensor warmup(const uint8_t* frames, int64_t n, int channels, TensorMap* debug);
   Tensor step(const uint8_t* frame, int channels, TensorMap* debug);
-  // The step from the frame as a float image [1, 3, H, W] in [0, 1].
+  // The step from the frame as a float image [1, 3, H, W] in [0, 1]: step_device, then step_host.
   Tensor step_image(const Tensor& image01, TensorMap* debug);
-  // After a step: writes the output (once the zero buffers are flushed) and says whether it did.
-  bool deliver(const Tensor& images, uint8_t* out_rgb);
+  // The device work of a step (no host state changes: it is what a graph replays).
+  Tensor step_device(const Tensor& image01, TensorMap* debug);
+  // The host bookkeeping of a step (KV-cache rule, frame counters), once per frame.
+  void step_host();
+  // The hot path after warm-up: the frame goes up into frame_in_, the region below runs (eagerly
+  // on the first frame of a geometry, captured on the second, replayed after), the bytes come down.
+  bool stream_frame(const FrameView& frame, uint8_t* out_rgb);
+  // Everything between the uploaded frame and the output bytes (frame_out_): fit, encodes, MiDaS,
+  // UNet, x0, re-noising, decode, uint8 conversion. Reads only fixed buffers and region_geom_.
+  void frame_region();
+  void drop_capture();
+  // The addresses of the buffers a captured step reads and writes in place (frame in/out, UNet
+  // inputs, prompt rows, counters, KV caches and bookkeeping): recorded at capture and compared
+  // before every replay, so a buffer reallocated without dropping the graph is an error, not a
+  // silently stale replay.
+  // (Fills `out`, reusing its capacity: no allocation per frame.)
+  void fixed_addresses(std::vector<const void*>& out);
   Tensor encode_latent(const Tensor& images, int64_t first_frame, TensorMap* debug);
-  Tensor encode_step_latent(const Tensor& image, TensorMap* debug);
   void set_frame_counter(int64_t index);
   Tensor encode_depth(const Tensor& images, TensorMap* debug);
+  Tensor depth_image(const Tensor& images, TensorMap* debug);  // [N, 3, H, W] in [-1, 1]
   Tensor scalar(float v) const;
   Tensor decode_to_unit(const Tensor& x0);
   bool similar_to_previous(const uint8_t* frame, int channels);
@@ -102,6 +127,22 @@ class LiveStream final : public Session {
   int sim_max_skip_ = 10, sim_skipped_ = 0;
   std::vector<uint8_t> sim_prev_;
   std::vector<uint8_t> last_rgb_;  // last output frame (similar-image filter only)
+  // The per-frame path's fixed buffers: the raw uploaded frame (grown, never shrunk, so its
+  // address changes only when a larger frame comes) and the output bytes [H, W, 3].
+  Tensor frame_in_, frame_out_;
+  struct Geometry {
+    int64_t h = 0, w = 0;
+    int channels = 0;
+    bool operator==(const Geometry& o) const { return h == o.h && w == o.w && channels == o.channels; }
+  };
+  Geometry region_geom_;        // the frame geometry frame_region() is set up (and captured) for
+  int64_t graph_ = 0;           // the captured region (0: none)
+  std::vector<const void*> graph_addresses_, addresses_now_;  // fixed_addresses() at capture / now
+  bool region_warm_ = false;    // one eager frame ran at region_geom_ (lazy tables, autotuning done)
+  bool capture_off_ = false;    // the backend runs eagerly, or a capture failed: no more attempts
+  std::string capture_note_;    // why capture_off_ (empty: not supported or switched off)
+  // How the streamed frames ran ("frame_path" method): eager regions, captures, replays.
+  int64_t eager_regions_ = 0, captures_ = 0, replays_ = 0;
 };
 
 }  // namespace l2d

@@ -23,6 +23,7 @@ std::unique_ptr<Backend> make_cpu_backend(const Json& options) {
 namespace cpu {
 
 void* CpuBackend::raw_alloc(size_t bytes) {
+  audit_alloc(bytes);
   void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
   if (!p) fail(L2D_ERR_OUT_OF_MEMORY, "cannot allocate ", bytes, " bytes of host memory");
   const size_t now = in_use_ += bytes;
@@ -38,6 +39,7 @@ void CpuBackend::raw_free(void* ptr, size_t bytes) {
 }
 
 Tensor CpuBackend::from_host(const HostTensor& host) {
+  audit_host_op("from_host");
   const bool integer = host.dtype == L2D_I64 || host.dtype == L2D_I32 || host.dtype == L2D_U8 || host.dtype == L2D_BOOL;
   if (integer) {
     const std::vector<int64_t> v = host.to_i64();
@@ -56,6 +58,7 @@ Tensor CpuBackend::from_host(const HostTensor& host) {
 }
 
 HostTensor CpuBackend::to_host(const Tensor& t) {
+  audit_host_op("to_host");
   HostTensor h;
   h.dtype = t.dtype() == DType::I32 ? L2D_I32 : L2D_F32;
   h.shape = t.shape();

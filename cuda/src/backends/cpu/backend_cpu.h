@@ -4,6 +4,8 @@
 #pragma once
 
 #include <atomic>
+#include <map>
+#include <mutex>
 
 #include "../../core/backend.h"
 #include "thread_pool.h"
@@ -12,7 +14,7 @@ namespace l2d::cpu {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads) : pool_(threads) {}
+  explicit CpuBackend(int threads) : pool_(threads), audit_captures_(capture_audit_from_env()) {}
 
   std::string name() const override { return "cpu"; }
   DType float_dtype() const override { return DType::F32; }
@@ -23,7 +25,7 @@ class CpuBackend final : public Backend {
 
   Tensor from_host(const HostTensor& host) override;
   HostTensor to_host(const Tensor& t) override;
-  void synchronize() override {}
+  void synchronize() override { audit_host_op("synchronize"); }
   Tensor zeros(const Shape& shape, DType dtype) override;
   void fill(Tensor& t, float value) override;
 
@@ -57,15 +59,47 @@ class CpuBackend final : public Backend {
   void kv_advance(Tensor& bias, Tensor& pe_idx, Tensor& update_idx, int sink) override;
   Tensor image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) override;
   void image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) override;
+  void upload_bytes(Tensor& dst, const uint8_t* host, size_t bytes) override;
+  Tensor image_fit_from_bytes(const Tensor& frame, int64_t h, int64_t w, int channels, int64_t out_h,
+                              int64_t out_w) override;
+  void image_to_u8(const Tensor& x, Tensor& out) override;
+  void download_bytes(const Tensor& src, uint8_t* host, size_t bytes) override;
+
+  // Capture audit (capture_audit.cpp), on with L2D_CAPTURE_AUDIT=1 (read once per context;
+  // anything but 0/1 is L2D_ERR_INVALID_ARGUMENT): capture() runs the region and remembers it,
+  // replay() runs it again; inside either, a host transfer, a synchronize or an allocation
+  // sequence other than the captured one throws L2D_ERR_INTERNAL naming the op. So the CPU tests
+  // prove a region is capturable by CUDA graphs. Off: the default (eager, handle 0).
+  int64_t capture(const std::function<void()>& region, std::string* why) override;
+  void replay(int64_t handle) override;
+  void release_capture(int64_t handle) noexcept override;
+  static bool capture_audit_from_env();
 
   ThreadPool& pool() { return pool_; }
 
  private:
   // linear, plus the residual (when non-null) added in the bias pass.
   Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual);
+  // Inside an audited region on this thread: a host-side op throws (see capture()).
+  void audit_host_op(const char* op) const;
+  void audit_alloc(size_t bytes) { audit_value("allocation", bytes); }
+  // A value the captured work depends on (allocation sizes, host scalars of ops): a replay must
+  // see the same sequence.
+  void audit_value(const char* what, uint64_t value);
+  Tensor normal_fill(const Shape& shape, uint32_t seed, uint32_t stream, uint32_t draw);
+  void run_audited(const std::function<void()>& region, std::vector<uint64_t>* record,
+                   const std::vector<uint64_t>* expect);
 
   ThreadPool pool_;
   std::atomic<size_t> in_use_{0}, peak_{0};
+  const bool audit_captures_;
+  struct Recorded {
+    std::function<void()> region;
+    std::vector<uint64_t> values;  // audit_value() sequence
+  };
+  std::mutex recorded_mutex_;
+  std::map<int64_t, Recorded> recorded_;
+  int64_t next_handle_ = 1;
 };
 
 }  // namespace l2d::cpu

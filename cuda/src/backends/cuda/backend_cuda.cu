@@ -111,6 +111,8 @@ CudaBackend::CudaBackend(int device, bool fp16) : device_(device), fp16_(fp16) {
   CUDA_CHECK(cudaMallocHost(&host_error_, sizeof(DeviceError)));
   CUDA_CHECK(cudaMemsetAsync(dev_error_, 0, sizeof(DeviceError), stream_));
   *host_error_ = DeviceError{};
+  CUDA_CHECK(cudaEventCreateWithFlags(&upload_.done, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventCreateWithFlags(&download_.done, cudaEventDisableTiming));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   dense_ = std::make_unique<DenseRouter>(fp16_);
 }
@@ -120,10 +122,15 @@ std::string CudaBackend::kernel_info_json() { return dense_->info_json(); }
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
   cudaStreamSynchronize(stream_);
+  while (!graphs_.empty()) release_capture(graphs_.begin()->first);  // their blocks go to the pool
   fit_tables_.clear();  // their blocks return to the pool, freed below
   for (auto& [size, ptr] : free_blocks_) cudaFree(ptr);
   if (dev_error_) cudaFree(dev_error_);
   if (host_error_) cudaFreeHost(host_error_);
+  for (PinnedStaging* s : {&upload_, &download_}) {
+    if (s->host) cudaFreeHost(s->host);
+    if (s->done) cudaEventDestroy(s->done);
+  }
   cudaStreamDestroy(stream_);
 }
 
@@ -144,11 +151,36 @@ static size_t bucket(size_t bytes) {
 void* CudaBackend::raw_alloc(size_t bytes) {
   const size_t size = bucket(bytes);
   std::lock_guard<std::mutex> lock(pool_mutex_);
+  CapturedGraph* const graph = capture_here();
   void* ptr = nullptr;
+  if (graph) {  // a block this capture already owns and freed: reuse it inside the capture
+    auto it = graph->free.find(size);
+    if (it != graph->free.end()) {
+      ptr = it->second;
+      graph->free.erase(it);
+      in_use_ += size;
+      peak_ = std::max(peak_, in_use_);
+      return ptr;
+    }
+  }
   auto it = free_blocks_.find(size);
   if (it != free_blocks_.end()) {
     ptr = it->second;
     free_blocks_.erase(it);
+  } else if (graph) {
+    // cudaMalloc is not stream-ordered, so thread-local capture mode forbids it; the block is the
+    // graph's from now on, which is exactly what a replay needs, so allow it for this one call.
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    cudaThreadExchangeStreamCaptureMode(&mode);
+    const cudaError_t e = cudaMalloc(&ptr, size);
+    cudaThreadExchangeStreamCaptureMode(&mode);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      // No freeing of cached blocks here (that waits for the stream): the capture fails and the
+      // eager rerun of the region retries with the usual path.
+      fail(L2D_ERR_OUT_OF_MEMORY, "cudaMalloc(", size, ") failed while capturing a graph: ", cudaGetErrorString(e));
+    }
+    reserved_ += size;
   } else {
     // (the guard made device_ current: Guarded<>::raw_alloc)
     if (cudaMalloc(&ptr, size) != cudaSuccess) {
@@ -157,10 +189,16 @@ void* CudaBackend::raw_alloc(size_t bytes) {
       cudaStreamSynchronize(stream_);
       for (auto& [s, p] : free_blocks_) cudaFree(p);
       reserved_ = in_use_;
+      for (const auto& [h, g] : graphs_)  // the graphs' idle blocks stay reserved for them
+        for (const auto& [s, p] : g->free) reserved_ += s;
       free_blocks_.clear();
       CUDA_CHECK(cudaMalloc(&ptr, size));
     }
     reserved_ += size;
+  }
+  if (graph) {
+    graph->blocks.emplace_back(ptr, size);
+    graph_blocks_.emplace(ptr, graph);
   }
   in_use_ += size;
   peak_ = std::max(peak_, in_use_);
@@ -171,6 +209,19 @@ void CudaBackend::raw_free(void* ptr, size_t bytes) {
   std::lock_guard<std::mutex> lock(pool_mutex_);
   const size_t size = bucket(bytes);
   in_use_ -= size;
+  auto owned = graph_blocks_.find(ptr);
+  if (owned != graph_blocks_.end()) {  // a graph's block stays the graph's
+    owned->second->free.emplace(size, ptr);
+    return;
+  }
+  if (CapturedGraph* graph = capture_here()) {
+    // Made before the capture, freed inside it: nodes captured before this point may read it on
+    // every replay, so it belongs to the graph now.
+    graph->blocks.emplace_back(ptr, size);
+    graph_blocks_.emplace(ptr, graph);
+    graph->free.emplace(size, ptr);
+    return;
+  }
   free_blocks_.emplace(size, ptr);  // stream-ordered reuse: later work on stream_ sees it free
 }
 
@@ -183,6 +234,10 @@ void CudaBackend::synchronize() {
   const DeviceError e = *host_error_;
   if (e.code == kErrNone) return;
   host_error_->code = kErrNone;
+  report_device_error(e);
+}
+
+void CudaBackend::report_device_error(const DeviceError& e) {
   CUDA_CHECK(cudaMemsetAsync(dev_error_, 0, sizeof(DeviceError), stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   switch (e.code) {

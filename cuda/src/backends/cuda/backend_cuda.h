@@ -11,9 +11,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "../../core/backend.h"
+#include "graph.h"
 #include "guarded_backend.h"
 
 namespace l2d::cuda {
@@ -89,6 +92,16 @@ class CudaBackend : public Backend {
                            int64_t out_w) override;
   bool fits_frames_on_device() const override { return true; }
   void image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) override;
+  // The per-frame path (graph_io.cu): pinned staging in and out, one event per frame.
+  void upload_bytes(Tensor& dst, const uint8_t* host, size_t bytes) override;
+  Tensor image_fit_from_bytes(const Tensor& frame, int64_t h, int64_t w, int channels, int64_t out_h,
+                              int64_t out_w) override;
+  void image_to_u8(const Tensor& x, Tensor& out) override;
+  void download_bytes(const Tensor& src, uint8_t* host, size_t bytes) override;
+  // CUDA graphs of the per-frame region (graph.cu).
+  int64_t capture(const std::function<void()>& region, std::string* why) override;
+  void replay(int64_t handle) override;
+  void release_capture(int64_t handle) noexcept override;
 
   cudaStream_t stream() const { return stream_; }
   bool fp16() const { return fp16_; }
@@ -119,6 +132,30 @@ class CudaBackend : public Backend {
   // Frame-fitting tables per geometry {in_w, in_h, out_w, out_h}: x_start, x_w, y_start, y_w
   // (ops_frame.cu).
   std::map<std::vector<int64_t>, std::vector<Tensor>> fit_tables_;
+  std::mutex fit_mutex_;  // fit_tables_ (two sessions of a context may fit frames at once)
+  // Float NCHW image from uint8 [n, h, w, channels] bytes already on the device.
+  Tensor image_from_bytes(const Tensor& bytes, int64_t n, int64_t h, int64_t w, int channels);
+  // Throws the data error a kernel flagged (and clears the flag).
+  [[noreturn]] void report_device_error(const DeviceError& e);
+
+  // ---- capture (graph.cu); the pool fields below are guarded by pool_mutex_ ----
+  const bool use_graphs_ = graphs_from_env();
+  std::map<int64_t, std::unique_ptr<CapturedGraph>> graphs_;
+  CapturedGraph* capturing_ = nullptr;  // the capture in progress, on capture_thread_
+  std::thread::id capture_thread_;
+  std::unordered_map<void*, CapturedGraph*> graph_blocks_;  // block -> the graph owning it
+  int64_t next_graph_ = 1;
+  // The capture this thread is running, if any (pool_mutex_ held).
+  CapturedGraph* capture_here() const {
+    return capturing_ && std::this_thread::get_id() == capture_thread_ ? capturing_ : nullptr;
+  }
+  // Keeps tensors made before the capture alive while the graph that reads them exists.
+  void keep_for_capture(const std::vector<Tensor>& tensors);
+  // Destroys a graph and gives its idle blocks back to the shared pool (waits for the stream).
+  void discard_graph(std::unique_ptr<CapturedGraph> g) noexcept;
+
+  // ---- the per-frame copies (graph_io.cu) ----
+  PinnedStaging upload_, download_;
 };
 
 // Philox values computed on the device (checks the shared philox.h in device code).

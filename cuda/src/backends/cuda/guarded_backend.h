@@ -6,6 +6,9 @@
 //      stream and the device error flags, so a fault is reported by the op that made it;
 //   3. names the op, its tensors' shapes and dtypes in any device error it lets through.
 // So no CUDA call can run on the wrong device even if a caller (api.cpp, stream.cpp) forgets.
+// It also makes capture() exclusive: every op on the context enqueues on one CUDA stream, so while
+// one thread captures the per-frame region, another thread's ops (another session of the same
+// context) would land in the graph. Ops from other threads wait for the capture to end.
 // Host C++ only, no CUDA headers: tests/test_device_guard.cpp instantiates it over a mock backend
 // and a mock device API and checks every entry point on a CPU machine.
 //
@@ -13,8 +16,13 @@
 // const; void check_after_op() (synchronise + report the first device error, throwing l2d::Error).
 #pragma once
 
+#include <atomic>
+#include <functional>
+#include <mutex>
+#include <shared_mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -206,6 +214,45 @@ class Guarded final : public Impl {
   void image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) override {
     op("image_to_host", {{"x", &x}}, [&] { Impl::image_to_host(x, out_f32, out_u8); });
   }
+  void upload_bytes(Tensor& dst, const uint8_t* host, size_t bytes) override {
+    op("upload_bytes", {{"dst", &dst}}, [&] { Impl::upload_bytes(dst, host, bytes); });
+  }
+  Tensor image_fit_from_bytes(const Tensor& frame, int64_t h, int64_t w, int channels, int64_t out_h,
+                              int64_t out_w) override {
+    return op("image_fit_from_bytes", {{"frame", &frame}},
+              [&] { return Impl::image_fit_from_bytes(frame, h, w, channels, out_h, out_w); });
+  }
+  void image_to_u8(const Tensor& x, Tensor& out) override {
+    op("image_to_u8", {{"x", &x}, {"out", &out}}, [&] { Impl::image_to_u8(x, out); });
+  }
+  void download_bytes(const Tensor& src, uint8_t* host, size_t bytes) override {
+    op("download_bytes", {{"src", &src}}, [&] { Impl::download_bytes(src, host, bytes); });
+  }
+  int64_t capture(const std::function<void()>& region, std::string* why) override {
+    const std::unique_lock<std::shared_mutex> exclusive(exclusive_);  // other threads' ops wait
+    capture_owner_.store(std::this_thread::get_id());
+    struct Owner {
+      std::atomic<std::thread::id>& owner;
+      ~Owner() { owner.store(std::thread::id()); }
+    } clear{capture_owner_};
+    return op("capture", {}, [&] { return Impl::capture(region, why); });
+  }
+  void replay(int64_t handle) override {
+    op("replay", {}, [&] { Impl::replay(handle); });
+  }
+  // Never throws (runs from destructors): a device that cannot be made current is skipped, the
+  // graph's host-side bookkeeping is still released.
+  void release_capture(int64_t handle) noexcept override {
+    if (!handle) return;
+    try {
+      const DeviceGuard g(this->device_api(), this->device());
+    } catch (...) {
+    }
+    // Releasing waits for the stream, which would break another thread's capture on it.
+    std::shared_lock<std::shared_mutex> shared;
+    if (capture_owner_.load() != std::this_thread::get_id()) shared = std::shared_lock(exclusive_);
+    Impl::release_capture(handle);
+  }
 
  private:
   // Runs f on this backend's device. Device faults (L2D_ERR_BACKEND / OUT_OF_MEMORY / INTERNAL)
@@ -214,6 +261,9 @@ class Guarded final : public Impl {
   auto op(const char* name, std::initializer_list<OpArg> args, F&& f) -> decltype(f()) {
     const DeviceGuard g(this->device_api(), this->device());
     const bool outer = op_depth() == 0;
+    // Outermost ops of threads other than a capturing one wait while a capture runs (see above).
+    std::shared_lock<std::shared_mutex> shared;
+    if (outer && capture_owner_.load() != std::this_thread::get_id()) shared = std::shared_lock(exclusive_);
     ++op_depth();
     struct Depth {
       ~Depth() { --op_depth(); }
@@ -237,6 +287,9 @@ class Guarded final : public Impl {
                                                           "with L2D_CUDA_SYNC=1 to attribute it]"));
     }
   }
+
+  std::shared_mutex exclusive_;  // shared: one op; exclusive: a capture
+  std::atomic<std::thread::id> capture_owner_{};
 };
 
 }  // namespace l2d::cuda

@@ -2,7 +2,8 @@
 // comes (any size, RGB or RGBA bytes) and one kernel resamples, crops and converts it to the
 // float NCHW image, so a 1080p frame costs one 6 MB copy and no host-side resampling. The weight
 // tables depend only on the geometry (frame size -> stream size): they are built on the host
-// once per geometry (core/frame_fit.h) and kept on the device.
+// once per geometry (core/frame_fit.h) and kept on the device. image_fit_from_bytes fits a frame
+// already on the device (the stream's fixed upload buffer), which a captured graph can replay.
 #include "../../core/frame_fit.h"
 #include "backend_cuda.h"
 #include "common.cuh"
@@ -28,32 +29,46 @@ static __global__ void fit_frame_kernel(const uint8_t* __restrict__ frame, int64
 Tensor CudaBackend::image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
                                       int64_t out_w) {
   check_fit_args(host, h, w, channels, out_h, out_w);
-  if (h == out_h && w == out_w) return image_from_u8(host, 1, h, w, channels);
-  const std::vector<int64_t> key{w, h, out_w, out_h};
-  auto it = fit_tables_.find(key);
-  if (it == fit_tables_.end()) {
-    if (fit_tables_.size() >= 16) fit_tables_.clear();  // a camera changes size rarely
-    const FitTables t = fit_tables(w, h, out_w, out_h);
-    std::vector<Tensor> d;
-    d.emplace_back(this, DType::I32, Shape{out_w});
-    d.emplace_back(this, DType::F32, Shape{out_w, t.taps_x});
-    d.emplace_back(this, DType::I32, Shape{out_h});
-    d.emplace_back(this, DType::F32, Shape{out_h, t.taps_y});
-    CUDA_CHECK(cudaMemcpyAsync(d[0].data(), t.x_start.data(), d[0].bytes(), cudaMemcpyHostToDevice, stream_));
-    CUDA_CHECK(cudaMemcpyAsync(d[1].data(), t.x_w.data(), d[1].bytes(), cudaMemcpyHostToDevice, stream_));
-    CUDA_CHECK(cudaMemcpyAsync(d[2].data(), t.y_start.data(), d[2].bytes(), cudaMemcpyHostToDevice, stream_));
-    CUDA_CHECK(cudaMemcpyAsync(d[3].data(), t.y_w.data(), d[3].bytes(), cudaMemcpyHostToDevice, stream_));
-    CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host tables die here; once per geometry
-    it = fit_tables_.emplace(key, std::move(d)).first;
-  }
-  const std::vector<Tensor>& d = it->second;
-  const int taps_x = int(d[1].dim(1)), taps_y = int(d[3].dim(1));
   const size_t bytes = size_t(h * w * channels);
   Tensor staging(this, DType::I32, {int64_t((bytes + 3) / 4)});  // raw bytes in a pooled buffer
-  CUDA_CHECK(cudaMemcpyAsync(staging.data(), host, bytes, cudaMemcpyHostToDevice, stream_));
+  upload_bytes(staging, host, bytes);  // through pinned staging: `host` is free on return, no wait
+  return image_fit_from_bytes(staging, h, w, channels, out_h, out_w);
+}
+
+Tensor CudaBackend::image_fit_from_bytes(const Tensor& frame, int64_t h, int64_t w, int channels, int64_t out_h,
+                                         int64_t out_w) {
+  const uint8_t* src = static_cast<const uint8_t*>(frame.data());
+  check_fit_args(src, h, w, channels, out_h, out_w);
+  L2D_ASSERT(size_t(h * w * channels) <= frame.bytes());
+  if (h == out_h && w == out_w) return image_from_bytes(frame, 1, h, w, channels);
+  std::vector<Tensor> d;
+  {
+    std::lock_guard<std::mutex> lock(fit_mutex_);
+    const std::vector<int64_t> key{w, h, out_w, out_h};
+    auto it = fit_tables_.find(key);
+    if (it == fit_tables_.end()) {
+      // Evicted tables stay alive as long as a graph that reads them (keep_for_capture).
+      if (fit_tables_.size() >= 16) fit_tables_.clear();  // a camera changes size rarely
+      const FitTables t = fit_tables(w, h, out_w, out_h);
+      std::vector<Tensor> made;
+      made.emplace_back(this, DType::I32, Shape{out_w});
+      made.emplace_back(this, DType::F32, Shape{out_w, t.taps_x});
+      made.emplace_back(this, DType::I32, Shape{out_h});
+      made.emplace_back(this, DType::F32, Shape{out_h, t.taps_y});
+      CUDA_CHECK(cudaMemcpyAsync(made[0].data(), t.x_start.data(), made[0].bytes(), cudaMemcpyHostToDevice, stream_));
+      CUDA_CHECK(cudaMemcpyAsync(made[1].data(), t.x_w.data(), made[1].bytes(), cudaMemcpyHostToDevice, stream_));
+      CUDA_CHECK(cudaMemcpyAsync(made[2].data(), t.y_start.data(), made[2].bytes(), cudaMemcpyHostToDevice, stream_));
+      CUDA_CHECK(cudaMemcpyAsync(made[3].data(), t.y_w.data(), made[3].bytes(), cudaMemcpyHostToDevice, stream_));
+      // The host tables die here; once per geometry, in the eager frame before any capture.
+      CUDA_CHECK(cudaStreamSynchronize(stream_));
+      it = fit_tables_.emplace(key, std::move(made)).first;
+    }
+    d = it->second;
+  }
+  keep_for_capture(d);
+  const int taps_x = int(d[1].dim(1)), taps_y = int(d[3].dim(1));
   Tensor y = empty({1, 3, out_h, out_w});
   const unsigned blocks = unsigned(CEIL_DIV(3 * out_h * out_w, int64_t(256)));
-  const uint8_t* src = static_cast<const uint8_t*>(staging.data());
   if (fp16_)
     fit_frame_kernel<<<blocks, 256, 0, stream_>>>(src, w, channels, d[0].ptr<int32_t>(), d[1].ptr<float>(), taps_x,
                                                   d[2].ptr<int32_t>(), d[3].ptr<float>(), taps_y, y.ptr<__half>(),
@@ -63,8 +78,6 @@ Tensor CudaBackend::image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w,
                                                   d[2].ptr<int32_t>(), d[3].ptr<float>(), taps_y, y.ptr<float>(),
                                                   out_w, out_h);
   CUDA_CHECK_LAUNCH();
-  // The host frame may be reused by the caller as soon as we return (pinned staging: issue 15).
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
   return y;
 }
 

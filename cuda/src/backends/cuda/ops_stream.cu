@@ -37,16 +37,20 @@ Tensor CudaBackend::image_from_u8(const uint8_t* host, int64_t n, int64_t h, int
   L2D_REQUIRE(channels == 3 || channels == 4, "frames must have 3 (RGB) or 4 (RGBA) channels, got ", channels);
   const size_t bytes = size_t(n * h * w * channels);
   Tensor staging(this, DType::I32, {int64_t((bytes + 3) / 4)});  // raw bytes in a pooled buffer
-  CUDA_CHECK(cudaMemcpyAsync(staging.data(), host, bytes, cudaMemcpyHostToDevice, stream_));
+  upload_bytes(staging, host, bytes);  // through pinned staging: `host` is free on return, no wait
+  return image_from_bytes(staging, n, h, w, channels);
+}
+
+Tensor CudaBackend::image_from_bytes(const Tensor& bytes, int64_t n, int64_t h, int64_t w, int channels) {
+  L2D_REQUIRE(channels == 3 || channels == 4, "frames must have 3 (RGB) or 4 (RGBA) channels, got ", channels);
+  L2D_ASSERT(size_t(n * h * w * channels) <= bytes.bytes());
   Tensor y = empty({n, 3, h, w});
   const int64_t total = n * 3 * h * w;
   const unsigned blocks = unsigned(CEIL_DIV(total, 256));
-  const uint8_t* src = static_cast<const uint8_t*>(staging.data());
+  const uint8_t* src = static_cast<const uint8_t*>(bytes.data());
   if (fp16_) image_from_u8_kernel<<<blocks, 256, 0, stream_>>>(src, y.ptr<__half>(), n, h * w, channels);
   else image_from_u8_kernel<<<blocks, 256, 0, stream_>>>(src, y.ptr<float>(), n, h * w, channels);
   CUDA_CHECK_LAUNCH();
-  // The host buffer may be reused by the caller as soon as we return.
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
   return y;
 }
 

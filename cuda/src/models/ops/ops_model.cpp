@@ -281,6 +281,81 @@ class OpsModel final : public Model {
       for (int64_t d : f.shape) L2D_REQUIRE(d >= 1, "ops image_from_u8: empty frames ", shape_str(f.shape));
       checked(f.shape[3], 3, 4, "image_from_u8 channels");
       y = be_.image_from_u8(f.bytes.data(), f.shape[0], f.shape[1], f.shape[2], int(f.shape[3]));
+    } else if (method == "frame_graph") {
+      // The per-frame path of the stream in small (issue 15): frames U8 [N, H, W, C] go up one by
+      // one through upload_bytes into ONE fixed buffer; a region (fit to size [h, w], 0.8 x + 0.1
+      // squared, through a temporary freed inside it, uint8 into one fixed output) runs eagerly for
+      // frame 0, is captured for frame 1 and replayed after; each output comes down through
+      // download_bytes -> "u8" [N, h, w, 3]. After the capture, "bystander" tensors of the region's
+      // sizes are filled with 0.25: "bystanders_intact" says no replay wrote into them (blocks of a
+      // graph are never handed out). params [sync_inside, vary]: sync_inside 1 puts a synchronize()
+      // in the region, so a capture must fail and fall back to eager; vary (for the CPU capture
+      // audit, which must refuse it) makes frames after the capture differ from it: 1 one more
+      // allocation, 2 a random_normal draw index that changes per frame. "captured" I32 [1]: 1 when
+      // a graph was made.
+      const HostTensor& f = io.at("frames", "ops model");
+      const auto size = ints("size", 2);
+      const auto params = ints("params", 2);
+      const bool sync_inside = params[0] != 0;
+      const int vary = checked(params[1], 0, 2, "frame_graph vary");
+      L2D_REQUIRE(f.dtype == L2D_U8 && f.shape.size() == 4, "frame_graph needs frames U8 [N, H, W, C]");
+      const int64_t n = checked(f.shape[0], 1, 64, "frame count"), h = checked(f.shape[1], 1, kMaxSide, "frame height"),
+                    w = checked(f.shape[2], 1, kMaxSide, "frame width");
+      const int c = checked(f.shape[3], 3, 4, "frame channels");
+      const int oh = checked(size[0], 1, 4096, "output size"), ow = checked(size[1], 1, 4096, "output size");
+      require_output(n, int64_t(oh) * ow, 3, "frame_graph");
+      const size_t in_bytes = size_t(h * w * c), out_bytes = size_t(oh * ow * 3);
+      Tensor frame(&be_, DType::I32, {int64_t((in_bytes + 3) / 4)}), out(&be_, DType::I32, {int64_t((out_bytes + 3) / 4)});
+      int64_t k = 0;
+      auto region = [&] {
+        Tensor t = be_.unary(be_.image_fit_from_bytes(frame, h, w, c, oh, ow), Unary::Affine, 0.8f, 0.1f);
+        if (vary == 1 && k >= 2) t = be_.unary(t, Unary::Relu);
+        if (vary == 2) t = be_.binary(t, be_.unary(be_.random_normal(t.shape(), 1, 1, uint32_t(k)), Unary::Clamp, 0.f, 0.f),
+                                      Binary::Add);
+        const Tensor sq = be_.binary(t, t, Binary::Mul);
+        t = Tensor();  // freed inside the region: the graph still owns its block
+        if (sync_inside) be_.synchronize();
+        be_.image_to_u8(be_.unary(sq, Unary::Clamp, 0.f, 1.f), out);
+      };
+      HostTensor u8;
+      u8.dtype = L2D_U8;
+      u8.shape = {n, oh, ow, 3};
+      u8.bytes.resize(size_t(n) * out_bytes);
+      int64_t graph = 0;
+      std::vector<Tensor> bystanders;
+      for (k = 0; k < n; ++k) {
+        be_.upload_bytes(frame, f.bytes.data() + size_t(k) * in_bytes, in_bytes);
+        if (k == 0) {
+          region();
+        } else if (k == 1) {
+          std::string why;
+          graph = be_.capture(region, &why);
+          for (int i = 0; i < 4; ++i) {
+            bystanders.push_back(be_.empty({1, 3, oh, ow}));
+            be_.fill(bystanders.back(), 0.25f);
+          }
+        } else if (graph) {
+          be_.replay(graph);
+        } else {
+          region();
+        }
+        be_.download_bytes(out, u8.bytes.data() + size_t(k) * out_bytes, out_bytes);
+      }
+      be_.release_capture(graph);
+      bool intact = true;
+      for (const Tensor& b : bystanders)
+        for (float v : be_.to_host(b).to_f32()) intact = intact && v == 0.25f;
+      const int32_t flags[2] = {graph ? 1 : 0, intact ? 1 : 0};
+      for (int i = 0; i < 2; ++i) {
+        HostTensor r;
+        r.dtype = L2D_I32;
+        r.shape = {1};
+        r.bytes.resize(4);
+        std::memcpy(r.bytes.data(), &flags[i], 4);
+        io.put(i == 0 ? "captured" : "bystanders_intact", std::move(r));
+      }
+      io.put("u8", std::move(u8));
+      return;
     } else if (method == "image_to_host") {
       // x [N, 3, H, W] -> "y" float [N, H, W, 3] and "u8" uint8 [N, H, W, 3].
       const Tensor x = in("x");

@@ -1,0 +1,170 @@
+// The captured per-frame region of Stream.push() (issue 15: one CUDA graph per frame), checked on
+// the CPU: with L2D_CAPTURE_AUDIT=1 the CPU backend captures the region like CUDA would (then
+// replays it by running it again) and throws if the region does anything a CUDA graph cannot
+// replay: a host transfer or wait, another allocation sequence, other host arguments. The same
+// pushes on a context without the audit (eager every frame) must give bit-identical frames,
+// through a prompt change (graph kept: buffers rewritten in place), a reset (graph kept) and a new
+// frame size (graph re-captured).
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { buildFromStyleConfig } from "../engines/build.ts";
+import { Engine, EngineError, type Frame, type Stream } from "../mod.ts";
+import { openSafetensors } from "../ffi/formats/mod.ts";
+import { Context, Model, TensorMap } from "../ffi/native.ts";
+import { goldenPath } from "./_fixtures/golden_root.ts";
+
+const CASE = goldenPath("cases/pipeline");
+const caseJson = JSON.parse(await Deno.readTextFile(join(CASE, "case.json")));
+const cfg = caseJson.config;
+const SIZE = Number(cfg.width);
+
+const dir = await Deno.makeTempDir({ prefix: "l2d_stream_capture_test_" });
+const enginePath = join(dir, "tiny.l2de");
+await buildFromStyleConfig(goldenPath(caseJson.model_files.live2diff_config.split(" ")[0]), {
+  out: enginePath,
+  target: "cpu",
+  root: goldenPath("."),
+  taesd: goldenPath(caseJson.model_files.vae.split(" ")[0]),
+  depth: goldenPath(caseJson.model_files.depth_model.split(" ")[0]),
+  motion: goldenPath(caseJson.model_files.motion_module.split(" ")[0]),
+  quiet: true,
+  log: () => {},
+});
+
+// The audit is read once per context, when it is created.
+async function loadEngine(audit: string | null): Promise<Engine> {
+  if (audit === null) Deno.env.delete("L2D_CAPTURE_AUDIT");
+  else Deno.env.set("L2D_CAPTURE_AUDIT", audit);
+  try {
+    return await Engine.load(enginePath, { device: "cpu" });
+  } finally {
+    Deno.env.delete("L2D_CAPTURE_AUDIT");
+  }
+}
+
+const inputs = await openSafetensors(join(CASE, "inputs.safetensors"));
+const video = await inputs.read("video_u8"); // [N, H, W, 3]
+inputs.close();
+const [, H, W] = video.shape as [number, number, number];
+const frame = (i: number): Frame => ({
+  data: video.data.slice(i * H * W * 3, (i + 1) * H * W * 3),
+  width: W,
+  height: H,
+  channels: 3,
+});
+// Another camera: RGBA at 100x80 (scaled and cropped to the stream size), content from the video.
+const rgba = (i: number): Frame => {
+  const data = new Uint8Array(100 * 80 * 4);
+  for (let p = 0; p < 100 * 80; p++) {
+    const src = (i * H * W + (p % (H * W))) * 3;
+    data.set(video.data.subarray(src, src + 3), p * 4);
+    data[p * 4 + 3] = 255;
+  }
+  return { data, width: 100, height: 80, channels: 4 };
+};
+
+interface FramePath {
+  graph: number;
+  eager: number;
+  captures: number;
+  replays: number;
+}
+
+async function framePath(s: Stream): Promise<FramePath> {
+  using io = new TensorMap();
+  await s.session.run("frame_path", io);
+  const get = (n: string) => new Int32Array(io.get(n).data.slice().buffer)[0]!;
+  return { graph: get("graph"), eager: get("eager"), captures: get("captures"), replays: get("replays") };
+}
+
+// One scripted session: warm-up, 5 streamed frames (eager, captured, 3 replays), a prompt change
+// (same length: in place), a reset, and a camera of another size.
+async function script(engine: Engine) {
+  using s = await engine.createStream({
+    prompt: String(cfg.prompt),
+    applyTemplate: false,
+    width: SIZE,
+    height: SIZE,
+    tIndexList: cfg.t_index_list,
+    seed: Number(cfg.noise_seed),
+  });
+  const outs: Uint8Array[] = [];
+  const push = async (f: Frame) => {
+    const o = await s.push(f);
+    if (o) outs.push(o.data.slice());
+  };
+  for (let i = 0; i < 13; i++) await push(frame(i));
+  const afterFirst = await framePath(s);
+  await s.setPrompt("a zebra made of glass");
+  for (let i = 13; i < 15; i++) await push(frame(i));
+  const afterPrompt = await framePath(s);
+  await s.reset();
+  for (let i = 0; i < 10; i++) await push(frame(i));
+  const afterReset = await framePath(s);
+  for (let i = 0; i < 3; i++) await push(rgba(i));
+  return { outs, afterFirst, afterPrompt, afterReset, end: await framePath(s) };
+}
+
+Deno.test("Stream.push(): the captured region replays bit-identically to eager steps (prompt, reset, resize)", async () => {
+  using audited = await loadEngine("1");
+  using plain = await loadEngine(null);
+  const a = await script(audited);
+  const e = await script(plain);
+  // Eager everywhere without the audit: the CPU does not capture.
+  assert.deepEqual(e.end, { graph: 0, eager: 12, captures: 0, replays: 0 });
+  // With it: the first streamed frame of a geometry is eager, the second captured, the rest replayed.
+  assert.deepEqual(a.afterFirst, { graph: 1, eager: 1, captures: 1, replays: 3 });
+  assert.deepEqual(a.afterPrompt, { graph: 1, eager: 1, captures: 1, replays: 5 }, "a prompt change kept the graph");
+  assert.deepEqual(a.afterReset, { graph: 1, eager: 1, captures: 1, replays: 7 }, "a reset kept the graph");
+  assert.deepEqual(a.end, { graph: 1, eager: 2, captures: 2, replays: 8 }, "a new frame size re-captures");
+  const latency = cfg.t_index_list.length - 1; // streamed pushes that give no frame after a warm-up
+  assert.equal(e.outs.length, 5 - latency + 2 + (2 - latency) + 3);
+  assert.equal(a.outs.length, e.outs.length);
+  a.outs.forEach((o, i) => assert.deepEqual(o, e.outs[i], `output ${i} differs from the eager step`));
+});
+
+// The ops model's frame_graph (the per-frame path in small: upload, region eager / captured /
+// replayed, download) on an audited CPU context: the audit accepts the plain region and refuses a
+// sync inside it, an allocation the capture did not make, and a host argument that changes.
+async function frameGraph(model: Model, sync: number, vary: number): Promise<number> {
+  using io = new TensorMap();
+  const frames = new Uint8Array(4 * 8 * 12 * 3).map((_, i) => (i * 37) % 251);
+  io.set("frames", { dtype: "U8", shape: [4, 8, 12, 3], data: frames });
+  io.setI64("size", [8, 8], [2]);
+  io.setI64("params", [sync, vary], [2]);
+  await model.run("frame_graph", io);
+  return new Int32Array(io.get("captured").data.slice().buffer)[0]!;
+}
+
+Deno.test("the capture audit refuses what a CUDA graph cannot replay, naming it", async () => {
+  Deno.env.set("L2D_CAPTURE_AUDIT", "1");
+  using ctx = (() => {
+    try {
+      return Context.create("cpu");
+    } finally {
+      Deno.env.delete("L2D_CAPTURE_AUDIT");
+    }
+  })();
+  using model = await Model.create(ctx, "ops", {});
+  assert.equal(await frameGraph(model, 0, 0), 1);
+  const internal = (re: RegExp) => (e: unknown) =>
+    e instanceof EngineError && e.code === "INTERNAL" && re.test(e.message);
+  await assert.rejects(frameGraph(model, 1, 0), internal(/capture audit: synchronize inside the captured/));
+  await assert.rejects(frameGraph(model, 0, 1), internal(/capture audit: .*allocation/));
+  await assert.rejects(frameGraph(model, 0, 2), internal(/capture audit: random_normal draw #\d+ .* is 2/));
+});
+
+Deno.test("L2D_CAPTURE_AUDIT accepts only 0 and 1", async () => {
+  await assert.rejects(
+    loadEngine("yes"),
+    (e: unknown) => e instanceof EngineError && e.code === "INVALID_ARGUMENT" && /L2D_CAPTURE_AUDIT/.test(e.message),
+  );
+  (await loadEngine("0")).close();
+});
+
+Deno.test({
+  name: "stream capture tests: clean up",
+  fn: async () => {
+    await Deno.remove(dir, { recursive: true });
+  },
+});
