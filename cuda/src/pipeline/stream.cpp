@@ -210,9 +210,13 @@ Tensor LiveStream::step(const uint8_t* frame, int channels, TensorMap* debug) {
 }
 
 Tensor LiveStream::step_image(const Tensor& image01, TensorMap* debug) {
+  StageTimer stages(be_);  // device ms per stage when the context profiles (l2d_context_profile)
+  stages.stage("encode");
   const Tensor image = be_.unary(image01, Unary::Affine, 2.f, -1.f);
   const Tensor x_new = encode_step_latent(image, debug);  // [1, 4, h, w]
+  stages.stage("depth");
   const Tensor d_new = encode_depth(image, debug);
+  stages.stage("unet");
   be_.write_slice(sample_, x_new, {0, 0, 0, 0});  // rows 1.. hold the carried buffer
   be_.write_slice(depth_in_, d_new, {0, 0, 0, 0});
   const Tensor& sample = sample_;  // [T, 4, h, w]
@@ -259,6 +263,7 @@ Tensor LiveStream::step_image(const Tensor& image01, TensorMap* debug) {
   ++frame_index_;
   be_.counter_add(frame_counter_, 1);
   ++streamed_;
+  stages.stage("decode");
   return decode_to_unit(out_latent);
 }
 

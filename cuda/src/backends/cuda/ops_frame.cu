@@ -64,7 +64,7 @@ Tensor CudaBackend::image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w,
                                                   out_w, out_h);
   CUDA_CHECK_LAUNCH();
   // The host frame may be reused by the caller as soon as we return (pinned staging: issue 15).
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  CUDA_STREAM_WAIT(stream_);
   return y;
 }
 

@@ -46,7 +46,7 @@ Tensor CudaBackend::image_from_u8(const uint8_t* host, int64_t n, int64_t h, int
   else image_from_u8_kernel<<<blocks, 256, 0, stream_>>>(src, y.ptr<float>(), n, h * w, channels);
   CUDA_CHECK_LAUNCH();
   // The host buffer may be reused by the caller as soon as we return.
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  CUDA_STREAM_WAIT(stream_);
   return y;
 }
 
