@@ -51,7 +51,9 @@
  * minus its dense milliseconds is their time (when the stage timings ran).
  *
  * The human table goes to stderr; the LAST stdout line is one JSON object (device, configs with fps,
- * p50/p99, native p50, overhead, stage ms, memory, kernels, layers).
+ * p50/p99, native p50, overhead, stage ms, memory, kernels, layers, concurrent). Before the concurrency
+ * part a first line with the single-stream results (`"partial"`) is printed, so a crash there (several
+ * streams on one context: the least tested path) still leaves them as the last line.
  *
  * Defaults: CPU: the tiny synthetic default engine (`Engine.loadDefault`), sizes 64x64,128x128, steps
  * 2,3. CUDA: `models/engines/synthetic-sd15-sm_90.l2de` (made like `deno task make-synthetic-engine
@@ -337,6 +339,11 @@ export interface BenchOptions {
    */
   budget?: number;
   log: (line: string) => void;
+  /**
+   * Called with the single-stream results before the concurrency part starts (the CLI prints them
+   * as a JSON line, so a crash with several streams on one context still leaves them).
+   */
+  partial?: (summary: Record<string, unknown>) => void;
 }
 
 async function defaultEngine(device: "cpu" | "cuda", log: (s: string) => void): Promise<string> {
@@ -684,6 +691,16 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     const kept: Stream[] = [];
     try {
       results = await streamBench(engine, o, t0, skipped, kept);
+      if (o.concurrency?.length && o.partial) {
+        o.partial({
+          bench: "live2diff-stream",
+          partial: "single-stream results, written before the concurrency part",
+          device: o.device,
+          device_name: deviceName(o.device),
+          engine: path,
+          configs: results,
+        });
+      }
       concurrent = await concurrencyBench(engine, o, t0, results, kept[0]);
     } finally {
       for (const s of kept) s.close();
@@ -921,6 +938,7 @@ if (import.meta.main) {
         ? 0
         : Math.round(int(values["profile-frames"], 10, "profile-frames")),
       concurrency: parseConcurrency(values.concurrency ?? "2,4"),
+      partial: (s) => console.log(JSON.stringify(s)),
       budget: values.budget === undefined ? undefined : int(values.budget, 0, "budget"),
       log,
     });

@@ -99,7 +99,6 @@ uint64_t attributed(ContextImpl& ctx, F&& f) {
   struct Add {
     ContextCounters& c;
     const l2d::DeviceTally& before;
-    uint64_t wait_ns = 0;
     ~Add() {
       const l2d::DeviceTally& now = l2d::thread_device_tally();
       c.kernels += now.kernels - before.kernels;
