@@ -304,7 +304,7 @@ main() {
     PAIR_ARGS=${GPU_CHECK_PAIR_ARGS:-"--device cpu --quick --concurrency 0"}
   else
     PAIRS=${GPU_CHECK_BENCH_PAIRS-"L2D_CUDA_GRAPHS=0,L2D_CUDA_GRAPHS=1 L2D_KERNELS=simple,L2D_KERNELS=auto L2D_ATTENTION=simple,L2D_ATTENTION=tc"}
-    PAIR_ARGS=${GPU_CHECK_PAIR_ARGS:-"--device cuda --sizes 512x512 --steps 2 --frames 12 --warmup 2 --no-stages --no-layers --profile-frames 4 --concurrency 0 --max-seconds 6"}
+    PAIR_ARGS=${GPU_CHECK_PAIR_ARGS:-"--device cuda --sizes 512x512 --steps 2 --frames 8 --warmup 1 --no-stages --no-layers --profile-frames 3 --concurrency 0 --max-seconds 5"}
   fi
   if [ "$BENCH" = 1 ] && [ -n "$PAIRS" ] && command -v deno >/dev/null; then
     mkdir -p "$LOGS/bench-switches"
