@@ -4,6 +4,7 @@
 // counters behind it (launches, push times, stage profiling on and off). No timing thresholds.
 import assert from "node:assert/strict";
 import { Context, Model, TensorMap } from "../ffi/native.ts";
+import { native, readCString } from "../ffi/library.ts";
 import { compareSummaries, readSummary } from "../scripts/bench/compare.ts";
 import { launchesPerFrame, pushTimes, stageMsPerFrame } from "../scripts/bench/frame_counters.ts";
 import { parseConcurrency } from "../scripts/bench.ts";
@@ -191,4 +192,7 @@ Deno.test("context stats: launches and device waits are counted per context; sta
   assert.equal(ctx.stats().stage_profiling, true);
   ctx.profileStages(false);
   assert.equal(ctx.stats().stage_profiling, false);
+  // Anything but 0 or 1 is refused with a typed status and a message, never ignored.
+  assert.equal(native().l2d_context_profile(ctx.rawHandle(), 2), 1 /* L2D_ERR_INVALID_ARGUMENT */);
+  assert.match(readCString(native().l2d_context_last_error(ctx.rawHandle())), /stages must be 0 or 1, got 2/);
 });
