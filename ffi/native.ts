@@ -342,11 +342,7 @@ export class Context extends NativeHandle {
    * sums appear in `stats().stages_ms`; CUDA times the device between two events per stage.
    */
   profileStages(on: boolean): void {
-    unwrap(
-      native().l2d_context_profile(this.handle(), on ? 1 : 0),
-      "Cannot set stage profiling",
-      () => native().l2d_context_last_error(this.handle()),
-    );
+    unwrap(native().l2d_context_profile(this.handle(), on ? 1 : 0), "Cannot set stage profiling");
   }
 
   /** @internal the raw handle for Model.create. */

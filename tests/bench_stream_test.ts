@@ -194,5 +194,5 @@ Deno.test("context stats: launches and device waits are counted per context; sta
   assert.equal(ctx.stats().stage_profiling, false);
   // Anything but 0 or 1 is refused with a typed status and a message, never ignored.
   assert.equal(native().l2d_context_profile(ctx.rawHandle(), 2), 1 /* L2D_ERR_INVALID_ARGUMENT */);
-  assert.match(readCString(native().l2d_context_last_error(ctx.rawHandle())), /stages must be 0 or 1, got 2/);
+  assert.match(readCString(native().l2d_last_error()), /stages must be 0 or 1, got 2/);
 });

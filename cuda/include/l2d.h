@@ -123,7 +123,8 @@ L2D_API l2d_status l2d_context_free(l2d_context* ctx);
 L2D_API l2d_status l2d_context_stats(l2d_context* ctx, const char** out_json);
 /* stages = 1 turns on the per-stage timing of stream pushes (CUDA: two events per stage, none
  * while a CUDA graph is being captured), 0 turns it off (the default: no per-frame cost). With
- * several streams on one context pushing at once, a stage's device time includes the others'. */
+ * several streams on one context pushing at once, a stage's device time includes the others'. Its
+ * error message is only in l2d_last_error (as for l2d_context_stats). */
 L2D_API l2d_status l2d_context_profile(l2d_context* ctx, int32_t stages);
 /* The message of the last failed call made on this handle ("" if none). Never NULL. */
 L2D_API const char* l2d_context_last_error(const l2d_context* ctx);

@@ -328,8 +328,10 @@ l2d_status l2d_context_stats(l2d_context* ctx, const char** out_json) {
   });
 }
 
+// Like l2d_context_stats, it records its message only per thread (l2d_last_error), not in the
+// handle: the bench calls it from the main thread while other calls on the context's models run.
 l2d_status l2d_context_profile(l2d_context* ctx, int32_t stages) {
-  return guarded_on(ctx, [&] {
+  return guarded([&] {
     REQUIRE_ARG(ctx);
     L2D_REQUIRE(stages == 0 || stages == 1, "stages must be 0 or 1, got ", stages);
     ctx->ptr->backend->set_stage_profiling(stages == 1);
