@@ -4,7 +4,7 @@
 
 namespace l2d::cuda {
 namespace {
-constexpr size_t kMaxPending = 256;  // beyond this, end() waits for the oldest pair (bounded memory)
+constexpr size_t kMaxPending = 512;  // beyond this, end() waits for the oldest pair (bounded memory)
 }  // namespace
 
 StageEvents::~StageEvents() {
@@ -75,10 +75,11 @@ void StageEvents::end(const char* stage, uint64_t token, cudaStream_t stream, St
       return;
     }
     pending_.push_back({stage, start, stop});
-    // Completed pairs are folded in now (no wait); a long backlog waits for its oldest.
-    while (!pending_.empty() &&
-           (pending_.size() > kMaxPending || cudaEventQuery(pending_.front().stop) == cudaSuccess)) {
-      if (pending_.size() > kMaxPending) cudaEventSynchronize(pending_.front().stop);
+    // A long backlog waits for its oldest pair (completed long ago by then); collect() folds in the
+    // rest. No cudaEventQuery polling: its "not ready" result is an error code, and none may be
+    // left for a later launch check (cudaGetLastError) to report as a failure.
+    while (pending_.size() > kMaxPending) {
+      cudaEventSynchronize(pending_.front().stop);
       finish(pending_.front(), times);
       pending_.pop_front();
     }

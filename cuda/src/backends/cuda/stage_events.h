@@ -1,7 +1,7 @@
 // stage_events.h: the CUDA backend's stage profiling (Backend::stage_begin / stage_end): an event
 // recorded on the backend's stream at each end of a stage, the elapsed time between the two added
-// to the context's StageTimes once both have completed (polled at the next stage end, or all at
-// once by collect(), which waits). Off by default; no events while the stream is being captured
+// to the context's StageTimes by collect() (l2d_context_stats), which waits for them; a backlog of
+// more than 512 pairs waits for its oldest at the next stage end (bounded memory). Off by default; no events while the stream is being captured
 // into a CUDA graph. With several streams on one context their stages interleave on the one CUDA
 // stream, so a stage's time then includes other streams' work: profile one stream at a time.
 #pragma once
