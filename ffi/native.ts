@@ -267,6 +267,8 @@ export interface LaunchCounts {
   captured_kernels: number;
   /** CPU backend: top-level thread-pool loops, its stand-in for kernel launches. */
   cpu_loops: number;
+  /** Host waits for the device (stream / event synchronisations). */
+  syncs: number;
 }
 
 /** `l2d_context_stats` (cuda/include/l2d.h documents every member). */

@@ -758,7 +758,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       : "host wall clock (the CPU backend computes synchronously)",
     launches_note: o.device === "cuda"
       ? "kernels = <<<>>> launches; vendor_calls = cuBLASLt/cuDNN calls (one or more kernels each); graphs = " +
-        "CUDA-graph launches"
+        "CUDA-graph launches; syncs = host waits for the device; memory copies are not counted"
       : "CPU: no kernels; cpu_loops_stand_in = top-level thread-pool loops, a stand-in for launches",
     ...(skipped.length ? { skipped_configs: skipped } : {}),
     ...(stagesSkipped ? { stages_skipped: stagesSkipped } : {}),

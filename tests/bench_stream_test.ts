@@ -64,7 +64,14 @@ Deno.test("bench --quick on the CPU: schema, finite numbers, consistent figures;
     const l = c.launches_per_frame;
     assert.ok(l, "launches_per_frame missing");
     assert.ok(finite(l.cpu_loops_stand_in, "cpu loops") > 0);
-    assert.deepEqual([l.kernels, l.vendor_calls, l.graphs, l.graph_kernels, l.captured_kernels], [0, 0, 0, 0, 0]);
+    assert.deepEqual([l.kernels, l.vendor_calls, l.graphs, l.graph_kernels, l.captured_kernels, l.syncs], [
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+    ]);
     assert.equal(l.host_issued, l.cpu_loops_stand_in);
     const p = c.push_ms;
     assert.equal(p.pushes, 4);
@@ -138,7 +145,15 @@ Deno.test("bench --compare: ratios after / before per matched configuration", ()
 });
 
 Deno.test("bench frame counters: per-frame differences of two stats snapshots", () => {
-  const zero = { kernels: 0, vendor_calls: 0, graphs: 0, graph_kernels: 0, captured_kernels: 0, cpu_loops: 0 };
+  const zero = {
+    kernels: 0,
+    vendor_calls: 0,
+    graphs: 0,
+    graph_kernels: 0,
+    captured_kernels: 0,
+    cpu_loops: 0,
+    syncs: 0,
+  };
   const a = {
     backend: "cuda",
     bytes_in_use: 0,
@@ -149,7 +164,15 @@ Deno.test("bench frame counters: per-frame differences of two stats snapshots", 
   };
   const b = {
     ...a,
-    launches: { ...zero, kernels: 100, vendor_calls: 10, graphs: 4, graph_kernels: 4000, captured_kernels: 1000 },
+    launches: {
+      ...zero,
+      kernels: 100,
+      vendor_calls: 10,
+      graphs: 4,
+      graph_kernels: 4000,
+      captured_kernels: 1000,
+      syncs: 8,
+    },
     push: { calls: 6, wall_ms: 30, device_wait_ms: 16, thread_cpu_ms: 29 },
     stages_ms: { unet: { calls: 6, ms: 18 }, decode: { calls: 4, ms: 2 } },
   };
@@ -160,6 +183,7 @@ Deno.test("bench frame counters: per-frame differences of two stats snapshots", 
     graph_kernels: 1000,
     captured_kernels: 250,
     cpu_loops_stand_in: 0,
+    syncs: 2,
     host_issued: 1,
   });
   assert.deepEqual(pushTimes(a, b), { pushes: 4, wall_ms: 5, device_wait_ms: 3, host_ms: 2, thread_cpu_ms: 5 });

@@ -26,7 +26,7 @@ namespace {
 // What the calls on a context handed to its device (sums of the calling threads' DeviceTally
 // differences, see attributed()) and what its stream pushes cost; l2d_context_stats reports them.
 struct ContextCounters {
-  std::atomic<uint64_t> kernels{0}, vendor_calls{0}, graphs{0}, graph_kernels{0}, captured_kernels{0},
+  std::atomic<uint64_t> kernels{0}, vendor_calls{0}, graphs{0}, graph_kernels{0}, captured_kernels{0}, syncs{0},
       device_wait_ns{0}, cpu_loops{0};
   std::atomic<uint64_t> pushes{0}, push_wall_ns{0}, push_wait_ns{0}, push_cpu_ns{0};
 };
@@ -107,6 +107,7 @@ uint64_t attributed(ContextImpl& ctx, F&& f) {
       c.graph_kernels += now.graph_kernels - before.graph_kernels;
       c.captured_kernels += now.captured_kernels - before.captured_kernels;
       c.cpu_loops += now.cpu_loops - before.cpu_loops;
+      c.syncs += now.syncs - before.syncs;
       c.device_wait_ns += now.device_wait_ns - before.device_wait_ns;
     }
   } add{ctx.counters, before};
@@ -140,7 +141,7 @@ std::string counters_json(const ContextCounters& c) {
          ",\"vendor_calls\":" + std::to_string(c.vendor_calls.load()) + ",\"graphs\":" + std::to_string(c.graphs.load()) +
          ",\"graph_kernels\":" + std::to_string(c.graph_kernels.load()) +
          ",\"captured_kernels\":" + std::to_string(c.captured_kernels.load()) +
-         ",\"cpu_loops\":" + std::to_string(c.cpu_loops.load()) + "},\"device_wait_ms\":" + ms_str(c.device_wait_ns) +
+         ",\"cpu_loops\":" + std::to_string(c.cpu_loops.load()) + ",\"syncs\":" + std::to_string(c.syncs.load()) + "},\"device_wait_ms\":" + ms_str(c.device_wait_ns) +
          ",\"push\":{\"calls\":" + std::to_string(c.pushes.load()) + ",\"wall_ms\":" + ms_str(c.push_wall_ns) +
          ",\"device_wait_ms\":" + ms_str(c.push_wait_ns) + ",\"thread_cpu_ms\":" + ms_str(c.push_cpu_ns) + "}";
 }

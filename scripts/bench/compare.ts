@@ -68,6 +68,7 @@ const CONFIG_METRICS = [
   "launches_per_frame.host_issued",
   "launches_per_frame.kernels",
   "launches_per_frame.graphs",
+  "launches_per_frame.syncs",
 ];
 const CONCURRENT_METRICS = ["fps", "fps_per_stream", "p50_ms", "p99_ms"];
 

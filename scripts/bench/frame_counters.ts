@@ -22,6 +22,8 @@ export interface LaunchesPerFrame {
   captured_kernels: number;
   /** CPU backend: top-level thread-pool loops, the CPU's stand-in for kernel launches. */
   cpu_loops_stand_in: number;
+  /** Host waits for the device (stream / event synchronisations; 0 on the CPU). */
+  syncs: number;
   /** What the host issued per frame: kernels + vendor_calls + graphs (+ cpu_loops on the CPU). */
   host_issued: number;
 }
@@ -59,6 +61,7 @@ export function launchesPerFrame(before: ContextStats, after: ContextStats, fram
     graph_kernels: d("graph_kernels"),
     captured_kernels: d("captured_kernels"),
     cpu_loops_stand_in: d("cpu_loops"),
+    syncs: b.syncs === undefined ? 0 : r3((b.syncs - (a.syncs ?? 0)) / frames),
   };
   return { ...out, host_issued: r3(out.kernels + out.vendor_calls + out.graphs + out.cpu_loops_stand_in) };
 }

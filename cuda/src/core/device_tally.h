@@ -18,7 +18,8 @@ struct DeviceTally {
   uint64_t graphs = 0;            // CUDA-graph launches (cudaGraphLaunch)
   uint64_t graph_kernels = 0;     // kernel nodes inside the graphs launched
   uint64_t captured_kernels = 0;  // launches recorded into a graph while capturing (not run then)
-  uint64_t device_wait_ns = 0;    // host time blocked in stream / event synchronisation
+  uint64_t syncs = 0;             // host waits for the device (stream / event synchronisations timed below)
+  uint64_t device_wait_ns = 0;    // host time blocked in them
   uint64_t cpu_loops = 0;         // CPU backend: top-level thread-pool loops (its stand-in for a launch)
 };
 
@@ -53,7 +54,8 @@ class CaptureTallyScope {
   uint64_t kernels_, vendor_;
 };
 
-// Runs `wait` (a synchronising call) and adds the time it blocked to device_wait_ns; returns its result.
+// Runs `wait` (a synchronising call), counts it and adds the time it blocked to device_wait_ns;
+// returns its result.
 template <class F>
 auto timed_device_wait(F&& wait) -> decltype(wait()) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -64,6 +66,7 @@ auto timed_device_wait(F&& wait) -> decltype(wait()) {
           uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
     }
   } add{t0};
+  ++thread_device_tally().syncs;
   return wait();
 }
 
