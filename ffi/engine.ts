@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { ClipTokenizer } from "./clip_tokenizer.ts";
 import { EngineError } from "./errors.ts";
 import type { HostTensor } from "./host_tensor.ts";
-import { type BackendName, Context, Model, TensorMap } from "./native.ts";
+import { type BackendName, Context, type ContextStats, Model, TensorMap } from "./native.ts";
 import { resolveDevice } from "./device.ts";
 import { Stream } from "./stream.ts";
 import { checkClipSkip, type StreamOptions } from "./stream_options.ts";
@@ -230,9 +230,14 @@ export class Engine implements Disposable {
     }, options);
   }
 
-  /** Memory statistics of the backend. */
-  stats(): { backend: string; bytes_in_use: number; peak_bytes: number } {
+  /** Statistics of the engine's context: memory, launches, push and stage times (`ContextStats`). */
+  stats(): ContextStats {
     return this.#ctx.stats();
+  }
+
+  /** Turns the per-stage timing of its streams' pushes on or off (`Context.profileStages`). */
+  profileStages(on: boolean): void {
+    this.#ctx.profileStages(on);
   }
 
   /** Releases the engine's handles (idempotent). Open streams keep working. */

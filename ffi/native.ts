@@ -253,6 +253,46 @@ export interface ContextOptions {
   device?: number;
 }
 
+/** Work a context handed to its device (`l2d_context_stats` -> `launches`; cumulative counts). */
+export interface LaunchCounts {
+  /** CUDA kernel launches issued eagerly (one per launch site run). */
+  kernels: number;
+  /** cuBLASLt / cuDNN calls (each launches one or more kernels). */
+  vendor_calls: number;
+  /** CUDA-graph launches. */
+  graphs: number;
+  /** Kernel nodes inside the graphs launched. */
+  graph_kernels: number;
+  /** Launches recorded into graphs while capturing (not run then). */
+  captured_kernels: number;
+  /** CPU backend: top-level thread-pool loops, its stand-in for kernel launches. */
+  cpu_loops: number;
+  /** Host waits for the device (stream / event synchronisations). */
+  syncs: number;
+}
+
+/** `l2d_context_stats` (cuda/include/l2d.h documents every member). */
+export interface ContextStats {
+  /** "cpu" or "cuda". */
+  backend: string;
+  /** Device bytes allocated now. */
+  bytes_in_use: number;
+  /** High-water mark of `bytes_in_use`. */
+  peak_bytes: number;
+  /** Dense-kernel paths and counters (CUDA), null on the CPU; absent from older libraries. */
+  kernels?: unknown;
+  /** Cumulative launch counts (absent from older libraries). */
+  launches?: LaunchCounts;
+  /** Host milliseconds blocked waiting for the device, all calls. */
+  device_wait_ms?: number;
+  /** `l2d_stream_push` totals: host time = wall_ms - device_wait_ms. */
+  push?: { calls: number; wall_ms: number; device_wait_ms: number; thread_cpu_ms: number };
+  /** Whether stage timing is on ({@linkcode Context.profileStages}). */
+  stage_profiling?: boolean;
+  /** Summed milliseconds per stream stage ("encode", "depth", "unet", "decode") while profiling. */
+  stages_ms?: Record<string, { calls: number; ms: number }>;
+}
+
 /**
  * A backend ("cpu" or "cuda") with its device memory.
  *
@@ -292,11 +332,19 @@ export class Context extends NativeHandle {
     native().l2d_context_free(ptr);
   }
 
-  /** Memory statistics of the backend. */
-  stats(): { backend: string; bytes_in_use: number; peak_bytes: number } {
+  /** Statistics of the backend: memory, launches, push times, stage times (see {@linkcode ContextStats}). */
+  stats(): ContextStats {
     const out = pointerSlot();
     unwrap(native().l2d_context_stats(this.handle(), out), "Cannot read context statistics");
     return JSON.parse(readCString(slotPointer(out)));
+  }
+
+  /**
+   * Turns the per-stage timing of stream pushes on or off (off by default: no per-frame cost). The
+   * sums appear in `stats().stages_ms`; CUDA times the device between two events per stage.
+   */
+  profileStages(on: boolean): void {
+    unwrap(native().l2d_context_profile(this.handle(), on ? 1 : 0), "Cannot set stage profiling");
   }
 
   /** @internal the raw handle for Model.create. */

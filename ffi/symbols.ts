@@ -106,6 +106,14 @@ export const symbols = {
     result: "i32",
   },
 
+  l2d_context_profile: {
+    parameters: [
+      "pointer", // l2d_context* ctx
+      "i32", // int32_t stages
+    ],
+    result: "i32",
+  },
+
   l2d_context_last_error: { parameters: ["pointer" /* const l2d_context* ctx */], result: "pointer" },
 
   l2d_model_create: {

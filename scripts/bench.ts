@@ -1,7 +1,8 @@
 /**
  * `deno task bench [--device cpu|cuda] [--engine path] [--frames n] [--sizes 512x512,768x512] [--steps 2,3]`
  * `[--precision fp16|fp32] [--warmup n] [--stage-iters n] [--no-stages] [--max-seconds s] [--budget s]`
- * `[--kernels auto|simple|own|vendor|tune] [--no-layers]`
+ * `[--kernels auto|simple|own|vendor|tune] [--no-layers] [--profile-frames n] [--concurrency 2,4] [--quick]`
+ * `deno run -A scripts/bench.ts --compare before.json after.json` (ratios of two runs: scripts/bench/compare.ts)
  *
  * A benchmark (not a test) of the live stream through the public API. For each configuration (stream
  * size x denoising steps) it creates a stream, warms it up (the 8 sink frames, the T-1 latency frames and
@@ -15,7 +16,21 @@
  * - memory: the backend's bytes in use with the stream open, its peak so far (`engine.stats()`, cumulative
  *   over the run: configurations run in the order given) and the process RSS (`Deno.memoryUsage().rss`).
  *
- * Per-stage milliseconds: the native pipeline has no internal timers, so after the stream runs the engine
+ * From the context's counters (`l2d_context_stats`; scripts/bench/frame_counters.ts), per timed push:
+ * - `launches_per_frame`: CUDA kernel launches, vendor (cuBLASLt/cuDNN) calls, CUDA-graph launches and
+ *   their kernel nodes; on the CPU `cpu_loops_stand_in` counts thread-pool loops instead (no kernels);
+ * - `push_ms`: wall time inside `l2d_stream_push`, the time it blocked waiting for the device, and
+ *   `host_ms` = the difference (the host's own cost per frame), plus the thread's CPU time.
+ * Then `--profile-frames` more pushes (default 10; 0: none) run with stage profiling on
+ * (`engine.profileStages`): `stage_ms_per_frame` = milliseconds per frame of "encode" (TAESD encode of
+ * the frame + noise), "depth" (MiDaS + the depth map's TAESD encode), "unet" (the UNet batch + LCM step)
+ * and "decode", measured INSIDE the push (CUDA: events on the device; CPU: wall clock). With CUDA graphs
+ * replaying, no host code marks the stages, so they are absent then.
+ * Concurrency (`--concurrency 2,4`, "" for none): N streams on the one engine pushed from parallel async
+ * calls at the first configuration's size and steps; `concurrent[]` has the aggregate FPS
+ * (scripts/bench/concurrent.ts).
+ *
+ * Separate per-stage calls: the native pipeline has no internal timers, so after the stream runs the engine
  * is closed and its networks are loaded again, alone, from the same engine file; each stage is then timed
  * as a SEPARATE call at the same sizes (median of `--stage-iters`): MiDaS `depth` on [1,3,384,384] (the
  * stream resizes frames to 384 for MiDaS), TAESD `encode` [1,3,H,W] (done twice per frame: the frame and
@@ -36,7 +51,9 @@
  * minus its dense milliseconds is their time (when the stage timings ran).
  *
  * The human table goes to stderr; the LAST stdout line is one JSON object (device, configs with fps,
- * p50/p99, native p50, overhead, stage ms, memory, kernels, layers).
+ * p50/p99, native p50, overhead, stage ms, memory, kernels, layers, concurrent). Before the concurrency
+ * part a first line with the single-stream results (`"partial"`) is printed, so a crash there (several
+ * streams on one context: the least tested path) still leaves them as the last line.
  *
  * Defaults: CPU: the tiny synthetic default engine (`Engine.loadDefault`), sizes 64x64,128x128, steps
  * 2,3. CUDA: `models/engines/synthetic-sd15-sm_90.l2de` (made like `deno task make-synthetic-engine
@@ -48,12 +65,23 @@
 import { parseArgs } from "node:util";
 import { dirname } from "node:path";
 import { Engine } from "../ffi/engine.ts";
-import { WARMUP_FRAMES } from "../ffi/stream.ts";
+import { type Stream, WARMUP_FRAMES } from "../ffi/stream.ts";
 import { backendAvailable, Context, Model, TensorMap } from "../ffi/native.ts";
 import { libraryCandidates, native, readCString } from "../ffi/library.ts";
 import { symbols } from "../ffi/symbols.ts";
 import { DPT_HYBRID_384_CONFIG, midasConfigFromSpec } from "../ffi/loaders/midas.ts";
 import { openEngine } from "../engines/format.ts";
+import type { ContextStats } from "../ffi/native.ts";
+import {
+  hasFrameCounters,
+  type LaunchesPerFrame,
+  launchesPerFrame,
+  type PushTimes,
+  pushTimes,
+  stageMsPerFrame,
+} from "./bench/frame_counters.ts";
+import { concurrentBench, type ConcurrentResult } from "./bench/concurrent.ts";
+import { compareMain } from "./bench/compare.ts";
 
 /** One stream configuration. */
 export interface BenchConfig {
@@ -69,6 +97,8 @@ export interface BenchResult extends BenchConfig {
   p50_ms: number;
   p99_ms: number;
   mean_ms: number;
+  /** Seconds spent in the timed public pushes: fps = frames / timed_seconds. */
+  timed_seconds: number;
   native_frames: number;
   native_p50_ms: number;
   ffi_overhead_ms: number;
@@ -78,6 +108,13 @@ export interface BenchResult extends BenchConfig {
   rss_bytes: number;
   /** Dense (conv / matmul) calls per pushed frame by kernel path (CUDA). */
   dense_per_frame?: Record<string, number>;
+  /** Launches per timed push (public and native), from the context's counters. */
+  launches_per_frame?: LaunchesPerFrame | null;
+  /** Host / device-wait milliseconds per timed push. */
+  push_ms?: PushTimes | null;
+  /** Milliseconds per frame of each stage inside the push, over `profiled_frames` pushes. */
+  stage_ms_per_frame?: Record<string, number> | null;
+  profiled_frames?: number;
   stopped_early?: boolean;
 }
 
@@ -182,6 +219,17 @@ export function parseSizes(text: string): Array<[number, number]> {
   });
 }
 
+/** Parses "2,4" (streams at once; "" or "0": none). */
+export function parseConcurrency(text: string): number[] {
+  return text.split(",").map((s) => s.trim()).filter((s) => s && s !== "0").map((s) => {
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < 1 || n > 16) {
+      throw new TypeError(`--concurrency: "${s}" is not an integer in 1..16`);
+    }
+    return n;
+  });
+}
+
 /** Parses "2,3". */
 export function parseSteps(text: string): number[] {
   return text.split(",").filter(Boolean).map((s) => {
@@ -281,12 +329,21 @@ export interface BenchOptions {
   kernels?: "auto" | "simple" | "own" | "vendor" | "tune";
   /** Stop a configuration's timed frames after this many seconds. */
   maxSeconds: number;
+  /** Pushes with stage profiling on after the timed ones (0: none). @default 0 */
+  profileFrames?: number;
+  /** Concurrency levels (streams pushed at once on the engine) at the first configuration. @default [] */
+  concurrency?: number[];
   /**
    * Whole-run budget in seconds (engine build and load included): later configurations and the stage
    * timings are skipped when it runs short, so a summary is always printed. @default Infinity
    */
   budget?: number;
   log: (line: string) => void;
+  /**
+   * Called with the single-stream results before the concurrency part starts (the CLI prints them
+   * as a JSON line, so a crash with several streams on one context still leaves them).
+   */
+  partial?: (summary: Record<string, unknown>) => void;
 }
 
 async function defaultEngine(device: "cpu" | "cuda", log: (s: string) => void): Promise<string> {
@@ -315,7 +372,13 @@ function remaining(o: BenchOptions, started: number): number {
 }
 
 /** Runs the stream part of every configuration (skipping those the budget has no room for). */
-async function streamBench(engine: Engine, o: BenchOptions, started: number, skipped: BenchConfig[]) {
+async function streamBench(
+  engine: Engine,
+  o: BenchOptions,
+  started: number,
+  skipped: BenchConfig[],
+  keep: Stream[],
+) {
   const raw = blockingPush();
   const results: BenchResult[] = [];
   try {
@@ -328,12 +391,15 @@ async function streamBench(engine: Engine, o: BenchOptions, started: number, ski
         continue;
       }
       const maxSeconds = Math.min(o.maxSeconds, left * 0.4);
-      using stream = await engine.createStream({
+      const stream = await engine.createStream({
         prompt: "an oil painting of a lighthouse",
         width,
         height,
         tIndexList: tIndexFor(engine.style.t_index_list, steps),
       });
+      // The first configuration's stream, warmed up, is kept for the concurrency part (one warm-up less).
+      const kept = results.length === 0 && (o.concurrency?.length ?? 0) > 0;
+      using _closer = { [Symbol.dispose]: () => kept ? keep.push(stream) : stream.close() };
       const frames = makeFrames(width, height, 5);
       const frame = (i: number) => ({ data: frames[i % frames.length]!, width, height, channels: 3 as const });
       // Warm-up: the 8 sink frames, the T-1 latency frames, then a few more (allocations, caches).
@@ -345,7 +411,8 @@ async function streamBench(engine: Engine, o: BenchOptions, started: number, ski
       const handle = stream.session.unsafeHandle;
       const out = new Uint8Array(width * height * 3), ready = new Int32Array(1);
       const pub: number[] = [], nat: number[] = [];
-      const kernelsBefore = kernelInfo(engine.stats());
+      const statsBefore = engine.stats();
+      const kernelsBefore = kernelInfo(statsBefore);
       const timed = performance.now();
       let stopped = false;
       for (let i = 0; i < 2 * o.frames; i++) {
@@ -380,6 +447,7 @@ async function streamBench(engine: Engine, o: BenchOptions, started: number, ski
       }
       const stats = engine.stats();
       const kernelsAfter = kernelInfo(stats);
+      const stages = await profiledStages(engine, o.profileFrames ?? 0, stats, (i) => stream.push(frame(warm + i)));
       const sorted = [...pub].sort((a, b) => a - b);
       const total = pub.reduce((a, b) => a + b, 0);
       const p50 = percentile(sorted, 0.5), nativeP50 = median(nat);
@@ -392,6 +460,7 @@ async function streamBench(engine: Engine, o: BenchOptions, started: number, ski
         p50_ms: r2(p50),
         p99_ms: r2(percentile(sorted, 0.99)),
         mean_ms: r2(total / pub.length),
+        timed_seconds: r3(total / 1000),
         native_frames: nat.length,
         native_p50_ms: r2(nativeP50),
         ffi_overhead_ms: Math.round((p50 - nativeP50) * 1000) / 1000,
@@ -401,6 +470,13 @@ async function streamBench(engine: Engine, o: BenchOptions, started: number, ski
         ...(kernelsAfter
           ? { dense_per_frame: densePerFrame(kernelsAfter, kernelsBefore, pub.length + nat.length) }
           : {}),
+        ...(hasFrameCounters(stats)
+          ? {
+            launches_per_frame: launchesPerFrame(statsBefore, stats, pub.length + nat.length),
+            push_ms: pushTimes(statsBefore, stats),
+          }
+          : {}),
+        ...(stages ? { stage_ms_per_frame: stages.ms, profiled_frames: stages.frames } : {}),
         ...(stopped ? { stopped_early: true } : {}),
       };
       results.push(r);
@@ -414,6 +490,65 @@ async function streamBench(engine: Engine, o: BenchOptions, started: number, ski
     raw.close();
   }
   return results;
+}
+
+/**
+ * Pushes `frames` more frames with the context's stage profiling on and returns the milliseconds per
+ * frame of each stage (null: no frames asked, a library without the counters, or nothing marked).
+ */
+async function profiledStages(
+  engine: Engine,
+  frames: number,
+  stats: ContextStats,
+  push: (i: number) => Promise<unknown>,
+): Promise<{ ms: Record<string, number> | null; frames: number } | null> {
+  if (frames <= 0 || !hasFrameCounters(stats)) return null;
+  engine.profileStages(true);
+  try {
+    const before = engine.stats();
+    for (let i = 0; i < frames; i++) await push(1000 + i);
+    return { ms: stageMsPerFrame(before, engine.stats()), frames };
+  } finally {
+    engine.profileStages(false);
+  }
+}
+
+/** The concurrency levels at the first configuration that ran (budget permitting). */
+async function concurrencyBench(
+  engine: Engine,
+  o: BenchOptions,
+  started: number,
+  ran: BenchResult[],
+  warm: Stream | undefined,
+): Promise<ConcurrentResult[]> {
+  const out: ConcurrentResult[] = [];
+  const cfg = ran[0];
+  if (!cfg) return out;
+  const frames = makeFrames(cfg.width, cfg.height, 5);
+  for (const n of o.concurrency ?? []) {
+    const left = remaining(o, started);
+    if (left < 0.15 * (o.budget ?? Infinity)) {
+      o.log(`${n} concurrent streams: skipped (${left.toFixed(0)} s of the budget left)`);
+      continue;
+    }
+    const r = await concurrentBench(engine, {
+      streams: n,
+      width: cfg.width,
+      height: cfg.height,
+      tIndexList: tIndexFor(engine.style.t_index_list, cfg.steps),
+      frames: o.frames,
+      extraWarmup: Math.min(1, o.extraWarmup),
+      reuse: warm,
+      maxSeconds: Math.min(o.maxSeconds, left * 0.3),
+      frame: (i) => ({ data: frames[i % frames.length]!, width: cfg.width, height: cfg.height, channels: 3 }),
+    });
+    out.push(r);
+    o.log(
+      `${n} concurrent streams ${cfg.width}x${cfg.height} T=${cfg.steps}: ${r.outputs} frames in ${r.seconds} s: ` +
+        `${r.fps} fps (${r.fps_per_stream} per stream), p50 ${r.p50_ms} ms, p99 ${r.p99_ms} ms`,
+    );
+  }
+  return out;
 }
 
 /** A context of the run; `profile` turns on the dense-op event timing (L2D_PROFILE_DENSE, read at creation). */
@@ -546,13 +681,30 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
   let info: Record<string, unknown>;
   const skipped: BenchConfig[] = [];
   let stagesSkipped: string | undefined;
+  let concurrent: ConcurrentResult[] = [];
   {
     const loading = performance.now();
     using engine = await Engine.load(path, { device: o.device, precision: o.precision });
     o.log(`engine ${path} loaded on ${o.device} in ${((performance.now() - loading) / 1000).toFixed(1)} s`);
     if (engine.notice) o.log(`note: ${engine.notice}`);
     info = { engine: path, synthetic: engine.synthetic };
-    results = await streamBench(engine, o, t0, skipped);
+    const kept: Stream[] = [];
+    try {
+      results = await streamBench(engine, o, t0, skipped, kept);
+      if (o.concurrency?.length && o.partial) {
+        o.partial({
+          bench: "live2diff-stream",
+          partial: "single-stream results, written before the concurrency part",
+          device: o.device,
+          device_name: deviceName(o.device),
+          engine: path,
+          configs: results,
+        });
+      }
+      concurrent = await concurrencyBench(engine, o, t0, results, kept[0]);
+    } finally {
+      for (const s of kept) s.close();
+    }
     const s = engine.stats();
     info.backend_peak_bytes = s.peak_bytes;
     info.backend = s.backend;
@@ -600,6 +752,14 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     ...info,
     frames_requested: o.frames,
     configs: results,
+    concurrent,
+    stage_clock: o.device === "cuda"
+      ? "CUDA events around each stage on the device"
+      : "host wall clock (the CPU backend computes synchronously)",
+    launches_note: o.device === "cuda"
+      ? "kernels = <<<>>> launches; vendor_calls = cuBLASLt/cuDNN calls (one or more kernels each); graphs = " +
+        "CUDA-graph launches; syncs = host waits for the device; memory copies are not counted"
+      : "CPU: no kernels; cpu_loops_stand_in = top-level thread-pool loops, a stand-in for launches",
     ...(skipped.length ? { skipped_configs: skipped } : {}),
     ...(stagesSkipped ? { stages_skipped: stagesSkipped } : {}),
     ...(layers ? { layers } : {}),
@@ -624,6 +784,8 @@ function printTable(summary: Record<string, unknown>, log: (s: string) => void):
     "p99 ms",
     "native p50",
     "ffi ovh",
+    "host ms",
+    "launch/fr",
     "depth",
     "encode",
     "unet",
@@ -640,6 +802,8 @@ function printTable(summary: Record<string, unknown>, log: (s: string) => void):
     r.p99_ms.toFixed(2),
     r.native_p50_ms.toFixed(2),
     r.ffi_overhead_ms.toFixed(3),
+    r.push_ms ? r.push_ms.host_ms.toFixed(2) : "-",
+    r.launches_per_frame ? String(r.launches_per_frame.host_issued) : "-",
     r.stages_ms?.depth_midas_384.toFixed(2) ?? "-",
     r.stages_ms?.encode.toFixed(2) ?? "-",
     r.stages_ms?.unet.toFixed(2) ?? "-",
@@ -653,7 +817,23 @@ function printTable(summary: Record<string, unknown>, log: (s: string) => void):
   log(`\n${summary.device_name} (${summary.device}, ${summary.precision}), engine ${summary.engine}`);
   log(line(head).join("  "));
   for (const row of table) log(line(row).join("  "));
-  log("stage columns: medians of separate native calls at the same size (see scripts/bench.ts)\n");
+  log("stage columns: medians of separate native calls at the same size (see scripts/bench.ts)");
+  log("host ms: push wall time minus device wait; launch/fr: kernels + vendor calls + graphs per push");
+  for (const r of rows) {
+    if (r.stage_ms_per_frame) {
+      log(
+        `${r.width}x${r.height} T=${r.steps} stages inside the push (${summary.stage_clock}, ${r.profiled_frames} ` +
+          `frames): ` + Object.entries(r.stage_ms_per_frame).map(([k, v]) => `${k} ${v.toFixed(2)} ms`).join(", "),
+      );
+    }
+  }
+  for (const c of (summary.concurrent ?? []) as ConcurrentResult[]) {
+    log(
+      `${c.streams} streams at once ${c.width}x${c.height} T=${c.steps}: ${c.fps.toFixed(2)} fps in total, ` +
+        `${c.fps_per_stream.toFixed(2)} per stream, p50 ${c.p50_ms.toFixed(2)} ms, p99 ${c.p99_ms.toFixed(2)} ms`,
+    );
+  }
+  log("");
   const layers = summary.layers as
     | Record<string, { rows: LayerRow[]; dense_ms: number; other_ms?: number }>
     | undefined;
@@ -672,7 +852,7 @@ function printTable(summary: Record<string, unknown>, log: (s: string) => void):
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: Deno.args,
     options: {
       device: { type: "string" },
@@ -688,10 +868,31 @@ if (import.meta.main) {
       kernels: { type: "string" },
       "max-seconds": { type: "string" },
       budget: { type: "string" },
+      "profile-frames": { type: "string" },
+      concurrency: { type: "string" },
+      quick: { type: "boolean", default: false },
+      compare: { type: "boolean", default: false },
     },
+    allowPositionals: true,
   });
   const log = (s: string) => console.error(s);
   try {
+    if (values.compare) {
+      await compareMain(positionals);
+      Deno.exit(0);
+    }
+    if (positionals.length) throw new TypeError(`unexpected arguments: ${positionals.join(" ")}`);
+    // --quick: the smallest run that still exercises every part (the schema test uses it).
+    if (values.quick) {
+      values.sizes ??= "64x64";
+      values.steps ??= "2";
+      values.frames ??= "2";
+      values.warmup = "0";
+      values["no-stages"] = true;
+      values["no-layers"] = true;
+      values["profile-frames"] ??= "1";
+      values.concurrency ??= "2";
+    }
     const device = (values.device ?? (backendAvailable("cuda") ? "cuda" : "cpu")) as "cpu" | "cuda";
     if (device !== "cpu" && device !== "cuda") throw new TypeError(`--device must be cpu or cuda, got "${device}"`);
     const precision = values.precision as "fp16" | "fp32" | undefined;
@@ -733,13 +934,23 @@ if (import.meta.main) {
       layers: !values["no-layers"],
       kernels,
       maxSeconds: int(values["max-seconds"], 60, "max-seconds"),
+      profileFrames: values["profile-frames"] === "0"
+        ? 0
+        : Math.round(int(values["profile-frames"], 10, "profile-frames")),
+      concurrency: parseConcurrency(values.concurrency ?? "2,4"),
+      partial: (s) => console.log(JSON.stringify(s)),
       budget: values.budget === undefined ? undefined : int(values.budget, 0, "budget"),
       log,
     });
     printTable(summary, log);
     console.log(JSON.stringify(summary));
   } catch (e) {
-    console.error(`bench: ${e instanceof Error ? e.stack ?? e.message : e}`);
+    const describe = (x: unknown) => x instanceof Error ? x.stack ?? x.message : String(x);
+    console.error(`bench: ${describe(e)}`);
+    // An error while disposing after another one: say both (the first is usually the cause).
+    if (e instanceof SuppressedError) {
+      console.error(`  error: ${describe(e.error)}\n  suppressed: ${describe(e.suppressed)}`);
+    }
     Deno.exit(1);
   }
 }

@@ -19,8 +19,10 @@
 #      scripts/gpu/stream_graphs.ts (Stream.push with L2D_CUDA_GRAPHS=1 and 0, fp16), and with
 #      graphs on under compute-sanitizer memcheck
 #   6. deno task bench --device cuda (the synthetic sd15 engine is built in the background meanwhile)
+#   7. the bench once per switch setting (L2D_CUDA_GRAPHS=0/1, L2D_KERNELS=simple/auto,
+#      L2D_ATTENTION=simple/tc), short runs; ratios per pair in bench_switches.json
 # Logs and summaries go to $OUT (at most 8 files come back: gpu-check.log, summary.txt, summary.json,
-# bench.json, logs.tar.gz). The script always exits 0: the summary says what passed.
+# bench.json, bench_switches.json, logs.tar.gz). The script always exits 0: the summary says what passed.
 # Dry run: golden on the CPU (fp32, a few cases), bench on the CPU (tiny engine), no sd15 engine,
 # test_cuda_ops exits 77 "no GPU" (a FAILED step, as it must be); the network is made unreachable so
 # offline use is checked too.
@@ -69,8 +71,9 @@ if [ "$DRY" = 1 ]; then DEFAULT_BENCH_ARGS="--sizes 64x64 --steps 2 --frames 4 -
   DEFAULT_BENCH_ARGS="--frames 30 --max-seconds 15 --stage-iters 10"
 fi
 BENCH_ARGS=${GPU_CHECK_BENCH_ARGS:-$DEFAULT_BENCH_ARGS}
-# seconds kept for the bench while golden cases run
-if [ "$BENCH" = 1 ]; then BENCH_RESERVE=${GPU_CHECK_BENCH_RESERVE:-130}; else BENCH_RESERVE=0; fi
+# seconds kept for the bench (and its switch pairs, step 7) while golden cases run
+PAIR_RESERVE=${GPU_CHECK_PAIR_RESERVE:-110}
+if [ "$BENCH" = 1 ]; then BENCH_RESERVE=${GPU_CHECK_BENCH_RESERVE:-$((130 + PAIR_RESERVE))}; else BENCH_RESERVE=0; fi
 export PATH=/usr/local/cuda/bin:$WORK/bin:$PATH
 export LIVE2DIFF_LIB=$BUILD/liblive2diff.so
 export DENO_DIR=$WORK/deno_dir DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 NO_COLOR=1
@@ -318,9 +321,36 @@ main() {
     }
     export -f run_bench
     export DRY BENCH_ARGS
-    step bench 200 0 run_bench
+    step bench 200 "$PAIR_RESERVE" run_bench
   fi
   tail -n 1 "$LOGS/bench.out" >"$OUT/bench.json" 2>/dev/null
+
+  # ---- 7. bench switch pairs: before / after of each switch from this one run (issue 15) ----
+  # One short bench per setting (512x512 T=2; dry: 64x64), each summary kept as
+  # $LOGS/bench-switches/NAME=VALUE.json (in logs.tar.gz), then ONE file $OUT/bench_switches.json with
+  # the ratios after / before per pair (scripts/bench/switch_pairs.ts) and both runs.
+  # GPU_CHECK_BENCH_PAIRS="" skips them; GPU_CHECK_PAIR_ARGS replaces the bench options.
+  if [ "$DRY" = 1 ]; then
+    PAIRS=${GPU_CHECK_BENCH_PAIRS-"L2D_KERNELS=simple,L2D_KERNELS=auto"}
+    PAIR_ARGS=${GPU_CHECK_PAIR_ARGS:-"--device cpu --quick --concurrency 0"}
+  else
+    PAIRS=${GPU_CHECK_BENCH_PAIRS-"L2D_CUDA_GRAPHS=0,L2D_CUDA_GRAPHS=1 L2D_KERNELS=simple,L2D_KERNELS=auto L2D_ATTENTION=simple,L2D_ATTENTION=tc"}
+    PAIR_ARGS=${GPU_CHECK_PAIR_ARGS:-"--device cuda --sizes 512x512 --steps 2 --frames 8 --warmup 1 --no-stages --no-layers --profile-frames 3 --concurrency 0 --max-seconds 5"}
+  fi
+  if [ "$BENCH" = 1 ] && [ -n "$PAIRS" ] && command -v deno >/dev/null; then
+    mkdir -p "$LOGS/bench-switches"
+    for pair in $PAIRS; do
+      for setting in "${pair%%,*}" "${pair#*,}"; do
+        # shellcheck disable=SC2086 # PAIR_ARGS is a list of options
+        step "bench-$setting" 40 0 env "$setting" "${DENO_RUN[@]}" scripts/bench.ts --budget 30 $PAIR_ARGS
+        tail -n 1 "$LOGS/bench-$setting.out" >"$LOGS/bench-switches/$setting.json" 2>/dev/null
+      done
+    done
+    # shellcheck disable=SC2086 # PAIRS is a list of pairs
+    step bench-switches 20 0 "${DENO_RUN[@]}" scripts/bench/switch_pairs.ts --dir "$LOGS/bench-switches" \
+      --out "$OUT/bench_switches.json" $PAIRS
+    sed 's/^/    /' "$LOGS/bench-switches.err" 2>/dev/null | head -60
+  fi
 
   finish
 }

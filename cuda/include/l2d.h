@@ -105,9 +105,27 @@ L2D_API l2d_status l2d_tmap_name(const l2d_tmap* map, int32_t index, char* buf, 
  * "device": n}. */
 L2D_API l2d_status l2d_context_create(const char* backend, const char* options_json, l2d_context** out_ctx);
 L2D_API l2d_status l2d_context_free(l2d_context* ctx);
-/* Memory statistics as a JSON object {"bytes_in_use", "peak_bytes", ...}; the string lives until the
- * next call on this thread. */
+/* Statistics as a JSON object; the string lives until the next call on this thread. May wait for
+ * the device (pending profiling events). Members (counts are cumulative since the context was made):
+ *   "backend", "bytes_in_use", "peak_bytes" (the high-water mark of bytes_in_use);
+ *   "kernels": the dense-kernel paths and counters (CUDA; null on the CPU);
+ *   "launches": {"kernels" (CUDA kernel launches issued eagerly), "vendor_calls" (cuBLASLt/cuDNN
+ *     calls, each one or more kernels), "graphs" (CUDA-graph launches), "graph_kernels" (kernel nodes
+ *     in them), "captured_kernels" (launches recorded into graphs), "cpu_loops" (CPU backend:
+ *     top-level thread-pool loops, its stand-in for kernel launches), "syncs" (host waits for the
+ *     device)}, made by calls on the context and its models and sessions;
+ *   "device_wait_ms": host time those calls spent blocked waiting for the device;
+ *   "push": {"calls", "wall_ms", "device_wait_ms", "thread_cpu_ms"} of l2d_stream_push (host time
+ *     of the pushes = wall_ms - device_wait_ms);
+ *   "stage_profiling": whether stages are being timed (l2d_context_profile);
+ *   "stages_ms": {"encode"|"depth"|"unet"|"decode": {"calls", "ms"}} summed over the pushed frames
+ *     while profiling was on (CUDA: device time between events; CPU: wall time). */
 L2D_API l2d_status l2d_context_stats(l2d_context* ctx, const char** out_json);
+/* stages = 1 turns on the per-stage timing of stream pushes (CUDA: two events per stage, none
+ * while a CUDA graph is being captured), 0 turns it off (the default: no per-frame cost). With
+ * several streams on one context pushing at once, a stage's device time includes the others'. Its
+ * error message is only in l2d_last_error (as for l2d_context_stats). */
+L2D_API l2d_status l2d_context_profile(l2d_context* ctx, int32_t stages);
 /* The message of the last failed call made on this handle ("" if none). Never NULL. */
 L2D_API const char* l2d_context_last_error(const l2d_context* ctx);
 

@@ -1,12 +1,17 @@
 // api.cpp: the C ABI shims. Each function checks its arguments, calls into the core inside a
 // try/catch, and turns exceptions into an l2d_status plus the per-thread last-error message.
 // No math lives here.
+#include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <exception>
 #include <new>
 #include <string>
 
 #include "backends/backends.h"
+#include "core/device_tally.h"
 #include "core/error.h"
 #include "core/philox_fill.h"
 #include "l2d.h"
@@ -18,8 +23,16 @@ struct l2d_tmap {
 };
 
 namespace {
+// What the calls on a context handed to its device (sums of the calling threads' DeviceTally
+// differences, see attributed()) and what its stream pushes cost; l2d_context_stats reports them.
+struct ContextCounters {
+  std::atomic<uint64_t> kernels{0}, vendor_calls{0}, graphs{0}, graph_kernels{0}, captured_kernels{0}, syncs{0},
+      device_wait_ns{0}, cpu_loops{0};
+  std::atomic<uint64_t> pushes{0}, push_wall_ns{0}, push_wait_ns{0}, push_cpu_ns{0};
+};
 struct ContextImpl {
   std::unique_ptr<l2d::Backend> backend;
+  ContextCounters counters;
 };
 struct ModelImpl {
   std::shared_ptr<ContextImpl> ctx;  // keeps the backend alive while the model lives
@@ -76,6 +89,61 @@ l2d_status guarded_on(H* handle, F&& f) {
   const l2d_status status = guarded(std::forward<F>(f));
   if (handle) handle->last_error = status == L2D_OK ? std::string() : g_last_error;
   return status;
+}
+
+// Runs f and adds what this thread's device tally gained meanwhile to the context's counters (also
+// when f throws: the work was issued). Returns the device-wait nanoseconds of the call.
+template <typename F>
+uint64_t attributed(ContextImpl& ctx, F&& f) {
+  const l2d::DeviceTally before = l2d::thread_device_tally();
+  struct Add {
+    ContextCounters& c;
+    const l2d::DeviceTally& before;
+    ~Add() {
+      const l2d::DeviceTally& now = l2d::thread_device_tally();
+      c.kernels += now.kernels - before.kernels;
+      c.vendor_calls += now.vendor_calls - before.vendor_calls;
+      c.graphs += now.graphs - before.graphs;
+      c.graph_kernels += now.graph_kernels - before.graph_kernels;
+      c.captured_kernels += now.captured_kernels - before.captured_kernels;
+      c.cpu_loops += now.cpu_loops - before.cpu_loops;
+      c.syncs += now.syncs - before.syncs;
+      c.device_wait_ns += now.device_wait_ns - before.device_wait_ns;
+    }
+  } add{ctx.counters, before};
+  f();
+  return l2d::thread_device_tally().device_wait_ns - before.device_wait_ns;
+}
+
+uint64_t steady_ns() {
+  return uint64_t(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
+// CPU time of the calling thread (0 where the clock does not exist).
+uint64_t thread_cpu_ns() {
+#ifdef CLOCK_THREAD_CPUTIME_ID
+  timespec ts{};
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0) return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+#endif
+  return 0;
+}
+
+std::string ms_str(uint64_t ns) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.6f", double(ns) / 1e6);
+  return buf;
+}
+
+// The "launches" and "push" members of l2d_context_stats (see l2d.h).
+std::string counters_json(const ContextCounters& c) {
+  return "\"launches\":{\"kernels\":" + std::to_string(c.kernels.load()) +
+         ",\"vendor_calls\":" + std::to_string(c.vendor_calls.load()) + ",\"graphs\":" + std::to_string(c.graphs.load()) +
+         ",\"graph_kernels\":" + std::to_string(c.graph_kernels.load()) +
+         ",\"captured_kernels\":" + std::to_string(c.captured_kernels.load()) +
+         ",\"cpu_loops\":" + std::to_string(c.cpu_loops.load()) + ",\"syncs\":" + std::to_string(c.syncs.load()) + "},\"device_wait_ms\":" + ms_str(c.device_wait_ns) +
+         ",\"push\":{\"calls\":" + std::to_string(c.pushes.load()) + ",\"wall_ms\":" + ms_str(c.push_wall_ns) +
+         ",\"device_wait_ms\":" + ms_str(c.push_wait_ns) + ",\"thread_cpu_ms\":" + ms_str(c.push_cpu_ns) + "}";
 }
 
 #define REQUIRE_ARG(p) L2D_REQUIRE((p) != nullptr, "argument \"", #p, "\" must not be null")
@@ -251,11 +319,23 @@ l2d_status l2d_context_stats(l2d_context* ctx, const char** out_json) {
   return guarded([&] {
     REQUIRE_ARG(ctx);
     REQUIRE_ARG(out_json);
-    const l2d::Backend& be = *ctx->ptr->backend;
+    l2d::Backend& be = *ctx->ptr->backend;
+    const std::string stages = be.stage_times_json();  // may synchronise (pending CUDA events)
     g_scratch_json = "{\"backend\":\"" + be.name() + "\",\"bytes_in_use\":" + std::to_string(be.bytes_in_use()) +
-                     ",\"peak_bytes\":" + std::to_string(be.peak_bytes()) +
-                     ",\"kernels\":" + ctx->ptr->backend->kernel_info_json() + "}";
+                     ",\"peak_bytes\":" + std::to_string(be.peak_bytes()) + ",\"kernels\":" + be.kernel_info_json() +
+                     "," + counters_json(ctx->ptr->counters) + ",\"stage_profiling\":" +
+                     (be.stage_profiling() ? "true" : "false") + ",\"stages_ms\":" + stages + "}";
     *out_json = g_scratch_json.c_str();
+  });
+}
+
+// Like l2d_context_stats, it records its message only per thread (l2d_last_error), not in the
+// handle: the bench calls it from the main thread while other calls on the context's models run.
+l2d_status l2d_context_profile(l2d_context* ctx, int32_t stages) {
+  return guarded([&] {
+    REQUIRE_ARG(ctx);
+    L2D_REQUIRE(stages == 0 || stages == 1, "stages must be 0 or 1, got ", stages);
+    ctx->ptr->backend->set_stage_profiling(stages == 1);
   });
 }
 
@@ -272,7 +352,7 @@ l2d_status l2d_model_create(l2d_context* ctx, const char* kind, const char* conf
     const l2d::TensorMap& w = weights ? weights->map : kEmpty;
     auto model = std::make_shared<ModelImpl>();
     model->ctx = ctx->ptr;
-    model->impl = l2d::find_model_factory(kind)(*model->ctx->backend, config, w);
+    attributed(*model->ctx, [&] { model->impl = l2d::find_model_factory(kind)(*model->ctx->backend, config, w); });
     *out_model = new l2d_model{std::move(model), {}};
   });
 }
@@ -286,7 +366,7 @@ l2d_status l2d_model_run(l2d_model* model, const char* method, l2d_tmap* io) {
     REQUIRE_ARG(model);
     REQUIRE_ARG(method);
     REQUIRE_ARG(io);
-    model->ptr->impl->run(method, io->map);
+    attributed(*model->ptr->ctx, [&] { model->ptr->impl->run(method, io->map); });
   });
 }
 
@@ -299,7 +379,7 @@ l2d_status l2d_session_create(l2d_model* model, const char* config_json, l2d_ses
     const l2d::Json config = parse_optional_json(config_json);
     auto session = std::make_unique<l2d_session>();
     session->models.push_back(model->ptr);
-    session->impl = model->ptr->impl->create_session(config);
+    attributed(*model->ptr->ctx, [&] { session->impl = model->ptr->impl->create_session(config); });
     *out_session = session.release();
   });
 }
@@ -313,7 +393,7 @@ l2d_status l2d_session_run(l2d_session* session, const char* method, l2d_tmap* i
     REQUIRE_ARG(session);
     REQUIRE_ARG(method);
     REQUIRE_ARG(io);
-    session->impl->run(method, io->map);
+    attributed(*session->models.at(0)->ctx, [&] { session->impl->run(method, io->map); });
   });
 }
 
@@ -335,7 +415,7 @@ l2d_status l2d_stream_create(l2d_model* unet, l2d_model* vae, l2d_model* depth, 
     const l2d::Json config = parse_optional_json(config_json);
     auto session = std::make_unique<l2d_session>();
     session->models = {unet->ptr, vae->ptr, depth->ptr};
-    session->impl = std::make_unique<l2d::LiveStream>(*u, *v, *d, config);
+    attributed(*unet->ptr->ctx, [&] { session->impl = std::make_unique<l2d::LiveStream>(*u, *v, *d, config); });
     *out_stream = session.release();
   });
 }
@@ -358,7 +438,17 @@ l2d_status l2d_stream_push(l2d_session* stream, const uint8_t* frame, uint64_t f
     L2D_REQUIRE(out_size == uint64_t(live->width() * live->height() * 3), "out_rgb must hold ",
                 live->width() * live->height() * 3, " bytes (stream ", live->width(), "x", live->height(), " RGB), got ",
                 out_size);
-    *out_ready = live->push_frame({frame, width, height, channels}, out_rgb) ? 1 : 0;
+    // Host time of a push = wall time - time blocked waiting for the device (bench: host ms per frame).
+    ContextCounters& c = stream->models.at(0)->ctx->counters;
+    const uint64_t wall0 = steady_ns(), cpu0 = thread_cpu_ns();
+    bool ready = false;
+    const uint64_t wait = attributed(*stream->models.at(0)->ctx,
+                                     [&] { ready = live->push_frame({frame, width, height, channels}, out_rgb); });
+    c.push_wall_ns += steady_ns() - wall0;
+    c.push_cpu_ns += thread_cpu_ns() - cpu0;
+    c.push_wait_ns += wait;
+    ++c.pushes;
+    *out_ready = ready ? 1 : 0;
   });
 }
 

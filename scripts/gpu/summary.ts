@@ -201,10 +201,45 @@ if (import.meta.main) {
         `  ${c.width}x${c.height} T=${c.steps}: ${c.fps} fps, p50 ${c.p50_ms} ms, p99 ${c.p99_ms} ms, native p50 ${c.native_p50_ms} ms, ` +
           `stages ${JSON.stringify(c.stages_ms ?? {})}`,
       );
+      if (c.launches_per_frame || c.push_ms || c.stage_ms_per_frame) {
+        lines.push(
+          `    per frame: launches ${JSON.stringify(c.launches_per_frame ?? null)}, host ${
+            c.push_ms?.host_ms ?? "?"
+          } ms ` +
+            `(device wait ${c.push_ms?.device_wait_ms ?? "?"} ms), stages in the push ${
+              JSON.stringify(c.stage_ms_per_frame ?? null)
+            }, peak ${Math.round((c.backend_peak_bytes ?? 0) / 2 ** 20)} MiB`,
+        );
+      }
+    }
+    // deno-lint-ignore no-explicit-any
+    for (const k of (bench.concurrent as any[] | undefined) ?? []) {
+      lines.push(
+        `  ${k.streams} streams at once ${k.width}x${k.height} T=${k.steps}: ${k.fps} fps in total ` +
+          `(${k.fps_per_stream} per stream), p50 ${k.p50_ms} ms, p99 ${k.p99_ms} ms`,
+      );
     }
     lines.push(`bench JSON: ${JSON.stringify(bench)}`);
   } else {
     lines.push("bench: no result (see logs.tar.gz: logs/bench.err)");
+  }
+  // Step 7: the switch pairs (scripts/bench/switch_pairs.ts), after / before per configuration.
+  const pairs = tryJson(lastLine(await text(join(outDir, "bench_switches.json"))));
+  // deno-lint-ignore no-explicit-any
+  for (const p of (pairs?.bench_switch_pairs as any[] | undefined) ?? []) {
+    if (p.error) {
+      lines.push(`bench ${p.switch}=${p.before} -> ${p.after}: ${p.error}`);
+      continue;
+    }
+    for (const row of p.rows ?? []) {
+      // deno-lint-ignore no-explicit-any
+      const show = (row.ratios as any[]).filter((r) =>
+        ["fps", "p99_ms", "push_ms.host_ms", "launches_per_frame.host_issued", "stage_ms_per_frame.unet"].includes(
+          r.metric,
+        )
+      ).map((r) => `${r.metric} ${r.before} -> ${r.after} (x${r.ratio ?? "-"})`);
+      lines.push(`bench ${p.switch}=${p.before} -> ${p.after}, ${row.key}: ${show.join(", ")}`);
+    }
   }
   const txt = lines.join("\n");
   await Deno.writeTextFile(join(outDir, "summary.txt"), txt + "\n");

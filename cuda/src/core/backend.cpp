@@ -1,6 +1,8 @@
 // backend.cpp: ops defined once for every backend in terms of other ops.
 #include "backend.h"
 
+#include <chrono>
+
 #include "frame_fit.h"
 
 namespace l2d {
@@ -44,6 +46,26 @@ Tensor Backend::image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int
 
 void Backend::replay(int64_t handle) {
   fail(L2D_ERR_INTERNAL, "replay(", handle, "): backend \"", name(), "\" captured nothing");
+}
+
+// Host stage timing: the token is the start time in steady-clock nanoseconds (+1, never 0).
+uint64_t Backend::stage_begin() noexcept {
+  if (!stage_profiling_.load(std::memory_order_relaxed)) return 0;
+  return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::steady_clock::now().time_since_epoch())
+                      .count()) +
+         1;
+}
+
+void Backend::stage_end(const char* stage, uint64_t token) noexcept {
+  if (token == 0) return;
+  const uint64_t now = uint64_t(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+  try {
+    stage_times_.add(stage, double(now + 1 - token) / 1e6);
+  } catch (...) {
+    // out of host memory for a map node: the sample is dropped (profiling never fails a frame)
+  }
 }
 
 }  // namespace l2d

@@ -11,11 +11,14 @@
 //   - shape errors are bugs in model code and throw L2D_ERR_INTERNAL; data errors are caught earlier.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "host_tensor.h"
+#include "stage_profile.h"
 #include "tensor.h"
 
 namespace l2d {
@@ -211,6 +214,45 @@ class Backend {
   virtual void replay(int64_t handle);
   // Forgets a captured region and returns its memory. Never throws; 0 is ignored.
   virtual void release_capture(int64_t handle) noexcept { (void)handle; }
+  // ---- stage profiling (l2d_context_profile, scripts/bench.ts) ----
+  // Off by default: stage_begin then returns 0 and stage_end(.., 0) returns at once, so pipeline
+  // code may bracket its stages unconditionally (StageTimer). While on, each stage's milliseconds
+  // are summed per name: wall time here (right for a synchronous backend: the CPU), device time
+  // between two events on CUDA (no events while a CUDA graph is being captured). Never throw.
+  virtual void set_stage_profiling(bool on) { stage_profiling_ = on; }
+  bool stage_profiling() const { return stage_profiling_.load(std::memory_order_relaxed); }
+  virtual uint64_t stage_begin() noexcept;
+  virtual void stage_end(const char* stage, uint64_t token) noexcept;
+  // {"stage": {"calls": n, "ms": total}, ...} since the context was created. May synchronise.
+  virtual std::string stage_times_json() { return stage_times_.json(); }
+
+ protected:
+  std::atomic<bool> stage_profiling_{false};
+  StageTimes stage_times_;
+};
+
+// Brackets consecutive stages of pipeline code: stage("unet") ends the previous stage (if any) and
+// begins the next one; the destructor ends the last. One branch per call when profiling is off.
+class StageTimer {
+ public:
+  explicit StageTimer(Backend& be) : be_(be) {}
+  ~StageTimer() { end(); }
+  StageTimer(const StageTimer&) = delete;
+  StageTimer& operator=(const StageTimer&) = delete;
+  void stage(const char* name) noexcept {
+    end();
+    name_ = name;
+    token_ = be_.stage_begin();
+  }
+  void end() noexcept {
+    if (name_ && token_) be_.stage_end(name_, token_);
+    name_ = nullptr;
+  }
+
+ private:
+  Backend& be_;
+  const char* name_ = nullptr;
+  uint64_t token_ = 0;
 };
 
 }  // namespace l2d

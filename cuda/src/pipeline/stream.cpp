@@ -237,11 +237,16 @@ void LiveStream::step_host() {
 }
 
 Tensor LiveStream::step_device(const Tensor& image01, TensorMap* debug) {
+  // Device ms per stage when the context profiles (l2d_context_profile); no events in a capture.
+  StageTimer stages(be_);
+  stages.stage("depth");  // MiDaS and the depth image
   const Tensor image = be_.unary(image01, Unary::Affine, 2.f, -1.f);
+  const Tensor depth_rgb = depth_image(image, debug);
+  stages.stage("encode");  // both TAESD encodes and the frame's noise
   // The frame and its depth image in ONE TAESD encode [2, 3, H, W]: the encoder is convolutions,
   // ReLUs, adds and upsampling, all per image, so each row is what a separate encode gives (on the
   // CPU bit for bit: its convolution runs image by image), with half the encoder's launches.
-  const Tensor lat = vae_.encode(be_.concat({image, depth_image(image, debug)}, 0));  // [2, 4, h, w]
+  const Tensor lat = vae_.encode(be_.concat({image, depth_rgb}, 0));  // [2, 4, h, w]
   const Tensor nz = be_.random_normal_counter({1, lat.dim(1), lat.dim(2), lat.dim(3)}, seed_, 1, frame_counter_, 0);
   const Tensor x_new = be_.binary(be_.binary(be_.slice(lat, 0, 0, 1), alpha0_, Binary::Mul),
                                   be_.binary(nz, beta0_, Binary::Mul), Binary::Add);
@@ -250,6 +255,7 @@ Tensor LiveStream::step_device(const Tensor& image01, TensorMap* debug) {
     debug->put("x_t_latent", be_.to_host(x_new));
     debug->put("depth_latent", be_.to_host(d_new));
   }
+  stages.stage("unet");
   be_.write_slice(sample_, x_new, {0, 0, 0, 0});  // rows 1.. hold the carried buffer
   be_.write_slice(depth_in_, d_new, {0, 0, 0, 0});
   const Tensor& sample = sample_;  // [T, 4, h, w]
@@ -295,6 +301,7 @@ Tensor LiveStream::step_device(const Tensor& image01, TensorMap* debug) {
     be_.write_slice(depth_in_, be_.slice(depth_in_, 0, 0, rest), {1, 0, 0, 0});
   }
   be_.counter_add(frame_counter_, 1);
+  stages.stage("decode");
   return decode_to_unit(out_latent);
 }
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "../../core/device_tally.h"
+
 namespace l2d::cpu {
 
 static thread_local bool t_inside_pool_job = false;
@@ -55,6 +57,7 @@ void ThreadPool::worker_loop(int index) {
 
 void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
+  if (!t_inside_pool_job) ++thread_device_tally().cpu_loops;  // the bench's stand-in for kernel launches
   const int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(1, grain));
   const int64_t parts = std::min<int64_t>(size(), max_chunks);
   if (parts <= 1 || workers_.empty() || t_inside_pool_job) {

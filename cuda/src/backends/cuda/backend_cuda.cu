@@ -12,6 +12,7 @@
 #include "backend_cuda.h"
 #include "common.cuh"
 #include "dense_router.h"
+#include "stage_events.h"
 
 namespace l2d {
 namespace {
@@ -230,7 +231,7 @@ void CudaBackend::raw_free(void* ptr, size_t bytes) {
 // surfaces at the next synchronize()/to_host()/from_host() after the op that met it.
 void CudaBackend::synchronize() {
   CUDA_CHECK(cudaMemcpyAsync(host_error_, dev_error_, sizeof(DeviceError), cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  CUDA_STREAM_WAIT(stream_);
   const DeviceError e = *host_error_;
   if (e.code == kErrNone) return;
   host_error_->code = kErrNone;

@@ -17,12 +17,19 @@
 
 #include "../../core/backend.h"
 #include "graph.h"
+#include "../../core/device_tally.h"
 #include "guarded_backend.h"
+
+// Launch accounting (the bench's launches per frame; core/device_tally.h): CUDA_CHECK_LAUNCH counts
+// every <<<>>> launch, the dense router every vendor call. CUDA-graph code reports its own work:
+//   l2d::tally_graph_launch(kernel_nodes);   // after each cudaGraphLaunch (nodes: at instantiation)
+//   { l2d::CaptureTallyScope scope; ...capture... }  // launches recorded into a graph, not run
 
 namespace l2d::cuda {
 
 struct DeviceError;  // common.cuh
 class DenseRouter;  // dense_router.h
+class StageEvents;  // stage_events.h
 
 // Which attention kernels a context runs (ops_attention.cu): the simple ones (verified, any
 // shape) or the fast ones (tensor-core fused attention, vectorised temporal attention; problems
@@ -102,6 +109,11 @@ class CudaBackend : public Backend {
   int64_t capture(const std::function<void()>& region, std::string* why) override;
   void replay(int64_t handle) override;
   void release_capture(int64_t handle) noexcept override;
+  // Stage profiling with CUDA events (stage_events.cu; off by default, none during graph capture).
+  void set_stage_profiling(bool on) override;
+  uint64_t stage_begin() noexcept override;
+  void stage_end(const char* stage, uint64_t token) noexcept override;
+  std::string stage_times_json() override;
 
   cudaStream_t stream() const { return stream_; }
   bool fp16() const { return fp16_; }
@@ -156,6 +168,7 @@ class CudaBackend : public Backend {
 
   // ---- the per-frame copies (graph_io.cu) ----
   PinnedStaging upload_, download_;
+  std::unique_ptr<StageEvents> stage_events_;  // made on the first set_stage_profiling(true)
 };
 
 // Philox values computed on the device (checks the shared philox.h in device code).

@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../../core/device_tally.h"
 #include "../../core/error.h"
 
 #define CUDA_CHECK(expr)                                                                          \
@@ -16,8 +17,18 @@
                   __LINE__, ")");                                                                 \
   } while (0)
 
-// Launch-error check after <<<>>> (asynchronous errors surface at the next sync).
-#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+// Launch-error check after <<<>>> (asynchronous errors surface at the next sync). Every launch site
+// calls it exactly once per launch, so it also counts the launches (device_tally.h; the bench's
+// launches per frame).
+#define CUDA_CHECK_LAUNCH()                  \
+  do {                                       \
+    ++::l2d::thread_device_tally().kernels;  \
+    CUDA_CHECK(cudaGetLastError());          \
+  } while (0)
+
+// cudaStreamSynchronize, with the time blocked added to the thread's device-wait tally (the bench
+// reports host milliseconds per frame = push time minus this).
+#define CUDA_STREAM_WAIT(stream) CUDA_CHECK(::l2d::timed_device_wait([&] { return cudaStreamSynchronize(stream); }))
 
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 

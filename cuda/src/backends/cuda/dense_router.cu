@@ -209,6 +209,7 @@ void DenseRouter::conv2d(CudaBackend& be, const GemmParams& g, const vendor::Dnn
   if (dnn && dnn_ && vendor_allowed() && dnn_->prepare(*dnn, &ws_bytes)) {
     cands.push_back({KernelPath::Vendor, [&, ws_bytes] {
                        Buffer ws(&be, ws_bytes);
+                       ++thread_device_tally().vendor_calls;  // the bench's launches per frame
                        const std::string err = dnn_->run(*dnn, ws_bytes ? ws.data() : nullptr, ws_bytes, be.stream());
                        if (!err.empty()) note_vendor_error(err);  // our kernels then overwrite the whole output
                        return err.empty();
@@ -225,6 +226,7 @@ void DenseRouter::gemm(CudaBackend& be, const GemmParams& g, const vendor::LtGem
   if (lt && lt_ && vendor_allowed() && lt_->prepare(*lt, &ws_bytes)) {
     cands.push_back({KernelPath::Vendor, [&, ws_bytes] {
                        Buffer ws(&be, ws_bytes);
+                       ++thread_device_tally().vendor_calls;  // the bench's launches per frame
                        const std::string err = lt_->run(*lt, ws_bytes ? ws.data() : nullptr, ws_bytes, be.stream());
                        if (!err.empty()) note_vendor_error(err);
                        return err.empty();
