@@ -1,7 +1,8 @@
 // test_cuda_dense: every convolution and linear-layer shape of one real frame (the table
 // cuda/tests/dense_shapes.txt, derived from the networks by scripts/dense_shapes.ts: UNet at 64x64
 // latents with T = 2 and 3, TAESD at 512x512, MiDaS DPT-Hybrid at 384x384) on CUDA fp32 and fp16
-// against the CPU oracle, through the shared harness (op_test_harness.h).
+// against the CPU oracle, through the shared harness (op_test_harness.h). The UNet linears that feed a
+// residual connection also run as linear_add (the residual in the GEMM epilogue).
 //
 // The kernel path is chosen by L2D_KERNELS (simple | own | vendor | tune | auto, read when the contexts are
 // created), so gpu-check runs this binary once per path:
@@ -74,6 +75,30 @@ std::string dims(const std::vector<int64_t>& v, size_t from, size_t to, const ch
   return s;
 }
 
+// The UNet linears that end in a residual connection (Backend::linear_add): attention outputs
+// (to_out.0: K == N, and the motion modules' proj_in rows share their shape), feed-forward outputs
+// (ff.net.2: K == 4 N); the time-embedding rows (a few tokens) are not.
+bool is_residual_linear(const Row& r) {
+  const int64_t M = r.v[0], K = r.v[1], N = r.v[2];
+  return !r.conv && r.tag.rfind("unet", 0) == 0 && r.v[3] != 0 && M >= 64 && (K == N || K == 4 * N);
+}
+
+// The linear case c as linear_add: the residual r on the x grid (2^-4 in [-1, 1]) keeps every sum on
+// the 2^-10 grid below 2^14, so the exact fp32 and one-rounding fp16 bounds of c still apply: the
+// residual is added in the epilogue, before the only rounding.
+l2d_test::Case with_residual(l2d_test::Case c, const Row& r) {
+  const int64_t M = r.v[0], N = r.v[2];
+  c.method = "linear_add";
+  c.label = "linear_add" + c.label.substr(c.label.find('/'));
+  auto make = c.make;
+  c.make = [=](l2d_test::Rng& rng) {
+    std::vector<l2d_test::Input> in = make(rng);
+    in.push_back(l2d_test::fgrid("r", {M, N}, rng, 4, 1.f));
+    return in;
+  };
+  return c;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -143,7 +168,8 @@ int main(int argc, char** argv) {
     c.note = "x" + std::to_string(r.v.back()) + " per frame";
     if (exact32) c.fp32 = Bound{0, 0, 0, 0, true};
     if (exact16) c.fp16 = Bound{1e-3, 0, 1e-3, 0.5, false};  // one correctly rounded fp16 output
-    cases.push_back(std::move(c));
+    cases.push_back(c);
+    if (is_residual_linear(r)) cases.push_back(with_residual(c, r));
   }
   return h.run(cases);
 }

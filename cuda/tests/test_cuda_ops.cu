@@ -239,6 +239,14 @@ void network_cases(Table& t) {
                                fgrid("b", {2560}, r, 5, 0.5f)};
                    }),
                0.5);
+  // The feed-forward output + its residual connection in one GEMM (the residual in the epilogue).
+  exact_bounds(big("linear_add/tc_exact_unet_ff_out_8192x320_k1280", "linear_add",
+                   "M=8192 N=320 K=1280 " + gemm_tile(8192, 320, 1), "UNet FF output + residual (exact inputs)",
+                   [](Rng& r) {
+                     return In{fgrid("x", {8192, 1280}, r, 5, 0.5f), fgrid("w", {320, 1280}, r, 5, 0.5f),
+                               fgrid("b", {320}, r, 5, 0.5f), fgrid("r", {8192, 320}, r, 5, 0.5f)};
+                   }),
+               0.5);
   // Implicit-GEMM convs: M = out channels, N = pixels, batch = rows.
   big("conv2d/unet_640to320_64x64_b3", "conv2d", "M=320 N=4096 K=5760 batch=3 " + gemm_tile(320, 4096, 3),
       "UNet up_blocks.3 resnet conv (640 in)", [](Rng& r) {

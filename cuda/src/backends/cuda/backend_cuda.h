@@ -70,6 +70,7 @@ class CudaBackend : public Backend {
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) override;
   Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride) override;
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) override;
+  Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) override;
   Tensor matmul(const Tensor& a, const Tensor& b) override;
   Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                     bool fuse_silu) override;
@@ -129,6 +130,9 @@ class CudaBackend : public Backend {
   DeviceError* device_error() const { return dev_error_; }
 
  private:
+  // linear (residual null) and linear_add (ops_dense.cu).
+  Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual);
+
   int device_;
   bool fp16_;
   bool sync_each_op_ = false;

@@ -130,7 +130,7 @@ namespace {
 std::string shape_key(const GemmParams& g, bool vendor_form) {
   std::ostringstream k;
   k << g.M << ',' << g.N << ',' << g.K << ',' << g.batch << ',' << g.b_mode << ',' << g.bias_mode << ',' << g.lda
-    << ',' << g.ldb << ',' << (g.a_bs != 0) << (g.b_bs != 0) << (vendor_form ? 'v' : '-');
+    << ',' << g.ldb << ',' << (g.a_bs != 0) << (g.b_bs != 0) << (g.residual ? 'r' : '-') << (vendor_form ? 'v' : '-');
   if (g.b_mode == kGemmB_Im2col)
     k << ',' << g.conv_C << 'x' << g.conv_H << 'x' << g.conv_W << ',' << g.conv_KH << 'x' << g.conv_KW << ",s"
       << g.conv_sh << ",p" << g.conv_pt << '.' << g.conv_pl;

@@ -131,6 +131,10 @@ class Guarded final : public Impl {
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) override {
     return op("linear", {{"x", &x}, {"w", &w}, {"bias", bias}}, [&] { return Impl::linear(x, w, bias); });
   }
+  Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) override {
+    return op("linear_add", {{"x", &x}, {"w", &w}, {"bias", bias}, {"residual", &residual}},
+              [&] { return Impl::linear_add(x, w, bias, residual); });
+  }
   Tensor matmul(const Tensor& a, const Tensor& b) override {
     return op("matmul", {{"a", &a}, {"b", &b}}, [&] { return Impl::matmul(a, b); });
   }

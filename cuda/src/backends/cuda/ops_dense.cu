@@ -13,6 +13,36 @@
 
 namespace l2d::cuda {
 
+namespace {
+
+// The cuBLASLt form of a linear / matmul GEMM g (A row-major, B [K, N] or [N, K], dense epilogue,
+// bias per column n or none): the same operands, strides, bias and residual.
+vendor::LtGemm lt_gemm(const GemmParams& g, bool fp16) {
+  L2D_ASSERT(!g.trans_a && g.epilogue == kEpiDense && g.bias_mode != kBiasPerM &&
+             (g.b_mode == kGemmB_KN || g.b_mode == kGemmB_NK));
+  vendor::LtGemm lt;
+  lt.M = g.M;
+  lt.N = g.N;
+  lt.K = g.K;
+  lt.batch = g.batch;
+  lt.A = g.A;
+  lt.lda = g.lda;
+  lt.a_bs = g.a_bs;
+  lt.B = g.B;
+  lt.ldb = g.ldb;
+  lt.b_bs = g.b_bs;
+  lt.b_nk = g.b_mode == kGemmB_NK;
+  lt.C = g.C;
+  lt.ldc = g.ldc;
+  lt.c_bs = g.c_bs;
+  lt.bias = g.bias;
+  lt.residual = g.residual;
+  lt.fp16 = fp16;
+  return lt;
+}
+
+}  // namespace
+
 // Implicit GEMM per image: y[n] [O, Ho*Wo] = w [O, C*KH*KW] @ im2col(x[n]) + bias (per row).
 Tensor CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) {
   L2D_ASSERT(x.ndim() == 4 && w.ndim() == 4 && x.dim(1) == w.dim(1));
@@ -120,6 +150,16 @@ Tensor CudaBackend::conv_transpose2d(const Tensor& x, const Tensor& w, const Ten
 }
 
 Tensor CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  return linear_impl(x, w, bias, nullptr);
+}
+
+// The residual rides in the GEMM epilogue on every path (simple, own, cuBLASLt with beta = 1), so the
+// output is written once instead of written, read and rewritten by a separate Add.
+Tensor CudaBackend::linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) {
+  return linear_impl(x, w, bias, &residual);
+}
+
+Tensor CudaBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual) {
   const int64_t K = x.dim(-1), N = w.dim(0);
   L2D_ASSERT(w.ndim() == 2 && w.dim(1) == K && K > 0);
   L2D_ASSERT(x.dtype() == float_dtype() && w.dtype() == float_dtype());
@@ -127,6 +167,7 @@ Tensor CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias)
   const int64_t M = x.numel() / K;
   Shape out = x.shape();
   out.back() = N;
+  if (residual) L2D_ASSERT(residual->shape() == out && residual->dtype() == float_dtype());
   Tensor y = empty(out);
   GemmParams g;
   g.M = M;
@@ -141,20 +182,9 @@ Tensor CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias)
   g.ldc = N;
   g.bias = bias ? bias->data() : nullptr;
   g.bias_mode = bias ? kBiasPerN : kBiasNone;
-  vendor::LtGemm lt;
-  lt.M = M;
-  lt.N = N;
-  lt.K = K;
-  lt.A = x.data();
-  lt.lda = K;
-  lt.B = w.data();
-  lt.ldb = K;
-  lt.b_nk = true;
-  lt.C = y.data();
-  lt.ldc = N;
-  lt.bias = g.bias;
-  lt.fp16 = fp16_;
-  dense_->gemm(*this, g, &lt, "linear");
+  g.residual = residual ? residual->data() : nullptr;
+  const vendor::LtGemm lt = lt_gemm(g, fp16_);
+  dense_->gemm(*this, g, &lt, residual ? "linear_add" : "linear");
   return y;
 }
 
@@ -185,21 +215,7 @@ Tensor CudaBackend::matmul(const Tensor& a, const Tensor& b) {
   g.C = y.data();
   g.ldc = N;
   g.c_bs = M * N;
-  vendor::LtGemm lt;
-  lt.M = M;
-  lt.N = N;
-  lt.K = K;
-  lt.batch = g.batch;
-  lt.A = g.A;
-  lt.lda = g.lda;
-  lt.a_bs = g.a_bs;
-  lt.B = g.B;
-  lt.ldb = g.ldb;
-  lt.b_bs = g.b_bs;
-  lt.C = g.C;
-  lt.ldc = g.ldc;
-  lt.c_bs = g.c_bs;
-  lt.fp16 = fp16_;
+  const vendor::LtGemm lt = lt_gemm(g, fp16_);
   dense_->gemm(*this, g, &lt, "matmul");
   return y;
 }

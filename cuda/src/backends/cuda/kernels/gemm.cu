@@ -44,12 +44,14 @@ __device__ __forceinline__ void load_tile(T* __restrict__ smem, const T* __restr
   }
 }
 
+// R: this batch's residual (laid out like C) or null; added after the bias, as linear then Add would.
 template <typename T>
-__device__ __forceinline__ void store_out(const GemmParams& p, T* __restrict__ C, const T* __restrict__ bias, int64_t m,
-                                          int64_t n, float v) {
+__device__ __forceinline__ void store_out(const GemmParams& p, T* __restrict__ C, const T* __restrict__ bias,
+                                          const T* __restrict__ R, int64_t m, int64_t n, float v) {
   if (p.epilogue == kEpiDense) {
     if (p.bias_mode == kBiasPerN) v += to_f(bias[n]);
     else if (p.bias_mode == kBiasPerM) v += to_f(bias[m]);
+    if (R) v += to_f(R[m * p.ldc + n]);
     C[m * p.ldc + n] = from_f<T>(v);
   } else {
     const int64_t k = p.ct_k, o = m / (k * k), ij = m - o * k * k, i = ij / k, j = ij - i * k;
@@ -81,6 +83,7 @@ static __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32)
   const T* B = static_cast<const T*>(p.B) + z * p.b_bs;
   T* C = static_cast<T*>(p.C) + z * p.c_bs;
   const T* bias = static_cast<const T*>(p.bias);
+  const T* R = p.residual ? static_cast<const T*>(p.residual) + z * p.c_bs : nullptr;
   const int tid = threadIdx.x;
 
   // im2col: each thread always gathers the same column n of the B tile.
@@ -208,7 +211,7 @@ static __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32)
         __syncwarp();
         for (int e = lane; e < 256; e += 32) {
           const int64_t m = m0 + wm * WTM + i * 16 + e / 16, n = n0 + wn * WTN + j * 16 + e % 16;
-          if (m < M && n < N) store_out<T>(p, C, bias, m, n, sc[e]);
+          if (m < M && n < N) store_out<T>(p, C, bias, R, m, n, sc[e]);
         }
         __syncwarp();
       }
@@ -218,7 +221,7 @@ static __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32)
 #pragma unroll
       for (int j = 0; j < TN; ++j) {
         const int64_t m = m0 + ty + i * TY, n = n0 + tx + j * TX;
-        if (m < M && n < N) store_out<T>(p, C, bias, m, n, facc[i][j]);
+        if (m < M && n < N) store_out<T>(p, C, bias, R, m, n, facc[i][j]);
       }
   }
 }
@@ -257,7 +260,7 @@ void gemm_t(const GemmParams& p, cudaStream_t s) {
 void gemm_cuda(const GemmParams& p, bool fp16, cudaStream_t stream) {
   if (p.M <= 0 || p.N <= 0 || p.batch <= 0) return;
   L2D_ASSERT(p.batch <= 65535 && CEIL_DIV(p.N, int64_t(64)) <= 65535 && CEIL_DIV(p.M, int64_t(64)) < (int64_t(1) << 31));
-  L2D_ASSERT(p.epilogue == kEpiDense || p.epilogue == kEpiConvT);
+  L2D_ASSERT(p.epilogue == kEpiDense || (p.epilogue == kEpiConvT && !p.residual));
   if (fp16) gemm_t<__half>(p, stream);
   else gemm_t<float>(p, stream);
   CUDA_CHECK_LAUNCH();

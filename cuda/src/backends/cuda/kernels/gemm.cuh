@@ -1,7 +1,7 @@
 // gemm.cuh: the CUDA backend's one matrix-multiply kernel family, used by linear, matmul, conv2d
 // (implicit GEMM: the B operand is gathered im2col-style on the fly, no scratch buffer) and
 // conv_transpose2d (stride == kernel: GEMM whose epilogue scatters into the output image).
-//   C[z][m, n] = sum_k A[z](m, k) * B[z](k, n) (+ bias), fp32 accumulation,
+//   C[z][m, n] = sum_k A[z](m, k) * B[z](k, n) (+ bias) (+ residual[z][m, n]), fp32 accumulation,
 // batched over z with per-operand batch strides (0 = broadcast).
 #pragma once
 
@@ -39,6 +39,9 @@ struct GemmParams {
   int64_t ldc = 0, c_bs = 0;
   const void* bias = nullptr;
   int bias_mode = kBiasNone;
+  // kEpiDense only: added after the bias, before the one rounding to the storage type (a residual
+  // connection). Laid out like C (ldc, c_bs); must not overlap C.
+  const void* residual = nullptr;
   int epilogue = kEpiDense;
   int ct_k = 1, ct_H = 1, ct_W = 1;  // kEpiConvT geometry
 };

@@ -9,9 +9,9 @@
 //     latency hides behind the MMAs. The gather walks k = (c, kh, kw) incrementally (no divides).
 //   - math: ldmatrix.x4 (A; B with .trans when B is k-major in shared memory) + mma.sync m16n8k16,
 //     fp32 accumulators in registers.
-// Epilogue: bias (per row for convolutions, per column for linear) and fp16 stores (half2 where
-// aligned), or, for split-K, fp32 partials into a workspace that a second kernel sums in a fixed
-// order (deterministic: no atomics) before adding the bias.
+// Epilogue: bias (per row for convolutions, per column for linear), an optional residual (linear_add)
+// and fp16 stores (half2 where aligned), or, for split-K, fp32 partials into a workspace that a second
+// kernel sums in a fixed order (deterministic: no atomics) before adding the bias and residual.
 // Shared rows are padded by 16 bytes, which makes every ldmatrix phase hit 8 distinct bank groups.
 #include <algorithm>
 
@@ -25,6 +25,36 @@ namespace {
 
 using namespace tc;
 using namespace ptx;
+
+// Columns n and n + 1 of one output row (row: C's row, res: the residual's row or null): v (the
+// accumulators + the per-row bias) + the per-column bias + the residual, rounded once to fp16; pair_ok:
+// half2 accesses are aligned (n is always even).
+__device__ __forceinline__ void store_pair(const GemmParams& p, __half* row, const __half* res, int64_t n, float v0,
+                                           float v1, bool pair_ok) {
+  const int64_t N = p.N;
+  const bool pair = pair_ok && n + 1 < N;
+  if (p.bias_mode == kBiasPerN) {
+    const __half* bias = static_cast<const __half*>(p.bias);
+    if (n < N) v0 += __half2float(bias[n]);
+    if (n + 1 < N) v1 += __half2float(bias[n + 1]);
+  }
+  if (res) {
+    if (pair) {
+      const float2 r = __half22float2(*reinterpret_cast<const __half2*>(res + n));
+      v0 += r.x;
+      v1 += r.y;
+    } else {
+      if (n < N) v0 += __half2float(res[n]);
+      if (n + 1 < N) v1 += __half2float(res[n + 1]);
+    }
+  }
+  if (pair) {
+    *reinterpret_cast<__half2*>(row + n) = __floats2half2_rn(v0, v1);
+  } else {
+    if (n < N) row[n] = __float2half_rn(v0);
+    if (n + 1 < N) row[n + 1] = __float2half_rn(v1);
+  }
+}
 
 template <int BN, int BMODE>
 __global__ void __launch_bounds__(THREADS, 2)
@@ -181,10 +211,9 @@ __global__ void __launch_bounds__(THREADS, 2)
   cp_async_wait<0>();
 
   // ---- epilogue (acc_pos: element e of acc[i][j] is tile (row, col); e = 0/1 and 2/3 are column pairs) ----
-  if (splits == 1) {
-    __half* C = static_cast<__half*>(p.C) + z * p.c_bs;
-    const __half* bias = static_cast<const __half*>(p.bias);
-    const bool pair_ok = (p.ldc % 2 == 0) && (p.c_bs % 2 == 0) && (reinterpret_cast<uintptr_t>(p.C) % 4 == 0);
+  // Hands each in-range row m, with the per-row bias bm, and each column pair (n, n + 1) of this thread's
+  // accumulators to store(m, n, v0, v1, bm). The store is chosen outside the loops (two instantiations).
+  auto for_each_pair = [&](bool row_bias, auto&& store) {
 #pragma unroll
     for (int i = 0; i < G::MI; ++i)
 #pragma unroll
@@ -193,55 +222,42 @@ __global__ void __launch_bounds__(THREADS, 2)
         acc_pos<BN>(wm, wn, i, 0, lane, 2 * h, tr, tc0);
         const int64_t m = m0 + tr;
         if (m >= M) continue;
-        const float bm = p.bias_mode == kBiasPerM ? __half2float(bias[m]) : 0.f;
+        const float bm = row_bias ? __half2float(static_cast<const __half*>(p.bias)[m]) : 0.f;
 #pragma unroll
         for (int j = 0; j < G::NI; ++j) {
           int r_, c_;
           acc_pos<BN>(wm, wn, i, j, lane, 2 * h, r_, c_);
-          const int64_t n = n0 + c_;
-          float v0 = acc[i][j][2 * h] + bm, v1 = acc[i][j][2 * h + 1] + bm;
-          if (p.bias_mode == kBiasPerN) {
-            if (n < N) v0 += __half2float(bias[n]);
-            if (n + 1 < N) v1 += __half2float(bias[n + 1]);
-          }
-          __half* dst = C + m * p.ldc + n;
-          if (pair_ok && n + 1 < N) {
-            *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(v0, v1);
-          } else {
-            if (n < N) dst[0] = __float2half_rn(v0);
-            if (n + 1 < N) dst[1] = __float2half_rn(v1);
-          }
+          store(m, n0 + c_, acc[i][j][2 * h], acc[i][j][2 * h + 1], bm);
         }
       }
+  };
+  if (splits == 1) {  // + bias, + residual, one rounding to fp16
+    __half* C = static_cast<__half*>(p.C) + z * p.c_bs;
+    // The residual is compiled into the NK (Linear weight) instances only: linear_add is their one
+    // user, and the extra registers would make the 128-wide KN instance spill.
+    const __half* R = kNK && p.residual ? static_cast<const __half*>(p.residual) + z * p.c_bs : nullptr;
+    const bool pair_ok = (p.ldc % 2 == 0) && (p.c_bs % 2 == 0) && (reinterpret_cast<uintptr_t>(p.C) % 4 == 0) &&
+                         (reinterpret_cast<uintptr_t>(p.residual) % 4 == 0);
+    for_each_pair(p.bias_mode == kBiasPerM, [&](int64_t m, int64_t n, float a0, float a1, float bm) {
+      store_pair(p, C + m * p.ldc, R ? R + m * p.ldc : nullptr, n, a0 + bm, a1 + bm, pair_ok);
+    });
   } else {
     // Partials of split s for batch z: ws[((s * batch + z) * M + m) * N + n], written in full (zeros
     // included) so the reduction never reads stale memory.
     float* W = ws + ((int64_t(split) * p.batch + z) * M) * N;
-#pragma unroll
-    for (int i = 0; i < G::MI; ++i)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        int tr, tc0;
-        acc_pos<BN>(wm, wn, i, 0, lane, 2 * h, tr, tc0);
-        const int64_t m = m0 + tr;
-        if (m >= M) continue;
-#pragma unroll
-        for (int j = 0; j < G::NI; ++j) {
-          int r_, c_;
-          acc_pos<BN>(wm, wn, i, j, lane, 2 * h, r_, c_);
-          const int64_t n = n0 + c_;
-          if (n < N) W[m * N + n] = acc[i][j][2 * h];
-          if (n + 1 < N) W[m * N + n + 1] = acc[i][j][2 * h + 1];
-        }
-      }
+    for_each_pair(false, [&](int64_t m, int64_t n, float a0, float a1, float) {
+      if (n < N) W[m * N + n] = a0;
+      if (n + 1 < N) W[m * N + n + 1] = a1;
+    });
   }
 }
 
-// C[z][m, n] = sum over splits (in order) + bias, one thread per output element.
+// C[z][m, n] = sum over splits (in order) + bias + residual, one thread per output element.
 __global__ void splitk_reduce_kernel(const GemmParams p, int splits, const float* __restrict__ ws) {
   const int64_t M = p.M, N = p.N, total = int64_t(p.batch) * M * N;
   __half* C = static_cast<__half*>(p.C);
   const __half* bias = static_cast<const __half*>(p.bias);
+  const __half* R = static_cast<const __half*>(p.residual);
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t n = idx % N, m = (idx / N) % M, z = idx / (M * N);
@@ -249,6 +265,7 @@ __global__ void splitk_reduce_kernel(const GemmParams p, int splits, const float
     for (int s = 0; s < splits; ++s) v += ws[int64_t(s) * total + idx];
     if (p.bias_mode == kBiasPerM) v += __half2float(bias[m]);
     else if (p.bias_mode == kBiasPerN) v += __half2float(bias[n]);
+    if (R) v += __half2float(R[z * p.c_bs + m * p.ldc + n]);
     C[z * p.c_bs + m * p.ldc + n] = __float2half_rn(v);
   }
 }
@@ -285,6 +302,7 @@ bool aligned16(const void* ptr, int64_t ld, int64_t bs) {
 
 bool gemm_tc_supported(const GemmParams& p) {
   if (p.trans_a || p.epilogue != kEpiDense || p.M <= 0 || p.N <= 0 || p.K <= 0 || p.batch <= 0) return false;
+  if (p.residual && p.b_mode != kGemmB_NK) return false;  // see the epilogue
   if (!aligned16(p.A, p.lda, p.a_bs) || p.K % 8 != 0) return false;
   if (p.b_mode == kGemmB_KN) return aligned16(p.B, p.ldb, p.b_bs) && p.N % 8 == 0;
   if (p.b_mode == kGemmB_NK) return aligned16(p.B, p.ldb, p.b_bs);

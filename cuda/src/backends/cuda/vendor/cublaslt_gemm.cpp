@@ -2,6 +2,7 @@
 // Row-major to cuBLAS column-major: a row-major X [r, c] (ld) is the column-major c x r matrix X^T,
 // so C = A @ B becomes C^T (N x M) = B^T (N x K) @ A^T (K x M): cuBLAS's "A" is our B and its "B" is
 // our A, and a bias per column n of C is a bias per ROW of cuBLAS's D, which CUBLASLT_EPILOGUE_BIAS adds.
+// A residual (linear_add) is cuBLAS's C input with beta = 1, laid out like D.
 #include "cublaslt_gemm.h"
 
 #include "../../../core/error.h"
@@ -81,7 +82,7 @@ CublasLt::~CublasLt() {
 }
 
 CublasLt::Key CublasLt::key_of(const LtGemm& g) {
-  const int flags = (g.b_nk ? 1 : 0) | (g.fp16 ? 2 : 0) | (g.bias ? 4 : 0);
+  const int flags = (g.b_nk ? 1 : 0) | (g.fp16 ? 2 : 0) | (g.bias ? 4 : 0) | (g.residual ? 8 : 0);
   return Key{g.M, g.N, g.K, g.batch, g.lda, g.a_bs, g.ldb, g.b_bs, g.ldc, g.c_bs, flags};
 }
 
@@ -153,8 +154,11 @@ std::string CublasLt::run(const LtGemm& g, void* workspace, size_t workspace_byt
   }
   if (st == lt::kStatusSuccess) {
     what = "Matmul";
-    const float alpha = 1.f, beta = 0.f;
-    st = L.cublasLtMatmul(static_cast<lt::Handle>(handle_), plan.desc, &alpha, g.B, plan.a, g.A, plan.b, &beta, g.C,
+    // D = alpha (A B) + beta C + bias: a residual is cuBLAS's C (same layout as D), else beta = 0 and
+    // C is D itself (not read).
+    const float alpha = 1.f, beta = g.residual ? 1.f : 0.f;
+    const void* c = g.residual ? g.residual : g.C;
+    st = L.cublasLtMatmul(static_cast<lt::Handle>(handle_), plan.desc, &alpha, g.B, plan.a, g.A, plan.b, &beta, c,
                           plan.d, g.C, plan.d, &plan.algo, workspace, workspace_bytes, stream);
   }
   if (st == lt::kStatusSuccess) return "";

@@ -14,7 +14,7 @@
 namespace l2d::vendor {
 
 // A GEMM in the backend's row-major terms (gemm.cuh): C[z] (M x N) = A[z] (M x K, row-major, lda)
-// @ B[z](k, n) + bias[n]; B is [K, N] (ldb) or, when b_nk, [N, K] (a PyTorch Linear weight).
+// @ B[z](k, n) + bias[n] (+ residual[z]); B is [K, N] (ldb) or, when b_nk, [N, K] (a PyTorch Linear weight).
 // Batch strides of 0 broadcast an operand.
 struct LtGemm {
   int64_t M = 0, N = 0, K = 0;
@@ -27,6 +27,8 @@ struct LtGemm {
   void* C = nullptr;
   int64_t ldc = 0, c_bs = 0;
   const void* bias = nullptr;  // per column n (the bias of a Linear), or null
+  // Added after the bias (cuBLAS's C with beta = 1; D = C of this struct), laid out like C, or null.
+  const void* residual = nullptr;
   bool fp16 = true;            // fp16 storage (fp32 accumulate), else fp32 throughout (no TF32)
 };
 
