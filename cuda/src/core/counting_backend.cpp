@@ -182,4 +182,25 @@ void CountingBackend::image_to_host(const Tensor& x, float* out_f32, uint8_t* ou
   in_.image_to_host(x, out_f32, out_u8);
 }
 
+void CountingBackend::upload_bytes(Tensor& dst, const uint8_t* host, size_t bytes) {
+  count("upload_bytes");
+  in_.upload_bytes(dst, host, bytes);
+}
+
+Tensor CountingBackend::image_fit_from_bytes(const Tensor& frame, int64_t h, int64_t w, int channels, int64_t out_h,
+                                             int64_t out_w) {
+  count("image_fit_from_bytes");
+  return in_.image_fit_from_bytes(frame, h, w, channels, out_h, out_w);
+}
+
+void CountingBackend::image_to_u8(const Tensor& x, Tensor& out) {
+  count("image_to_u8");
+  in_.image_to_u8(x, out);
+}
+
+void CountingBackend::download_bytes(const Tensor& src, uint8_t* host, size_t bytes) {
+  count("download_bytes");
+  in_.download_bytes(src, host, bytes);
+}
+
 }  // namespace l2d

@@ -75,6 +75,19 @@ class CountingBackend final : public Backend {
                            int64_t out_w) override;
   bool fits_frames_on_device() const override { return in_.fits_frames_on_device(); }
   void image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) override;
+  void upload_bytes(Tensor& dst, const uint8_t* host, size_t bytes) override;
+  Tensor image_fit_from_bytes(const Tensor& frame, int64_t h, int64_t w, int channels, int64_t out_h,
+                              int64_t out_w) override;
+  void image_to_u8(const Tensor& x, Tensor& out) override;
+  void download_bytes(const Tensor& src, uint8_t* host, size_t bytes) override;
+  // Capture and stage profiling belong to the inner backend (not counted).
+  int64_t capture(const std::function<void()>& region, std::string* why) override { return in_.capture(region, why); }
+  void replay(int64_t handle) override { in_.replay(handle); }
+  void release_capture(int64_t handle) noexcept override { in_.release_capture(handle); }
+  void set_stage_profiling(bool on) override { in_.set_stage_profiling(on); }
+  uint64_t stage_begin() noexcept override { return in_.stage_begin(); }
+  void stage_end(const char* stage, uint64_t token) noexcept override { in_.stage_end(stage, token); }
+  std::string stage_times_json() override { return in_.stage_times_json(); }
 
  private:
   void count(const char* op) { ++counts_[op]; }

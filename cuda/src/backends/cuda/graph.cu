@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "backend_cuda.h"
 #include "common.cuh"
@@ -22,6 +23,20 @@ namespace {
 
 std::string cuda_failure(const char* call, cudaError_t e) {
   return std::string(call) + ": " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e);
+}
+
+// Kernel nodes of a captured graph (vendor libraries may add several per call); 0 if unknown.
+uint64_t count_kernel_nodes(cudaGraph_t graph) {
+  size_t n = 0;
+  if (cudaGraphGetNodes(graph, nullptr, &n) != cudaSuccess || n == 0) return 0;
+  std::vector<cudaGraphNode_t> nodes(n);
+  if (cudaGraphGetNodes(graph, nodes.data(), &n) != cudaSuccess) return 0;
+  uint64_t kernels = 0;
+  for (size_t i = 0; i < n; ++i) {
+    cudaGraphNodeType type;
+    if (cudaGraphNodeGetType(nodes[i], &type) == cudaSuccess && type == cudaGraphNodeTypeKernel) ++kernels;
+  }
+  return kernels;
 }
 
 }  // namespace
@@ -51,6 +66,7 @@ int64_t CudaBackend::capture(const std::function<void()>& region, std::string* w
     failure = cuda_failure("cudaStreamBeginCapture", e);
   } else {
     try {
+      CaptureTallyScope tally;  // launches recorded into the graph, not run (the bench's counters)
       region();
     } catch (const std::exception& ex) {
       failure = ex.what();
@@ -62,6 +78,7 @@ int64_t CudaBackend::capture(const std::function<void()>& region, std::string* w
       e = cudaGraphInstantiate(&g->exec, graph, 0);
       if (e != cudaSuccess) failure = cuda_failure("cudaGraphInstantiate", e);
     }
+    if (failure.empty()) g->kernel_nodes = count_kernel_nodes(graph);
     if (graph) cudaGraphDestroy(graph);
   }
   cudaGetLastError();  // capture errors are not sticky; leave no stale error for later checks
@@ -78,6 +95,7 @@ int64_t CudaBackend::capture(const std::function<void()>& region, std::string* w
     return 0;
   }
   const cudaGraphExec_t exec = g->exec;
+  const uint64_t kernel_nodes = g->kernel_nodes;
   int64_t handle = 0;
   {
     std::lock_guard<std::mutex> lock(pool_mutex_);
@@ -85,18 +103,22 @@ int64_t CudaBackend::capture(const std::function<void()>& region, std::string* w
     graphs_.emplace(handle, std::move(g));
   }
   CUDA_CHECK(cudaGraphLaunch(exec, stream_));  // the frame being captured
+  tally_graph_launch(kernel_nodes);
   return handle;
 }
 
 void CudaBackend::replay(int64_t handle) {
   cudaGraphExec_t exec = nullptr;
+  uint64_t kernel_nodes = 0;
   {
     std::lock_guard<std::mutex> lock(pool_mutex_);
     auto it = graphs_.find(handle);
     if (it == graphs_.end()) fail(L2D_ERR_INTERNAL, "replay(", handle, "): no such graph");
     exec = it->second->exec;
+    kernel_nodes = it->second->kernel_nodes;
   }
   CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+  tally_graph_launch(kernel_nodes);
 }
 
 void CudaBackend::release_capture(int64_t handle) noexcept {

@@ -50,7 +50,8 @@ void CudaBackend::download_bytes(const Tensor& src, uint8_t* host, size_t bytes)
   if (bytes) CUDA_CHECK(cudaMemcpyAsync(download_.host, src.data(), bytes, cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaMemcpyAsync(err, dev_error_, sizeof(DeviceError), cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaEventRecord(download_.done, stream_));
-  CUDA_CHECK(cudaEventSynchronize(download_.done));  // the frame's one wait (also surfaces faults)
+  // The frame's one wait (also surfaces faults), timed as the push's device wait.
+  CUDA_CHECK(timed_device_wait([&] { return cudaEventSynchronize(download_.done); }));
   const DeviceError e = *err;
   if (e.code != kErrNone) report_device_error(e);
   std::memcpy(host, download_.host, bytes);
