@@ -588,7 +588,6 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     } finally {
       client.running = false;
       client.lastActive = performance.now();
-      if (client.closed) releaseStream(client);
     }
     return charge ?? performance.now() - t0;
   }
@@ -727,12 +726,17 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     } catch { /* socket went away */ }
   }
 
+  /**
+   * Closes a departed client's stream in the scheduler, between native calls: never while a push
+   * of this stream or of any other runs on the shared engine, and after the client's own call in
+   * flight (which may still be creating the stream) has finished.
+   */
   function releaseStream(client: Client) {
-    if (client.running || !client.stream) return;
-    try {
-      client.stream.close();
-    } catch { /* BUSY cannot happen when not running */ }
-    client.stream = null;
+    scheduler.exclusive(() => {
+      const stream = client.stream;
+      client.stream = null;
+      stream?.close();
+    }, (e) => log(`client ${client.id.slice(0, 8)}: closing its stream failed: ${e instanceof Error ? e.message : e}`));
   }
 
   function dropClient(client: Client) {
@@ -1021,8 +1025,7 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
         } catch { /* already closed */ }
         dropClient(c);
       }
-      await scheduler.idle(); // let the native call in flight finish
-      for (const c of all) releaseStream(c);
+      await scheduler.idle(); // the call in flight and the stream releases queued behind it
     },
   };
 }
