@@ -63,6 +63,7 @@ import { calibrate, type EngineCost, servableClients, updateCost, WARMUP_PUSHES 
 import type { ServerEngine, ServerStream } from "./engine_types.ts";
 import { JpegDecoderPool } from "./jpeg_pool.ts";
 import { JpegHeaderError, readJpegHeader } from "./jpeg_header.ts";
+import { trimMalloc } from "./malloc.ts";
 import { FairScheduler } from "./scheduler.ts";
 
 export type { ServerEngine, ServerStream } from "./engine_types.ts";
@@ -120,6 +121,11 @@ export interface ServerOptions {
   maxViewersPerClient?: number;
   /** JPEG quality of MJPEG and JPEG outputs (1..100). @default 80 */
   jpegQuality?: number;
+  /**
+   * Return free heap memory to the system after streams are closed (glibc `malloc_trim`, between
+   * native calls; see `malloc.ts`). @default true
+   */
+  trimHeapOnRelease?: boolean;
   /** Log lines (client connects, errors). @default none */
   log?: (line: string) => void;
 }
@@ -280,6 +286,7 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     idleTimeoutMs,
   };
   const log = options.log ?? (() => {});
+  const trimHeap = options.trimHeapOnRelease ?? true;
   const started = performance.now();
 
   const clients = new Map<string, Client>();
@@ -736,7 +743,19 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
       const stream = client.stream;
       client.stream = null;
       stream?.close();
+      if (stream) trimHeapSoon();
     }, (e) => log(`client ${client.id.slice(0, 8)}: closing its stream failed: ${e instanceof Error ? e.message : e}`));
+  }
+
+  /** One heap trim after the releases queued now (clients often leave together). */
+  let trimQueued = false;
+  function trimHeapSoon() {
+    if (!trimHeap || trimQueued) return;
+    trimQueued = true;
+    scheduler.exclusive(() => {
+      trimQueued = false;
+      trimMalloc();
+    });
   }
 
   function dropClient(client: Client) {
