@@ -178,6 +178,7 @@ export const sameOriginWebSocket: MiddlewareHandler = async (c, next) => {
 const PAGE_FILES: Record<string, { file: string; type: string }> = {
   "/": { file: "index.html", type: "text/html; charset=UTF-8" },
   "/app.js": { file: "app.js", type: "text/javascript; charset=utf-8" },
+  "/page_session.js": { file: "page_session.js", type: "text/javascript; charset=utf-8" },
 };
 
 /** Adds the webcam page's routes (`/` and its scripts, read once) to `app`. */
