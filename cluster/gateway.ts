@@ -445,8 +445,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   function onBinary(c: Client, bytes: Uint8Array) {
-    parseFrameHeader(bytes, maxFrameBytes, maxFrameSide);
-    if (!c.settings) throw new ClientError("NOT_STARTED", 'Send "start" before frames');
+    const { seq } = parseFrameHeader(bytes, maxFrameBytes, maxFrameSide); // its errors carry the seq
+    if (!c.settings) throw Object.assign(new ClientError("NOT_STARTED", 'Send "start" before frames'), { seq });
     totals.received++;
     if (c.pending) totals.dropped++; // latest frame wins
     c.pending = bytes;
@@ -547,8 +547,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
             else if (data instanceof ArrayBuffer) onBinary(c, new Uint8Array(data));
             else throw new ClientError("BAD_MESSAGE", "Unsupported message type");
           } catch (e) {
-            if (e instanceof ClientError) fail(c, e.code, e.message);
-            else throw e;
+            if (e instanceof ClientError) {
+              // An error about a frame carries its seq, as on the single-machine server: a self-clocked page
+              // counts that frame as answered and sends the next one.
+              fail(c, e.code, e.message, e.seq !== undefined ? { seq: e.seq } : {});
+            } else throw e;
           }
         },
         onClose: () => {

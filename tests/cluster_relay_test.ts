@@ -262,6 +262,9 @@ Deno.test({
         "FRAME_TOO_LARGE",
         "BAD_MESSAGE",
       ]);
+      // Errors about a frame with a readable header carry its seq (a self-clocked page sends the next one).
+      const seqs = c.json.filter((m) => m.type === "error").map((m) => m.seq);
+      assert.deepEqual(seqs, [1, undefined, 2, 3, undefined, undefined]);
       assert.equal(workers[0]!.metrics().framesReceived, 0, "no bad frame reached the worker");
       // A bad JPEG passes the header checks and is refused by the worker, still with a typed error.
       c.ws.send(encodeFrame(KIND.JPEG, SIZE, SIZE, 4, new Uint8Array([1, 2, 3])));
