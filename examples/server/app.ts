@@ -31,6 +31,10 @@
  * | 8..11 | seq (u32): input: the client's frame number; output: the input frame it came from |
  * | 12..15| ack (u32): output: the input frame whose push produced it; input: 0 |
  *
+ * The frame constants, the checks of client messages, the rate limit and the page routes live in
+ * `protocol.ts`, shared with the cluster gateway (`cluster/gateway.ts`); the page's own protocol
+ * decisions (rewarm, retry, reconnect with resume) in `public/page_session.js`.
+ *
  * Flow control is latest-frame-wins: each client has at most one pending frame on the server (a
  * newer frame replaces it, counted as dropped), outputs are skipped while the socket's send buffer
  * is over `maxBufferedBytes`, and a token bucket limits messages per second.
