@@ -1,7 +1,6 @@
 /**
- * The server's glibc heap tuning (examples/server/malloc.ts): the arena limit and the fixed mmap
- * threshold apply on glibc unless MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ are set (the
- * operator's choice wins), bad limits are a RangeError, and a
+ * The server's glibc heap tuning (examples/server/malloc.ts): the arena limit applies on glibc
+ * unless MALLOC_ARENA_MAX is set (the operator's choice wins), bad limits are a RangeError, and a
  * trim after freeing a big block gives memory back. Each case runs in a child process so this
  * process's heap is left alone.
  */
@@ -19,7 +18,7 @@ const glibc = Deno.build.os === "linux" && (() => {
 })();
 
 async function runChild(code: string, env: Record<string, string> = {}): Promise<string> {
-  const script = `import { fixMmapThreshold, limitMallocArenas, trimMalloc } from ${JSON.stringify(MODULE)};\n${code}`;
+  const script = `import { limitMallocArenas, trimMalloc } from ${JSON.stringify(MODULE)};\n${code}`;
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["eval", "--unstable-ffi", script],
     env,
@@ -33,7 +32,7 @@ async function runChild(code: string, env: Record<string, string> = {}): Promise
 }
 
 Deno.test({
-  name: "malloc: the arena limit and mmap threshold apply unless set in the environment; bad values are a RangeError",
+  name: "malloc: the arena limit applies unless MALLOC_ARENA_MAX is set; bad limits are a RangeError",
   ignore: !glibc,
   fn: async () => {
     assert.equal(await runChild("console.log(limitMallocArenas(2));", { MALLOC_ARENA_MAX: "" }), "true");
@@ -43,15 +42,6 @@ Deno.test({
         "for (const n of [0, -1, 1.5, NaN]) { try { limitMallocArenas(n); console.log('accepted'); } catch (e) { console.log(e.name); } }",
       ),
       "RangeError\nRangeError\nRangeError\nRangeError",
-    );
-    assert.equal(await runChild("console.log(fixMmapThreshold(1 << 20));", { MALLOC_MMAP_THRESHOLD_: "" }), "true");
-    assert.equal(
-      await runChild("console.log(fixMmapThreshold(1 << 20));", { MALLOC_MMAP_THRESHOLD_: "65536" }),
-      "false",
-    );
-    assert.equal(
-      await runChild("try { fixMmapThreshold(100); } catch (e) { console.log(e.name); }"),
-      "RangeError",
     );
   },
 });

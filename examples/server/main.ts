@@ -11,7 +11,7 @@
 
 import { parseArgs } from "node:util";
 import { createLive2DiffServer } from "./app.ts";
-import { fixMmapThreshold, limitMallocArenas } from "./malloc.ts";
+import { limitMallocArenas } from "./malloc.ts";
 import { defaultStreamSize, loadEngine, parseDevice, parseSide, printNotice } from "../_engine.ts";
 
 const USAGE = `Usage: deno task serve [options]
@@ -61,11 +61,9 @@ if (import.meta.main) {
     const idleTimeoutMs = seconds("idle-timeout", values["idle-timeout"], 30);
     const hostname = values.host ?? "127.0.0.1";
 
-    // Before the engine starts its threads: big temporary buffers in their own mmaps (returned when
-    // freed) and fewer glibc arenas, so one stream's freed buffers serve the next
-    // (MALLOC_MMAP_THRESHOLD_ / MALLOC_ARENA_MAX, when set, win). See malloc.ts.
+    // Before the engine starts its threads: fewer glibc arenas, so one stream's freed buffers serve
+    // the next (MALLOC_ARENA_MAX, when set, wins). See malloc.ts.
     limitMallocArenas(2);
-    fixMmapThreshold(1 << 20);
     const engine = await loadEngine({ engine: values.engine, device: parseDevice(values.device) });
     const size = values.size ? parseSide("size", values.size) : defaultStreamSize(engine);
     printNotice(engine);

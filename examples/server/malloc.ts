@@ -5,20 +5,15 @@
  * Why: each stream allocates tens of MB of native buffers (latents, KV caches, staging), from the
  * engine's worker threads. glibc gives busy threads their own arenas (up to 8 per core) and keeps
  * freed memory in them, so the RSS of a server whose clients come and go swings by hundreds of MB
- * and plateaus high. Big temporary buffers of a push mmapped on their own
- * ({@linkcode fixMmapThreshold}) go back to the system when freed; fewer arenas
- * ({@linkcode limitMallocArenas}) make freed blocks reusable by the next stream; and
- * {@linkcode trimMalloc} after a stream is closed returns free heap pages.
- *
- * Measured with `deno task soak --minutes 8 --clients 4` (64x64, CPU, default engine): RSS mean
- * 450 -> 313 MB, p90 576 -> 448 MB, max 909 -> 643 MB; arenas + trim alone: 425 / 566 / 774 MB.
+ * and plateaus high. Fewer arenas ({@linkcode limitMallocArenas}) make freed blocks reusable by
+ * the next stream, and {@linkcode trimMalloc} after a stream is closed returns free pages to the
+ * system.
  *
  * @module
  */
 
-/** mallopt's parameter numbers (glibc malloc.h). */
+/** mallopt's parameter number for the arena limit (glibc malloc.h: M_ARENA_MAX). */
 const M_ARENA_MAX = -8;
-const M_MMAP_THRESHOLD = -3;
 
 type Libc = { mallopt(param: number, value: number): number; malloc_trim(pad: bigint): number };
 let libc: Libc | null | undefined;
@@ -55,18 +50,4 @@ export function limitMallocArenas(arenas: number): boolean {
  */
 export function trimMalloc(): boolean {
   return openLibc()?.malloc_trim(0n) === 1;
-}
-
-/**
- * Serves every allocation of at least `bytes` with its own mmap, returned to the system when freed,
- * unless `MALLOC_MMAP_THRESHOLD_` is set. glibc otherwise raises this threshold after each big free
- * (up to 32 MiB), after which a push's big temporary buffers come from the heap and stay resident.
- * Returns true when applied.
- */
-export function fixMmapThreshold(bytes: number): boolean {
-  if (!Number.isInteger(bytes) || bytes < 4096 || bytes > 2 ** 30) {
-    throw new RangeError(`the mmap threshold must be an integer number of bytes in 4096..2^30, got ${bytes}`);
-  }
-  if (Deno.env.get("MALLOC_MMAP_THRESHOLD_")) return false;
-  return openLibc()?.mallopt(M_MMAP_THRESHOLD, bytes) === 1;
 }
