@@ -18,12 +18,10 @@
  * @module
  */
 
-// deno-lint-ignore no-import-prefix
-import { Hono } from "npm:hono@4.13.19";
-// deno-lint-ignore no-import-prefix
-import { upgradeWebSocket } from "npm:hono@4.13.19/deno";
-// deno-lint-ignore no-import-prefix
-import type { WSContext } from "npm:hono@4.13.19/ws";
+import { Hono } from "hono";
+import { upgradeWebSocket } from "hono/deno";
+import type { WSContext } from "hono/ws";
+import { MessageRateLimit, sameOriginWebSocket, servePage } from "../examples/server/protocol.ts";
 import { connectNats, maxPayload, type NatsConnection, type Subscription } from "./nats.ts";
 import { rankWorkers, workerLoad } from "./placement.ts";
 import {
@@ -135,11 +133,9 @@ class Client {
   inFlight = 0;
   pending: Uint8Array | null = null;
   lastFromWorker = performance.now();
-  tokens: number;
-  lastRefill = performance.now();
-  lastRateError = 0;
-  constructor(readonly ws: WSContext, tokens: number) {
-    this.tokens = tokens;
+  readonly rate: MessageRateLimit;
+  constructor(readonly ws: WSContext, rate: number) {
+    this.rate = new MessageRateLimit(rate);
   }
 }
 
@@ -417,18 +413,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   function takeToken(c: Client): boolean {
-    const now = performance.now();
-    c.tokens = Math.min(rate, c.tokens + (now - c.lastRefill) * rate / 1000);
-    c.lastRefill = now;
-    if (c.tokens >= 1) {
-      c.tokens -= 1;
-      return true;
-    }
+    const verdict = c.rate.take();
+    if (verdict === "ok") return true;
     totals.rateLimited++;
-    if (now - c.lastRateError > 1000) { // one error a second, never one per message
-      c.lastRateError = now;
-      fail(c, "RATE_LIMITED", `Too many messages: at most ${rate} per second; extra ones are dropped`);
-    }
+    if (verdict === "report") fail(c, "RATE_LIMITED", c.rate.message);
     return false;
   }
 
@@ -457,8 +445,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   function onBinary(c: Client, bytes: Uint8Array) {
-    parseFrameHeader(bytes, maxFrameBytes, maxFrameSide);
-    if (!c.settings) throw new ClientError("NOT_STARTED", 'Send "start" before frames');
+    const { seq } = parseFrameHeader(bytes, maxFrameBytes, maxFrameSide); // its errors carry the seq
+    if (!c.settings) throw Object.assign(new ClientError("NOT_STARTED", 'Send "start" before frames'), { seq });
     totals.received++;
     if (c.pending) totals.dropped++; // latest frame wins
     c.pending = bytes;
@@ -510,20 +498,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   const app = new Hono();
-  const assets = new Map<string, Promise<string>>();
-  const asset = (name: string) => {
-    let text = assets.get(name);
-    if (!text) {
-      text = fetch(new URL(`../examples/server/public/${name}`, import.meta.url)).then((r) => r.text());
-      assets.set(name, text);
-    }
-    return text;
-  };
-  app.get("/", async (c) => c.html(await asset("index.html")));
-  app.get("/app.js", async (c) => {
-    c.header("content-type", "text/javascript; charset=utf-8");
-    return c.body(await asset("app.js"));
-  });
+  servePage(app); // the single-machine server's page: the same protocol
   app.get("/health", (c) => c.json(metrics()));
   app.get("/metrics", (c) => {
     c.header("content-type", "text/plain; version=0.0.4");
@@ -531,18 +506,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   });
   app.get(
     "/ws",
-    async (c, next) => {
-      // Browsers send Origin: only same-origin pages may stream (stops other sites driving the service).
-      const origin = c.req.header("origin");
-      if (origin && c.req.header("upgrade") === "websocket") {
-        let ok = false;
-        try {
-          ok = new URL(origin).host === c.req.header("host");
-        } catch { /* malformed */ }
-        if (!ok) return c.json({ error: "FORBIDDEN", message: "Cross-origin WebSocket refused" }, 403);
-      }
-      await next();
-    },
+    sameOriginWebSocket,
     upgradeWebSocket(() => {
       let client: Client | null = null;
       return {
@@ -583,8 +547,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
             else if (data instanceof ArrayBuffer) onBinary(c, new Uint8Array(data));
             else throw new ClientError("BAD_MESSAGE", "Unsupported message type");
           } catch (e) {
-            if (e instanceof ClientError) fail(c, e.code, e.message);
-            else throw e;
+            if (e instanceof ClientError) {
+              // An error about a frame carries its seq, as on the single-machine server: a self-clocked page
+              // counts that frame as answered and sends the next one.
+              fail(c, e.code, e.message, e.seq !== undefined ? { seq: e.seq } : {});
+            } else throw e;
           }
         },
         onClose: () => {

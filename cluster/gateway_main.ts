@@ -7,6 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { exitWithUsage, intFlag, natsServers, stopOnSignals } from "./cli.ts";
 import { createGateway } from "./gateway.ts";
 
 const USAGE = `Usage: deno task gateway --nats <urls> [options]
@@ -38,36 +39,21 @@ if (import.meta.main) {
   }
   const log = values.quiet ? undefined : (line: string) => console.error(`[gateway] ${line}`);
   try {
-    const port = Number(values.port ?? Deno.env.get("PORT") ?? 8000);
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError("--port must be 0..65535");
-    const maxClients = Number(values["max-clients"] ?? 1000);
-    if (!Number.isInteger(maxClients) || maxClients < 1) throw new RangeError("--max-clients must be >= 1");
-    const keepMs = Number(values["keep-ms"] ?? 1000);
-    if (!Number.isInteger(keepMs) || keepMs < 50) throw new RangeError("--keep-ms must be an integer >= 50");
-    const gateway = await createGateway({
-      nats: values.nats ?? Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222",
-      maxClients,
-      keepMs,
-      id: values.id,
-      log,
-    });
+    // Every flag is checked before connecting.
+    const port = intFlag("port", values.port ?? Deno.env.get("PORT"), 8000, 0, 65535);
+    const maxClients = intFlag("max-clients", values["max-clients"], 1000, 1);
+    const keepMs = intFlag("keep-ms", values["keep-ms"], 1000, 50);
+    const gateway = await createGateway({ nats: natsServers(values.nats), maxClients, keepMs, id: values.id, log });
     const http = Deno.serve({
       hostname: values.host ?? "127.0.0.1",
       port,
       onListen: ({ hostname, port }) => console.log(`live2diff gateway ${gateway.id}: http://${hostname}:${port}/`),
     }, gateway.app.fetch);
-    let stopping = false;
-    const stop = async () => {
-      if (stopping) return;
-      stopping = true;
+    stopOnSignals(async () => {
       await gateway.close();
       await http.shutdown();
-      Deno.exit(0);
-    };
-    Deno.addSignalListener("SIGINT", stop);
-    if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
+    });
   } catch (e) {
-    console.error(`error: ${e instanceof Error ? e.message : e}\n\n${USAGE}`);
-    Deno.exit(2);
+    exitWithUsage(e, USAGE);
   }
 }

@@ -1,6 +1,7 @@
 /**
  * The messages between gateways and workers on NATS, and the checks both sides apply to client
- * messages. Browser-facing messages are the single-machine server's (examples/server/app.ts).
+ * messages. Browser-facing messages and their checks are the single-machine server's
+ * (examples/server/protocol.ts, re-exported here).
  *
  * ## Subjects
  *
@@ -23,9 +24,21 @@
  * @module
  */
 
-import { HEADER_BYTES, KIND, PROTOCOL_VERSION } from "../examples/server/app.ts";
+import type { StreamSettings } from "../examples/server/protocol.ts";
 
-export { HEADER_BYTES, KIND, PROTOCOL_VERSION };
+// The client-message checks are the single-machine server's: one module for both.
+export {
+  ClientError,
+  type FrameHeader,
+  HEADER_BYTES,
+  KIND,
+  parseClientText,
+  parseFrameHeader,
+  parsePrompt,
+  parseSettings,
+  PROTOCOL_VERSION,
+  type StreamSettings,
+} from "../examples/server/protocol.ts";
 
 /** Subject names. */
 export const SUBJECT = {
@@ -69,15 +82,6 @@ export interface WorkerAdvert {
   heartbeatMs: number;
 }
 
-/** Stream settings of a session (validated: see {@linkcode parseSettings}). */
-export interface StreamSettings {
-  prompt: string;
-  seed: number;
-  steps: number | null;
-  strength: number | null;
-  format: "raw" | "jpeg";
-}
-
 /** Asks a worker to host a session. */
 export interface OpenRequest {
   session: string;
@@ -106,15 +110,6 @@ export type WorkerEvent = { type: "moving" } | { type: "gone"; message: string }
  */
 export type GatewayControl = { type: "keep" } | { type: "close"; owner: string };
 
-/** A client error with a protocol code. */
-export class ClientError extends Error {
-  /** Creates an error with a protocol `code` (BAD_MESSAGE, BAD_FRAME, ...). */
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = "ClientError";
-  }
-}
-
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -136,86 +131,6 @@ export function decodeJson(body: Uint8Array): Record<string, unknown> | null {
   } catch {
     return null;
   }
-}
-
-/** Parses a client's text message into a JSON object (BAD_MESSAGE otherwise). */
-export function parseClientText(text: string, maxChars: number): Record<string, unknown> {
-  if (text.length > maxChars) {
-    throw new ClientError("BAD_MESSAGE", `Text messages are limited to ${maxChars} characters`);
-  }
-  let msg: unknown;
-  try {
-    msg = JSON.parse(text);
-  } catch {
-    throw new ClientError("BAD_MESSAGE", "Text messages must be JSON objects");
-  }
-  if (!msg || typeof msg !== "object" || Array.isArray(msg)) {
-    throw new ClientError("BAD_MESSAGE", "Text messages must be JSON objects");
-  }
-  return msg as Record<string, unknown>;
-}
-
-/** Validates a prompt (a string of at most 1000 characters). */
-export function parsePrompt(value: unknown): string {
-  if (typeof value !== "string") throw new ClientError("BAD_MESSAGE", "prompt must be a string");
-  if (value.length > 1000) throw new ClientError("BAD_MESSAGE", "prompt must be at most 1000 characters");
-  return value;
-}
-
-/** Validates a `start` message's settings with the single-machine server's rules. */
-export function parseSettings(msg: Record<string, unknown>): StreamSettings {
-  const prompt = parsePrompt(msg.prompt);
-  const seed = msg.seed === undefined ? 0 : Number(msg.seed);
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
-    throw new ClientError("BAD_MESSAGE", "seed must be an integer in 0..4294967295");
-  }
-  let steps: number | null = null, strength: number | null = null;
-  if (msg.strength !== undefined && msg.strength !== null) {
-    strength = Number(msg.strength);
-    if (!(strength > 0 && strength <= 1)) throw new ClientError("BAD_MESSAGE", "strength must be in (0, 1]");
-    steps = msg.steps === undefined ? 2 : Number(msg.steps);
-    if (!Number.isInteger(steps) || steps < 1 || steps > 4) {
-      throw new ClientError("BAD_MESSAGE", "steps must be an integer in 1..4");
-    }
-  } else if (msg.steps !== undefined && msg.steps !== null) { // null: as absent (settings sent between nodes)
-    throw new ClientError("BAD_MESSAGE", "steps needs strength");
-  }
-  const format = msg.format ?? "raw";
-  if (format !== "raw" && format !== "jpeg") throw new ClientError("BAD_MESSAGE", 'format must be "raw" or "jpeg"');
-  return { prompt, seed, steps, strength, format };
-}
-
-/** A binary frame's header fields. */
-export interface FrameHeader {
-  kind: number;
-  width: number;
-  height: number;
-  seq: number;
-}
-
-/** Validates a client's binary frame (header, kind, size, raw payload length). */
-export function parseFrameHeader(bytes: Uint8Array, maxFrameBytes: number, maxFrameSide: number): FrameHeader {
-  if (bytes.byteLength > maxFrameBytes) {
-    throw new ClientError("FRAME_TOO_LARGE", `Frames are limited to ${maxFrameBytes} bytes, got ${bytes.byteLength}`);
-  }
-  if (bytes.byteLength < HEADER_BYTES) throw new ClientError("BAD_FRAME", "Frame shorter than its 16-byte header");
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const kind = view.getUint8(0), version = view.getUint8(1);
-  const width = view.getUint16(2, true), height = view.getUint16(4, true), seq = view.getUint32(8, true);
-  if (version !== PROTOCOL_VERSION) throw new ClientError("BAD_FRAME", `Unsupported frame version ${version}`);
-  if (kind !== KIND.JPEG && kind !== KIND.RGBA && kind !== KIND.RGB) {
-    throw new ClientError("BAD_FRAME", `Unknown frame kind ${kind}`);
-  }
-  if (width < 1 || height < 1 || width > maxFrameSide || height > maxFrameSide) {
-    throw new ClientError("BAD_FRAME", `Frame size ${width}x${height} must be 1..${maxFrameSide} on each side`);
-  }
-  if (kind !== KIND.JPEG) {
-    const need = width * height * (kind === KIND.RGBA ? 4 : 3);
-    if (bytes.byteLength - HEADER_BYTES !== need) {
-      throw new ClientError("BAD_FRAME", `A raw ${width}x${height} frame needs ${need} bytes`);
-    }
-  }
-  return { kind, width, height, seq };
 }
 
 /** The `ack` field (input seq consumed) of an output frame. */

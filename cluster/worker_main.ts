@@ -8,10 +8,10 @@
 
 import { parseArgs } from "node:util";
 import { backendAvailable } from "../ffi/native.ts";
-import { DevicePool, parseDevices } from "./devices.ts";
+import { Device, DevicePool, parseDevices } from "./devices.ts";
 import { EchoHost } from "./echo.ts";
-import { Device } from "./devices.ts";
 import { createWorker } from "./worker.ts";
+import { exitWithUsage, intFlag, natsServers, stopOnSignals } from "./cli.ts";
 import { parseSide } from "../examples/_engine.ts";
 
 const USAGE = `Usage: deno task worker --nats <urls> [options]
@@ -57,14 +57,9 @@ if (import.meta.main) {
   }
   const log = values.quiet ? undefined : (line: string) => console.error(`[worker] ${line}`);
   try {
-    const int = (name: string, v: string | undefined, fallback: number, min = 0) => {
-      const n = v === undefined ? fallback : Number(v);
-      if (!Number.isInteger(n) || n < min) throw new RangeError(`--${name} must be an integer >= ${min}`);
-      return n;
-    };
     const specs = parseDevices(values.devices ?? (backendAvailable("cuda") ? "cuda:0" : "cpu"));
     const cuda = specs[0]!.backend === "cuda";
-    const slots = int("slots", values.slots, cuda ? 8 : 4, 1);
+    const slots = intFlag("slots", values.slots, cuda ? 8 : 4, 1);
     const size = values.size ? parseSide("size", values.size) : cuda ? 512 : 64;
     const engine = values.engine ?? (Deno.env.get("LIVE2DIFF_ENGINE") || undefined);
     const pool = engine === "echo"
@@ -72,22 +67,22 @@ if (import.meta.main) {
       : await DevicePool.load(specs, {
         engine,
         slotsPerDevice: slots,
-        threads: values.threads ? int("threads", values.threads, 0, 1) : undefined,
+        threads: values.threads ? intFlag("threads", values.threads, 0, 1) : undefined,
       });
     const worker = await createWorker({
-      nats: values.nats ?? Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222",
+      nats: natsServers(values.nats),
       pool,
       width: size,
       height: size,
       id: values.id,
-      heartbeatMs: int("heartbeat-ms", values["heartbeat-ms"], 1000, 50),
-      sessionIdleMs: int("idle-ms", values["idle-ms"], 10_000, 100),
-      drainMs: int("drain-s", values["drain-s"], 30, 0) * 1000,
+      heartbeatMs: intFlag("heartbeat-ms", values["heartbeat-ms"], 1000, 50),
+      sessionIdleMs: intFlag("idle-ms", values["idle-ms"], 10_000, 100),
+      drainMs: intFlag("drain-s", values["drain-s"], 30, 0) * 1000,
       log,
     });
     let http: Deno.HttpServer | null = null;
     if (values.port !== undefined) {
-      const port = int("port", values.port, 0);
+      const port = intFlag("port", values.port, 0, 0, 65535);
       http = Deno.serve({
         hostname: values.host ?? "127.0.0.1",
         port,
@@ -98,20 +93,13 @@ if (import.meta.main) {
       `live2diff worker ${worker.id}: ${pool.devices.map((d) => d.name).join(", ")}, ${slots} slots each, ` +
         `${size}x${size}`,
     );
-    let stopping = false;
-    const stop = async () => {
-      if (stopping) return;
-      stopping = true;
+    stopOnSignals(async () => {
       log?.("drain requested");
       await worker.drain();
       await http?.shutdown();
       pool.close();
-      Deno.exit(0);
-    };
-    Deno.addSignalListener("SIGINT", stop);
-    if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
+    });
   } catch (e) {
-    console.error(`error: ${e instanceof Error ? e.message : e}\n\n${USAGE}`);
-    Deno.exit(2);
+    exitWithUsage(e, USAGE);
   }
 }

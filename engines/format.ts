@@ -64,6 +64,27 @@ export function parseTarget(target: string): EngineTarget {
   throw new TypeError(`Unknown engine target "${target}": expected "cpu" or a CUDA architecture such as sm_89, sm_90`);
 }
 
+/**
+ * Refuses an engine built for another kind of machine than the backend loading it: a CUDA (`sm_XY`)
+ * engine on the CPU backend, or a `cpu` engine on CUDA. Its weights are stored for that target (fp16
+ * for GPUs, fp32 for the CPU), so the file is not for this machine: an {@linkcode EngineFileError}
+ * that names both targets and how to get a matching engine.
+ */
+export function checkEngineTarget(path: string, target: EngineTarget, backend: "cpu" | "cuda"): void {
+  if (backend === "cpu" && target !== "cpu") {
+    throw new EngineFileError(
+      `Engine "${path}" was built for target "${target}" (CUDA) but is being loaded on the CPU backend ` +
+        `(target "cpu"): rebuild it with --target cpu, or load it with device "cuda" on a GPU of ${target} or newer`,
+    );
+  }
+  if (backend === "cuda" && !target.startsWith("sm_")) {
+    throw new EngineFileError(
+      `Engine "${path}" was built for target "${target}" but is being loaded on CUDA (targets sm_XY): ` +
+        `rebuild it with --target set to the GPU's architecture (e.g. sm_89, sm_90), or load it with device "cpu"`,
+    );
+  }
+}
+
 /** Storage dtype of floating-point weights for a target: fp16 on GPUs, fp32 on the CPU. */
 export function weightDtype(target: EngineTarget): "F32" | "F16" {
   return target === "cpu" ? "F32" : "F16";

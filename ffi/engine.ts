@@ -15,7 +15,13 @@ import { resolveDevice } from "./device.ts";
 import { Stream } from "./stream.ts";
 import { checkClipSkip, type StreamOptions } from "./stream_options.ts";
 import { DPT_HYBRID_384_CONFIG, type MidasConfig, midasConfigFromSpec } from "./loaders/midas.ts";
-import { type EngineFile, EngineFileError, type EngineStyle, openEngine } from "../engines/format.ts";
+import {
+  checkEngineTarget,
+  type EngineFile,
+  EngineFileError,
+  type EngineStyle,
+  openEngine,
+} from "../engines/format.ts";
 
 /** Options of {@linkcode Engine.load}. */
 export interface EngineLoadOptions {
@@ -104,23 +110,15 @@ export class Engine implements Disposable {
     this.#crossAttentionDim = init.crossAttentionDim;
   }
 
-  /** Loads an engine file onto a backend (validating header, target and every tensor's checksum). */
+  /**
+   * Loads an engine file onto a backend (validating header, target and every tensor's checksum). An
+   * engine built for another kind of machine (a CUDA target on the CPU, or `cpu` on CUDA) is an
+   * {@linkcode EngineFileError} naming both targets.
+   */
   static async load(path: string, options: EngineLoadOptions = {}): Promise<Engine> {
     const device = resolveDevice(options.device);
     using file = await openEngine(path, { verify: options.verify ?? false });
-    const target = file.target;
-    if (device === "cuda" && !target.startsWith("sm_")) {
-      throw new EngineError(
-        "FORMAT",
-        `Cannot load engine "${path}" on CUDA: it was built for target "${target}"; rebuild it with --target sm_89 or sm_90`,
-      );
-    }
-    if (device === "cpu" && target !== "cpu") {
-      throw new EngineError(
-        "FORMAT",
-        `Cannot load engine "${path}" on the CPU: it was built for target "${target}"; rebuild it with --target cpu`,
-      );
-    }
+    checkEngineTarget(path, file.target, device);
     const ctx = Context.create(device, {
       precision: options.precision,
       threads: options.threads,

@@ -3,7 +3,8 @@
  * process on the echo stand-in (outputs are the inputs, so what each client gets back can be
  * checked byte for byte): isolation between clients, placement over workers and devices,
  * latest-frame-wins on every hop, SERVER_FULL with a retry hint, bad frames stopped at the
- * gateway, and a drained worker's sessions moving to another one.
+ * gateway, a drained worker's sessions moving to another one, and the page's own protocol module
+ * (page_session.js) streaming on through a rewarm and a resume.
  */
 
 import assert from "node:assert/strict";
@@ -15,6 +16,13 @@ import { createWorker, type Worker } from "../cluster/worker.ts";
 import { KIND } from "../cluster/protocol.ts";
 import { hasNatsServer, NATS_HINT, type NatsCluster, startNats } from "./_fixtures/cluster_harness.ts";
 import { encodeFrame, TestClient } from "./_fixtures/examples_ws_client.ts";
+import {
+  createPageSession,
+  mayCapture,
+  onConnectionClosed,
+  onServerMessage,
+  startMessage,
+} from "../examples/server/public/page_session.js";
 // deno-lint-ignore no-import-prefix
 import jpeg from "npm:jpeg-js@0.4.4";
 
@@ -254,6 +262,9 @@ Deno.test({
         "FRAME_TOO_LARGE",
         "BAD_MESSAGE",
       ]);
+      // Errors about a frame with a readable header carry its seq (a self-clocked page sends the next one).
+      const seqs = c.json.filter((m) => m.type === "error").map((m) => m.seq);
+      assert.deepEqual(seqs, [1, undefined, 2, 3, undefined, undefined]);
       assert.equal(workers[0]!.metrics().framesReceived, 0, "no bad frame reached the worker");
       // A bad JPEG passes the header checks and is refused by the worker, still with a typed error.
       c.ws.send(encodeFrame(KIND.JPEG, SIZE, SIZE, 4, new Uint8Array([1, 2, 3])));
@@ -354,4 +365,102 @@ Deno.test({
       await c.until(() => c.frames.length === 1, "the next output");
       await c.close();
     }, "64KB"),
+});
+
+/**
+ * A client that makes every protocol decision with the webcam page's own module (page_session.js):
+ * when to send "start" (and with `resume`), when the next frame may go out, when to reconnect.
+ */
+class PageDriver {
+  readonly s = createPageSession();
+  readonly json: Record<string, unknown>[] = [];
+  outputs = 0;
+  ws!: WebSocket;
+  #timer: ReturnType<typeof setInterval>;
+  constructor(readonly url: string) {
+    this.#connect();
+    this.#timer = setInterval(() => this.#capture(), 20);
+  }
+  #connect() {
+    const ws = new WebSocket(this.url);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    ws.onmessage = (e) => {
+      if (typeof e.data !== "string") {
+        this.s.acked = Math.max(this.s.acked, new DataView(e.data as ArrayBuffer).getUint32(12, true));
+        this.outputs++;
+        return;
+      }
+      const msg = JSON.parse(e.data);
+      this.json.push(msg);
+      const todo = onServerMessage(this.s, msg);
+      if (todo.sendStart) ws.send(JSON.stringify(startMessage(this.s, { prompt: "p", format: "raw" })));
+    };
+    ws.onclose = (e) => this.#closed(e.code);
+  }
+  #closed(code: number) {
+    const retry = onConnectionClosed(this.s, code);
+    if (retry) setTimeout(() => this.#connect(), retry.reconnectMs);
+  }
+  #capture() {
+    if (this.ws.readyState !== WebSocket.OPEN || !mayCapture(this.s)) return;
+    this.ws.send(encodeFrame(KIND.RGB, SIZE, SIZE, ++this.s.seq, solidRgb([1, 2, 3])));
+  }
+  /**
+   * The page loses its connection (an abnormal close, 1006) while the server side has not noticed
+   * yet, as when the gateway died (it never closes the session then). Returns the old socket.
+   */
+  dropConnection(): WebSocket {
+    const old = this.ws;
+    old.onclose = old.onmessage = null;
+    this.#closed(1006);
+    return old;
+  }
+  count(type: string) {
+    return this.json.filter((m) => m.type === type).length;
+  }
+  async until(pred: () => boolean, what: string, ms = 5000) {
+    const deadline = Date.now() + ms;
+    while (!pred()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(this.json)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  stop() {
+    clearInterval(this.#timer);
+    this.ws.onclose = null;
+    this.ws.close();
+  }
+}
+
+Deno.test({
+  name: "cluster relay: the page's protocol module streams on by itself after a rewarm and after a lost connection",
+  ...opts,
+  fn: () =>
+    withCluster([echoPool(1, 4), echoPool(1, 4)], async ({ url, workers }) => {
+      const page = new PageDriver(url);
+      try {
+        await page.until(() => page.outputs >= 3, "outputs on the first worker");
+        const first = page.json.find((m) => m.type === "ready")!;
+        const from = workers.find((w) => w.id === first.worker)!;
+        const to = workers.find((w) => w !== from)!;
+        await from.close(); // its session moves: "rewarming", then "ready" on the other worker
+        await page.until(() => page.count("rewarming") === 1 && page.count("ready") === 2, "rewarming, then ready");
+        let before = page.outputs;
+        await page.until(() => page.outputs >= before + 3, "outputs from the new worker, without any help");
+        assert.equal(page.json.filter((m) => m.type === "ready")[1]!.worker, to.id);
+
+        const session = page.s.id;
+        const old = page.dropConnection(); // e.g. its gateway died: reconnect (here: the same gateway), resume
+        await page.until(() => page.count("resumed") === 1, "resumed");
+        old.close(); // the old connection's end does not close the resumed session
+        assert.equal(page.json.find((m) => m.type === "resumed")!.id, session);
+        before = page.outputs;
+        await page.until(() => page.outputs >= before + 3, "outputs on the resumed session");
+        assert.equal(to.metrics().sessionsOpened, 1, "resumed, not re-created: no new warm-up");
+        assert.equal(page.s.id, session);
+      } finally {
+        page.stop();
+      }
+    }),
 });

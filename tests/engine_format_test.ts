@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  checkEngineTarget,
   ENGINE_ALIGN,
   EngineFileError,
   type EngineHeaderInit,
@@ -14,6 +15,7 @@ import {
 } from "../engines/format.ts";
 import { convertTensor } from "../engines/build.ts";
 import { fromFloat32, toFloat32 } from "../ffi/host_tensor.ts";
+import { Engine } from "../ffi/engine.ts";
 import { TensorMap } from "../ffi/native.ts";
 
 const INIT: EngineHeaderInit = {
@@ -112,6 +114,22 @@ Deno.test("engine refusals: truncated, corrupt, wrong version/target, absurd hea
     await w.abort();
     await assert.rejects(Deno.stat(join(dir, "unfinished.l2de")));
     await assert.rejects(Deno.stat(join(dir, "unfinished.l2de.partial")));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("an engine for another kind of machine is an EngineFileError naming both targets and the fix", async () => {
+  const isForeign = (re: RegExp) => (err: unknown) => err instanceof EngineFileError && re.test((err as Error).message);
+  assert.throws(() => checkEngineTarget("e.l2de", "sm_89", "cpu"), isForeign(/"sm_89".*"cpu".*--target cpu/));
+  assert.throws(() => checkEngineTarget("e.l2de", "cpu", "cuda"), isForeign(/"cpu".*CUDA.*--target/));
+  checkEngineTarget("e.l2de", "cpu", "cpu");
+  checkEngineTarget("e.l2de", "sm_89", "cuda");
+  // End to end: Engine.load of a CUDA engine on the CPU backend (refused before any native model is built).
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await writeSample(dir, "sm_89");
+    await assert.rejects(Engine.load(path, { device: "cpu" }), isForeign(/built for target "sm_89".*CPU backend/));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

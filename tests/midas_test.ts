@@ -4,6 +4,7 @@
 // contract (image sizes, missing / misshaped / unexpected weights, configs).
 import assert from "node:assert/strict";
 import { Context, Model, TensorMap } from "../ffi/native.ts";
+import { CheckpointError } from "../ffi/formats/errors.ts";
 import {
   loadMidasWeights,
   type MidasConfig,
@@ -138,4 +139,31 @@ Deno.test("midas: a missing, misshaped or unexpected weight or a bad config is a
   await rejectsWith(attempt(() => {}, { groupnorm_groups: 8 }), "FORMAT", "vit_num_heads");
   await rejectsWith(attempt(() => {}, { vit_num_heads: 4 }), "FORMAT", "groupnorm_groups");
   await rejectsWith(attempt(() => {}, { ...REDUCED_CONFIG, vit_hooks: [8, 12] }), "FORMAT", "hook");
+});
+
+Deno.test({
+  name: "midas: a config sibling that is a FIFO, directory or not JSON is a CheckpointError (never a blocked open)",
+  ignore: Deno.build.os === "windows",
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    const fifoWeights = `${dir}/fifo.pt`, dirWeights = `${dir}/dir.pt`, badWeights = `${dir}/bad.pt`;
+    assert.ok((await new Deno.Command("mkfifo", { args: [`${dir}/fifo.json`] }).output()).success, "mkfifo");
+    await Deno.mkdir(`${dir}/dir.json`);
+    await Deno.writeTextFile(`${dir}/bad.json`, "{not json");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((resolve) => timer = setTimeout(() => resolve("timeout"), 2000));
+    try {
+      const outcome = await Promise.race([midasConfigFor(fifoWeights).then(() => "read", (e) => e), timeout]);
+      if (outcome === "timeout") {
+        (await Deno.open(`${dir}/fifo.json`, { write: true })).close(); // unblock the open so the test ends
+        assert.fail("midasConfigFor blocked on a FIFO");
+      }
+      assert.ok(outcome instanceof CheckpointError && /not a regular file/.test(outcome.message), `got ${outcome}`);
+      await assert.rejects(() => midasConfigFor(dirWeights), CheckpointError);
+      await assert.rejects(() => midasConfigFor(badWeights), CheckpointError);
+    } finally {
+      clearTimeout(timer);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });

@@ -10,7 +10,8 @@
 import assert from "node:assert/strict";
 import { createLive2DiffServer, KIND, type ServerOptions } from "../examples/server/app.ts";
 import { encodeFrame, solidRgba, TestClient } from "./_fixtures/examples_ws_client.ts";
-import { type TimedCost, timedEngine } from "./_fixtures/timed_engine.ts";
+import { type TimedCost, timedEngine, type TimedEngineStats } from "./_fixtures/timed_engine.ts";
+import { FairScheduler } from "../examples/server/scheduler.ts";
 
 const SIZE = 64;
 const START = { type: "start", prompt: "x", steps: 2, strength: 0.5 };
@@ -20,7 +21,12 @@ async function withServer(
   options: Omit<ServerOptions, "engine" | "engineCost">,
   cost: TimedCost,
   fn: (
-    ctx: { url: string; server: ReturnType<typeof createLive2DiffServer>; maxRunning: () => number },
+    ctx: {
+      url: string;
+      server: ReturnType<typeof createLive2DiffServer>;
+      maxRunning: () => number;
+      stats: TimedEngineStats;
+    },
   ) => Promise<void>,
 ) {
   const engine = timedEngine(cost);
@@ -30,7 +36,7 @@ async function withServer(
   const http = Deno.serve({ hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen: resolve }, server.app.fetch);
   const addr = await listening;
   try {
-    await fn({ url: `127.0.0.1:${addr.port}`, server, maxRunning: () => engine.stats.maxRunning });
+    await fn({ url: `127.0.0.1:${addr.port}`, server, maxRunning: () => engine.stats.maxRunning, stats: engine.stats });
   } finally {
     await server.close();
     ac.abort();
@@ -140,4 +146,65 @@ Deno.test("server: a newcomer's warm-up does not wait a full round of the stream
       await Promise.all([...clients, newcomer].map((c) => c.close()));
     }
   });
+});
+
+Deno.test("server: a leaving client's stream is released between native calls, never during another's push", async () => {
+  const cost = { warmupMs: 0, pushMs: 120 }; // one client keeps the engine busy nearly all the time
+  await withServer({ maxClients: 5, maxFirstFrameMs: 600_000 }, cost, async ({ url, server, stats }) => {
+    const busy = new TestClient(`ws://${url}/ws`);
+    const leavers = Array.from({ length: 3 }, () => new TestClient(`ws://${url}/ws`));
+    let done = false;
+    try {
+      await busy.message("hello");
+      busy.sendJson({ ...START, seed: 1 });
+      await busy.message("ready");
+      const run = stream(busy, () => done);
+      for (const [i, c] of leavers.entries()) {
+        await c.message("hello");
+        c.sendJson({ ...START, seed: 10 + i });
+        await c.message("ready");
+        // Nothing of this client is pending when it leaves: only the busy client's pushes run then.
+        await stream(c, () => c.frames.length > 0);
+        await c.close();
+      }
+      await busy.until(() => server.metrics().clients === 1, "the leavers dropped", 10_000);
+      await busy.until(() => stats.closes >= leavers.length, "the leavers' streams released", 10_000);
+      done = true;
+      await run;
+      assert.equal(stats.closesDuringCalls, 0, "no stream was closed while a push ran");
+    } finally {
+      done = true;
+      await Promise.all([busy, ...leavers].map((c) => c.close()));
+    }
+  });
+});
+
+Deno.test("scheduler: exclusive work waits for the call in flight and runs before the next one", async () => {
+  const order: string[] = [];
+  let work = 2;
+  const gate = Promise.withResolvers<void>();
+  const scheduler = new FairScheduler<string>(() => work > 0, async (c) => {
+    order.push(`start ${c}`);
+    if (work === 2) await gate.promise;
+    work--;
+    order.push(`end ${c}`);
+    return 1;
+  });
+  scheduler.exclusive(() => order.push("chore while idle"));
+  scheduler.wake("a");
+  scheduler.exclusive(() => order.push("chore"));
+  scheduler.exclusive(() => {
+    throw new Error("a failing chore");
+  }, (e) => order.push(`reported ${(e as Error).message}`));
+  gate.resolve();
+  await scheduler.idle();
+  assert.deepEqual(order, [
+    "chore while idle",
+    "start a",
+    "end a",
+    "chore",
+    "reported a failing chore",
+    "start a",
+    "end a",
+  ]);
 });

@@ -126,6 +126,9 @@ Deno.test("server: JPEG bombs are refused from their frame header, before decodi
       const hello = await c.message("hello");
       c.sendJson(START);
       await c.message("ready");
+      // The bombs are made before the baseline: making them (jpeg-js encodes a 16x16 JPEG each) grows
+      // this process's V8 heap by ~90 MB, which is the test's own memory, not the server's.
+      const bombs = [bomb(4096, 4096), bomb(2896, 2896), bomb(1024, 1024), bomb(1000, 1000)] as const;
       const rssBefore = Deno.memoryUsage().rss;
       const refuse = async (bytes: Uint8Array, w: number, h: number, seq: number, pattern: RegExp) => {
         const from = c.json.length;
@@ -138,13 +141,13 @@ Deno.test("server: JPEG bombs are refused from their frame header, before decodi
         assert.ok(ms < 1000, `refused in ${ms.toFixed(0)} ms`);
       };
       // 4096x4096 in ~500 bytes: the issue's bomb, 16.8 MP.
-      await refuse(bomb(4096, 4096), 4096, 4096, 1, /limited to 2073600 pixels .*4096x4096/);
-      await refuse(bomb(2896, 2896), 2896, 2896, 2, /limited to 2073600 pixels/);
+      await refuse(bombs[0], 4096, 4096, 1, /limited to 2073600 pixels .*4096x4096/);
+      await refuse(bombs[1], 2896, 2896, 2, /limited to 2073600 pixels/);
       // Within the pixel limit but over this server's 8 MB decode budget (~21 MB to decode).
-      await refuse(bomb(1024, 1024), 1024, 1024, 3, /would take 2\d MB, the limit is 8 MB/);
+      await refuse(bombs[2], 1024, 1024, 3, /would take 2\d MB, the limit is 8 MB/);
       // The frame header must agree with the JPEG's own.
       const from = c.json.length;
-      c.ws.send(encodeFrame(KIND.JPEG, 64, 64, 4, bomb(1000, 1000)));
+      c.ws.send(encodeFrame(KIND.JPEG, 64, 64, 4, bombs[3]));
       const err = await c.until(() => c.json.slice(from).find((m) => m.type === "error"), "a size mismatch");
       assert.equal(err.code, "BAD_FRAME");
       assert.match(String(err.message), /JPEG is 1000x1000, header says 64x64/);

@@ -31,6 +31,10 @@
  * | 8..11 | seq (u32): input: the client's frame number; output: the input frame it came from |
  * | 12..15| ack (u32): output: the input frame whose push produced it; input: 0 |
  *
+ * The frame constants, the checks of client messages, the rate limit and the page routes live in
+ * `protocol.ts`, shared with the cluster gateway (`cluster/gateway.ts`); the page's own protocol
+ * decisions (rewarm, retry, reconnect with resume) in `public/page_session.js`.
+ *
  * Flow control is latest-frame-wins: each client has at most one pending frame on the server (a
  * newer frame replaces it, counted as dropped), outputs are skipped while the socket's send buffer
  * is over `maxBufferedBytes`, and a token bucket limits messages per second.
@@ -63,17 +67,28 @@ import { calibrate, type EngineCost, servableClients, updateCost, WARMUP_PUSHES 
 import type { ServerEngine, ServerStream } from "./engine_types.ts";
 import { JpegDecoderPool } from "./jpeg_pool.ts";
 import { JpegHeaderError, readJpegHeader } from "./jpeg_header.ts";
+import { trimMalloc } from "./malloc.ts";
 import { FairScheduler } from "./scheduler.ts";
+import {
+  ClientError,
+  type FrameHeader,
+  HEADER_BYTES,
+  KIND,
+  MessageRateLimit,
+  parseClientText,
+  parseFrameHeader,
+  parsePrompt,
+  parseSettings,
+  PROTOCOL_VERSION,
+  sameOriginWebSocket,
+  servePage,
+  type StreamSettings,
+} from "./protocol.ts";
 
 export type { ServerEngine, ServerStream } from "./engine_types.ts";
 export type { EngineCost } from "./capacity.ts";
 
-/** Frame kinds of the binary protocol. */
-export const KIND = { JPEG: 1, RGBA: 2, RGB: 3 } as const;
-/** Size of a binary frame's header. */
-export const HEADER_BYTES = 16;
-/** Protocol version (header byte 1). */
-export const PROTOCOL_VERSION = 1;
+export { HEADER_BYTES, KIND, PROTOCOL_VERSION } from "./protocol.ts";
 /** Deno's WebSocket message cap: a bigger message closes the connection before the app sees it. */
 export const DENO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Close code of a client closed for idling (application range 4000..4999). */
@@ -120,17 +135,13 @@ export interface ServerOptions {
   maxViewersPerClient?: number;
   /** JPEG quality of MJPEG and JPEG outputs (1..100). @default 80 */
   jpegQuality?: number;
+  /**
+   * Return free heap memory to the system after streams are closed (glibc `malloc_trim`, between
+   * native calls; see `malloc.ts`). @default true
+   */
+  trimHeapOnRelease?: boolean;
   /** Log lines (client connects, errors). @default none */
   log?: (line: string) => void;
-}
-
-/** Validated stream settings of one client. */
-interface StreamSettings {
-  prompt: string;
-  seed: number;
-  steps: number | null;
-  strength: number | null;
-  format: "raw" | "jpeg";
 }
 
 /** A frame ready to push (raw, or a JPEG already decoded). */
@@ -143,14 +154,6 @@ interface PendingFrame {
 interface Viewer {
   offer(jpegBytes: Uint8Array): void;
   end(): void;
-}
-
-class ClientError extends Error {
-  /** The frame it is about: sent with the error so a self-clocked client can send its next frame. */
-  seq?: number;
-  constructor(readonly code: string, message: string) {
-    super(message);
-  }
 }
 
 /** Per-client state; every field is bounded (one pending frame, one pending config/prompt). */
@@ -172,16 +175,14 @@ class Client {
   /** seqs of the last `latency + 1` pushes (the output of a push is the frame pushed `latency` earlier). */
   history: number[] = [];
   pushes = 0;
-  tokens: number;
-  lastRefill = performance.now();
-  lastRateError = 0;
+  readonly rate: MessageRateLimit;
   readonly viewers = new Set<Viewer>();
   lastJpeg: Uint8Array | null = null;
   readonly stats = { received: 0, processed: 0, dropped: 0, outputs: 0, outputsSkipped: 0, rateLimited: 0, errors: 0 };
 
-  constructor(ws: WSContext, tokens: number) {
+  constructor(ws: WSContext, rate: number) {
     this.ws = ws;
-    this.tokens = tokens;
+    this.rate = new MessageRateLimit(rate);
   }
 }
 
@@ -280,6 +281,7 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     idleTimeoutMs,
   };
   const log = options.log ?? (() => {});
+  const trimHeap = options.trimHeapOnRelease ?? true;
   const started = performance.now();
 
   const clients = new Map<string, Client>();
@@ -366,65 +368,17 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     send(client, { type: "error", code, message, ...(seq !== undefined ? { seq } : {}) });
   };
 
-  function parseSettings(msg: Record<string, unknown>): StreamSettings {
-    const prompt = parsePrompt(msg.prompt);
-    const seed = msg.seed === undefined ? 0 : Number(msg.seed);
-    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
-      throw new ClientError("BAD_MESSAGE", "seed must be an integer in 0..4294967295");
-    }
-    let steps: number | null = null, strength: number | null = null;
-    if (msg.strength !== undefined && msg.strength !== null) {
-      strength = Number(msg.strength);
-      if (!(strength > 0 && strength <= 1)) throw new ClientError("BAD_MESSAGE", "strength must be in (0, 1]");
-      steps = msg.steps === undefined ? 2 : Number(msg.steps);
-      if (!Number.isInteger(steps) || steps < 1 || steps > 4) {
-        throw new ClientError("BAD_MESSAGE", "steps must be an integer in 1..4");
-      }
-    } else if (msg.steps !== undefined) {
-      throw new ClientError("BAD_MESSAGE", "steps needs strength");
-    }
-    const format = msg.format ?? "raw";
-    if (format !== "raw" && format !== "jpeg") throw new ClientError("BAD_MESSAGE", 'format must be "raw" or "jpeg"');
-    return { prompt, seed, steps, strength, format };
-  }
-
-  function parsePrompt(value: unknown): string {
-    if (typeof value !== "string") throw new ClientError("BAD_MESSAGE", "prompt must be a string");
-    if (value.length > 1000) throw new ClientError("BAD_MESSAGE", "prompt must be at most 1000 characters");
-    return value;
-  }
-
   function takeToken(client: Client): boolean {
-    const now = performance.now();
-    client.tokens = Math.min(rate, client.tokens + (now - client.lastRefill) * rate / 1000);
-    client.lastRefill = now;
-    if (client.tokens >= 1) {
-      client.tokens -= 1;
-      return true;
-    }
+    const verdict = client.rate.take();
+    if (verdict === "ok") return true;
     client.stats.rateLimited++;
     totals.rateLimited++;
-    if (now - client.lastRateError > 1000) { // one error a second, never one per message
-      client.lastRateError = now;
-      fail(client, "RATE_LIMITED", `Too many messages: at most ${rate} per second; extra ones are dropped`);
-    }
+    if (verdict === "report") fail(client, "RATE_LIMITED", client.rate.message);
     return false;
   }
 
   function onText(client: Client, text: string) {
-    if (text.length > maxTextBytes) {
-      throw new ClientError("BAD_MESSAGE", `Text messages are limited to ${maxTextBytes} characters`);
-    }
-    let msg: unknown;
-    try {
-      msg = JSON.parse(text);
-    } catch {
-      throw new ClientError("BAD_MESSAGE", "Text messages must be JSON objects");
-    }
-    if (!msg || typeof msg !== "object" || Array.isArray(msg)) {
-      throw new ClientError("BAD_MESSAGE", "Text messages must be JSON objects");
-    }
-    const m = msg as Record<string, unknown>;
+    const m = parseClientText(text, maxTextBytes);
     switch (m.type) {
       case "start":
         client.nextSettings = parseSettings(m);
@@ -445,38 +399,17 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
   }
 
   function onBinary(client: Client, bytes: Uint8Array) {
-    if (bytes.byteLength > maxFrameBytes) {
-      throw new ClientError("FRAME_TOO_LARGE", `Frames are limited to ${maxFrameBytes} bytes, got ${bytes.byteLength}`);
-    }
-    if (bytes.byteLength < HEADER_BYTES) throw new ClientError("BAD_FRAME", "Frame shorter than its 16-byte header");
-    const seq = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(8, true);
+    const header = parseFrameHeader(bytes, maxFrameBytes, maxFrameSide); // its errors carry the seq
     try {
-      acceptFrame(client, bytes);
+      acceptFrame(client, header, bytes.subarray(HEADER_BYTES));
     } catch (e) {
-      if (e instanceof ClientError) e.seq = seq;
+      if (e instanceof ClientError) e.seq = header.seq;
       throw e;
     }
   }
 
-  /** Checks a frame message (at least a header long) and makes it the client's next frame. */
-  function acceptFrame(client: Client, bytes: Uint8Array) {
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const kind = view.getUint8(0), version = view.getUint8(1);
-    const width = view.getUint16(2, true), height = view.getUint16(4, true), seq = view.getUint32(8, true);
-    if (version !== PROTOCOL_VERSION) throw new ClientError("BAD_FRAME", `Unsupported frame version ${version}`);
-    if (kind !== KIND.JPEG && kind !== KIND.RGBA && kind !== KIND.RGB) {
-      throw new ClientError("BAD_FRAME", `Unknown frame kind ${kind}`);
-    }
-    if (width < 1 || height < 1 || width > maxFrameSide || height > maxFrameSide) {
-      throw new ClientError("BAD_FRAME", `Frame size ${width}x${height} must be 1..${maxFrameSide} on each side`);
-    }
-    const payload = bytes.subarray(HEADER_BYTES);
-    if (kind !== KIND.JPEG && payload.byteLength !== width * height * (kind === KIND.RGBA ? 4 : 3)) {
-      throw new ClientError(
-        "BAD_FRAME",
-        `A raw ${width}x${height} frame needs ${width * height * (kind === KIND.RGBA ? 4 : 3)} bytes`,
-      );
-    }
+  /** Makes a checked frame the client's next frame (a JPEG is checked further, then decoded). */
+  function acceptFrame(client: Client, { kind, width, height, seq }: FrameHeader, payload: Uint8Array) {
     if (!client.settings && !client.nextSettings) throw new ClientError("NOT_STARTED", 'Send "start" before frames');
     const decodeBytes = kind === KIND.JPEG ? checkJpeg(payload, width, height) : 0;
     client.stats.received++;
@@ -588,7 +521,6 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     } finally {
       client.running = false;
       client.lastActive = performance.now();
-      if (client.closed) releaseStream(client);
     }
     return charge ?? performance.now() - t0;
   }
@@ -727,12 +659,29 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
     } catch { /* socket went away */ }
   }
 
+  /**
+   * Closes a departed client's stream in the scheduler, between native calls: never while a push
+   * of this stream or of any other runs on the shared engine, and after the client's own call in
+   * flight (which may still be creating the stream) has finished.
+   */
   function releaseStream(client: Client) {
-    if (client.running || !client.stream) return;
-    try {
-      client.stream.close();
-    } catch { /* BUSY cannot happen when not running */ }
-    client.stream = null;
+    scheduler.exclusive(() => {
+      const stream = client.stream;
+      client.stream = null;
+      stream?.close();
+      if (stream) trimHeapSoon();
+    }, (e) => log(`client ${client.id.slice(0, 8)}: closing its stream failed: ${e instanceof Error ? e.message : e}`));
+  }
+
+  /** One heap trim after the releases queued now (clients often leave together). */
+  let trimQueued = false;
+  function trimHeapSoon() {
+    if (!trimHeap || trimQueued) return;
+    trimQueued = true;
+    scheduler.exclusive(() => {
+      trimQueued = false;
+      trimMalloc();
+    });
   }
 
   function dropClient(client: Client) {
@@ -861,21 +810,7 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
   }
 
   const app = new Hono();
-  const assets = new Map<string, Promise<string>>();
-  const asset = (name: string) => {
-    let text = assets.get(name);
-    if (!text) {
-      text = fetch(new URL(`./public/${name}`, import.meta.url)).then((r) => r.text());
-      assets.set(name, text);
-    }
-    return text;
-  };
-
-  app.get("/", async (c) => c.html(await asset("index.html")));
-  app.get("/app.js", async (c) => {
-    c.header("content-type", "text/javascript; charset=utf-8");
-    return c.body(await asset("app.js"));
-  });
+  servePage(app);
   app.get("/health", (c) => c.json(metrics()));
   app.get("/metrics", (c) => {
     const m = metrics();
@@ -909,18 +844,7 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
   });
   app.get(
     "/ws",
-    async (c, next) => {
-      // Browsers send Origin: only same-origin pages may stream (stops other sites driving a local server).
-      const origin = c.req.header("origin");
-      if (origin && c.req.header("upgrade") === "websocket") {
-        let ok = false;
-        try {
-          ok = new URL(origin).host === c.req.header("host");
-        } catch { /* malformed */ }
-        if (!ok) return c.json({ error: "FORBIDDEN", message: "Cross-origin WebSocket refused" }, 403);
-      }
-      await next();
-    },
+    sameOriginWebSocket,
     upgradeWebSocket(() => {
       let client: Client | null = null;
       return {
@@ -1021,8 +945,7 @@ export function createLive2DiffServer(options: ServerOptions = {}): Live2DiffSer
         } catch { /* already closed */ }
         dropClient(c);
       }
-      await scheduler.idle(); // let the native call in flight finish
-      for (const c of all) releaseStream(c);
+      await scheduler.idle(); // the call in flight and the stream releases queued behind it
     },
   };
 }

@@ -11,6 +11,7 @@
 
 import { parseArgs } from "node:util";
 import { createLive2DiffServer } from "./app.ts";
+import { limitMallocArenas } from "./malloc.ts";
 import { defaultStreamSize, loadEngine, parseDevice, parseSide, printNotice } from "../_engine.ts";
 
 const USAGE = `Usage: deno task serve [options]
@@ -60,6 +61,9 @@ if (import.meta.main) {
     const idleTimeoutMs = seconds("idle-timeout", values["idle-timeout"], 30);
     const hostname = values.host ?? "127.0.0.1";
 
+    // Before the engine starts its threads: fewer glibc arenas, so one stream's freed buffers serve
+    // the next (MALLOC_ARENA_MAX, when set, wins). See malloc.ts.
+    limitMallocArenas(2);
     const engine = await loadEngine({ engine: values.engine, device: parseDevice(values.device) });
     const size = values.size ? parseSide("size", values.size) : defaultStreamSize(engine);
     printNotice(engine);

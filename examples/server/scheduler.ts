@@ -21,6 +21,8 @@ export class FairScheduler<C> {
   readonly #eligible = new Map<C, number>();
   /** Virtual time of clients that ran out of work (kept so a quick return is charged fairly). */
   readonly #resting = new Map<C, number>();
+  /** Work that must not overlap a call (stream releases), run between calls. */
+  readonly #chores: (() => void)[] = [];
   #now = 0;
   #running = false;
   #loop: Promise<void> = Promise.resolve();
@@ -53,6 +55,24 @@ export class FairScheduler<C> {
     }
   }
 
+  /**
+   * Runs `chore` when no call is running: now when idle, else right after the call in flight and
+   * before the next one. Native handles of one engine are not re-entrant, so releasing a stream
+   * (freeing its buffers on the shared backend) must be ordered with the calls like any other.
+   * A throwing chore is reported to `onError` (never stops the calls).
+   */
+  exclusive(chore: () => void, onError: (e: unknown) => void = () => {}): void {
+    const guarded = () => {
+      try {
+        chore();
+      } catch (e) {
+        onError(e);
+      }
+    };
+    if (this.#running) this.#chores.push(guarded);
+    else guarded();
+  }
+
   /** Forgets `client` (it left). A call already running for it finishes. */
   remove(client: C): void {
     this.#eligible.delete(client);
@@ -67,6 +87,8 @@ export class FairScheduler<C> {
   async #run() {
     try {
       while (true) {
+        // Between calls: no call runs now, and none starts before these are done.
+        for (let chore = this.#chores.shift(); chore; chore = this.#chores.shift()) chore();
         let next: C | undefined, best = Infinity;
         for (const [client, start] of this.#eligible) {
           if (!this.#hasWork(client)) {

@@ -26,6 +26,7 @@
  */
 
 import { loadCheckpointInto } from "../weights.ts";
+import { CheckpointError } from "../formats/errors.ts";
 import { type Context, Model, TensorMap } from "../native.ts";
 
 /** Config of the native "midas" model (everything optional). */
@@ -56,22 +57,67 @@ export function midasConfigFromSpec(spec: Record<string, unknown>): MidasConfig 
 
 /**
  * The config that goes with a weights file: the "spec" of a sibling `<name>.json` when there is one
- * (how the golden reduced model documents its sizes), else {@linkcode DPT_HYBRID_384_CONFIG}.
+ * (how the golden reduced model documents its sizes), else {@linkcode DPT_HYBRID_384_CONFIG}. A sibling
+ * that is not a regular file (FIFO, device, directory), over 1 MiB or not JSON is a {@linkcode CheckpointError}.
  */
 export async function midasConfigFor(weightsPath: string): Promise<MidasConfig> {
   const jsonPath = weightsPath.replace(/\.(pt|pth|ckpt|bin|safetensors)$/, "") + ".json";
   if (jsonPath === weightsPath) return { ...DPT_HYBRID_384_CONFIG };
-  let text: string;
+  const text = await readSiblingJson(jsonPath);
+  if (text === null) return { ...DPT_HYBRID_384_CONFIG };
+  let json;
   try {
-    text = await Deno.readTextFile(jsonPath);
-  } catch {
-    return { ...DPT_HYBRID_384_CONFIG };
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new CheckpointError(`Cannot read the MiDaS config "${jsonPath}": ${(e as Error).message}`, { cause: e });
   }
-  const json = JSON.parse(text);
   const spec = json?.spec ?? json;
   return typeof spec === "object" && spec !== null
     ? { ...DPT_HYBRID_384_CONFIG, ...midasConfigFromSpec(spec) }
     : { ...DPT_HYBRID_384_CONFIG };
+}
+
+/** A config sibling is a few hundred bytes; anything this big is not one. */
+const MAX_CONFIG_BYTES = 1 << 20;
+
+/**
+ * The text of a weights file's sibling config; null when there is none. Like the checkpoint readers,
+ * it refuses a FIFO, device or directory BEFORE opening it (opening a FIFO blocks until a writer
+ * appears, a device can stream without end), and bounds the size.
+ */
+async function readSiblingJson(path: string): Promise<string | null> {
+  let stat: Deno.FileInfo;
+  try {
+    stat = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw new CheckpointError(`Cannot read the MiDaS config "${path}": ${(e as Error).message}`, { cause: e });
+  }
+  if (!stat.isFile) throw new CheckpointError(`Cannot read the MiDaS config "${path}": not a regular file`);
+  if (stat.size > MAX_CONFIG_BYTES) {
+    throw new CheckpointError(
+      `Cannot read the MiDaS config "${path}": ${stat.size} bytes, at most ${MAX_CONFIG_BYTES}`,
+    );
+  }
+  try {
+    using file = await Deno.open(path, { read: true });
+    // Checked again on the open file: a FIFO or a bigger file swapped in after the stat.
+    const opened = await file.stat();
+    if (!opened.isFile || opened.size > MAX_CONFIG_BYTES) {
+      throw new CheckpointError(`Cannot read the MiDaS config "${path}": not a small regular file`);
+    }
+    const bytes = new Uint8Array(opened.size);
+    let read = 0;
+    while (read < bytes.length) {
+      const n = await file.read(bytes.subarray(read));
+      if (n === null) break;
+      read += n;
+    }
+    return new TextDecoder().decode(bytes.subarray(0, read));
+  } catch (e) {
+    if (e instanceof CheckpointError) throw e;
+    throw new CheckpointError(`Cannot read the MiDaS config "${path}": ${(e as Error).message}`, { cause: e });
+  }
 }
 
 /**

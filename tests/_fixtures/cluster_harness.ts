@@ -158,32 +158,28 @@ export async function startNats(n: number, options: { maxPayload?: string } = {}
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
-/** Starts `cluster/worker_main.ts` as a subprocess; resolves once it advertises itself. */
-export async function spawnWorker(name: string, args: string[]): Promise<Child> {
-  const child = new Child(name, Deno.execPath(), [
+/** Runs one of the cluster's entry points (`cluster/<script>`) as a subprocess with the project's config. */
+function spawnMain(name: string, script: string, args: string[]): Child {
+  return new Child(name, Deno.execPath(), [
     "run",
     "-A",
     "--config",
     join(ROOT, "deno.json"),
-    join(ROOT, "cluster/worker_main.ts"),
+    join(ROOT, script),
     ...args,
   ]);
+}
+
+/** Starts `cluster/worker_main.ts` as a subprocess; resolves once it advertises itself. */
+export async function spawnWorker(name: string, args: string[]): Promise<Child> {
+  const child = spawnMain(name, "cluster/worker_main.ts", args);
   await child.waitFor(/^live2diff worker /);
   return child;
 }
 
 /** Starts `cluster/gateway_main.ts` as a subprocess; resolves with its port once it listens. */
 export async function spawnGateway(name: string, args: string[]): Promise<{ child: Child; port: number }> {
-  const child = new Child(name, Deno.execPath(), [
-    "run",
-    "-A",
-    "--config",
-    join(ROOT, "deno.json"),
-    join(ROOT, "cluster/gateway_main.ts"),
-    "--port",
-    "0",
-    ...args,
-  ]);
+  const child = spawnMain(name, "cluster/gateway_main.ts", ["--port", "0", ...args]);
   const m = await child.waitFor(/^live2diff gateway \S+: http:\/\/[^:]+:(\d+)\//);
   return { child, port: Number(m[1]) };
 }

@@ -24,13 +24,17 @@ export interface TimedEngineStats {
   maxRunning: number;
   pushes: number;
   streams: number;
+  /** Streams closed. */
+  closes: number;
+  /** Streams closed while a call (of any stream) ran: must stay 0 (releases are scheduled too). */
+  closesDuringCalls: number;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Makes an engine whose calls take the given times. */
 export function timedEngine(cost: TimedCost): ServerEngine & { stats: TimedEngineStats } {
-  const stats: TimedEngineStats = { running: 0, maxRunning: 0, pushes: 0, streams: 0 };
+  const stats: TimedEngineStats = { running: 0, maxRunning: 0, pushes: 0, streams: 0, closes: 0, closesDuringCalls: 0 };
   const busy = async <T>(ms: number, fn: () => T): Promise<T> => {
     stats.running++;
     stats.maxRunning = Math.max(stats.maxRunning, stats.running);
@@ -57,7 +61,12 @@ export function timedEngine(cost: TimedCost): ServerEngine & { stats: TimedEngin
         steps,
         latency: steps - 1,
         setPrompt: () => busy(1, () => {}),
-        close: () => void (closed = true),
+        close: () => {
+          if (closed) return;
+          closed = true;
+          stats.closes++;
+          if (stats.running > 0) stats.closesDuringCalls++;
+        },
         get closed() {
           return closed;
         },

@@ -2,25 +2,23 @@
 // app.ts for the protocol) and shows the output with FPS and latency. Self-clocked: the next frame
 // is captured when the server has consumed the previous one, so every frame is fresh when it is
 // processed (a round trip on loopback is ~1 ms against ~500 ms per frame on the CPU). The server
-// keeps only the latest frame per client anyway.
+// keeps only the latest frame per client anyway. What each server message means (and reconnecting
+// with resume through a cluster gateway) is decided in page_session.js.
+
+import { createPageSession, mayCapture, onConnectionClosed, onServerMessage, startMessage } from "./page_session.js";
 
 const $ = (id) => document.getElementById(id);
 const KIND_JPEG = 1, KIND_RGBA = 2, KIND_RGB = 3, HEADER = 16;
 
 const state = {
+  ...createPageSession(), // id, streaming, seq, acked, width, height, maxFrameBytes, ...
   ws: null,
-  width: 64,
-  height: 64,
-  seq: 0,
-  acked: 0,
   sentAt: new Map(),
   outTimes: [],
   frames: 0,
   sent: 0,
-  streaming: false,
   format: "raw",
   lastStart: "",
-  maxFrameBytes: Infinity,
 };
 globalThis.live2diff = state; // for tests and the console
 
@@ -50,7 +48,7 @@ function sendSettings() {
   const key = JSON.stringify(rest);
   // Prompt-only changes are live (no new warm-up); other settings start a new stream.
   if (state.lastStart === key) state.ws.send(JSON.stringify({ type: "prompt", prompt }));
-  else state.ws.send(JSON.stringify(s));
+  else state.ws.send(JSON.stringify(startMessage(state, s)));
   state.lastStart = key;
   state.format = s.format;
 }
@@ -79,49 +77,52 @@ function connect() {
   $("status").textContent = "connecting";
   ws.onmessage = (evt) => (typeof evt.data === "string" ? onJson(JSON.parse(evt.data)) : onFrame(evt.data));
   ws.onclose = (evt) => {
-    state.streaming = false;
+    if (state.ws !== ws) return;
     // The reason says why (e.g. "idle: no frames for 30 s"); 1006 is an abnormal close with none.
-    $("status").textContent = `closed${evt.reason ? `: ${evt.reason}` : evt.code === 1006 ? " (connection lost)" : ""}`;
+    const why = `closed${evt.reason ? `: ${evt.reason}` : evt.code === 1006 ? " (connection lost)" : ""}`;
+    const retry = onConnectionClosed(state, evt.code);
+    if (retry) { // e.g. the gateway died: another one (behind the same address) resumes the session
+      $("status").textContent = `${why}; reconnecting`;
+      setTimeout(connect, retry.reconnectMs);
+      return;
+    }
+    $("status").textContent = why;
     $("start").disabled = false;
     $("start").textContent = "Reconnect";
   };
 }
 
 function onJson(msg) {
-  switch (msg.type) {
-    case "hello":
-      state.maxFrameBytes = msg.maxFrameBytes ?? Infinity;
-      state.width = msg.width;
-      state.height = msg.height;
-      input.width = output.width = msg.width;
-      input.height = output.height = msg.height;
-      if (msg.notice) {
-        $("notice").textContent = msg.notice;
-        $("notice").style.display = "block";
-      }
+  const ws = state.ws;
+  const todo = onServerMessage(state, msg);
+  if (msg.type === "hello") {
+    input.width = output.width = state.width;
+    input.height = output.height = state.height;
+    if (msg.notice) {
+      $("notice").textContent = msg.notice;
+      $("notice").style.display = "block";
+    }
+    if (msg.mjpeg) { // the cluster gateway has no MJPEG output
       $("mjpeg").href = msg.mjpeg;
       $("mjpeg").textContent = new URL(msg.mjpeg, location.href).href;
-      $("status").textContent = "starting";
+    }
+  }
+  if (msg.type === "ready") {
+    $("start").textContent = "Apply";
+    $("start").disabled = false;
+  }
+  if (todo.status) $("status").textContent = todo.status;
+  if (todo.error) showError(todo.error);
+  if (todo.sendStart) {
+    state.lastStart = "";
+    sendSettings();
+  }
+  if (todo.retryStartMs !== undefined) {
+    setTimeout(() => {
+      if (state.ws !== ws || ws.readyState !== WebSocket.OPEN) return;
+      state.lastStart = "";
       sendSettings();
-      break;
-    case "ready":
-      state.streaming = true;
-      $("status").textContent = `warming up (${msg.warmup + msg.latency} frames)`;
-      $("start").textContent = "Apply";
-      $("start").disabled = false;
-      break;
-    case "ack":
-      state.acked = Math.max(state.acked, msg.seq);
-      if (msg.warmup > 0) $("status").textContent = `warming up (${msg.warmup} frames)`;
-      break;
-    case "prompt":
-      $("status").textContent = `prompt: ${msg.prompt}`;
-      break;
-    case "error":
-      // A refused frame counts as consumed: the self-clocked capture goes on with the next one.
-      if (typeof msg.seq === "number") state.acked = Math.max(state.acked, msg.seq);
-      showError(`${msg.code}: ${msg.message}`);
-      break;
+    }, todo.retryStartMs);
   }
 }
 
@@ -206,7 +207,7 @@ setInterval(async () => {
     : "–";
   const ws = state.ws;
   if (capturing || !state.streaming || !ws || ws.readyState !== WebSocket.OPEN || video.readyState < 2) return;
-  if (state.seq - state.acked >= 1 || ws.bufferedAmount > 0) return; // self-clocked: one frame in flight
+  if (!mayCapture(state) || ws.bufferedAmount > 0) return; // self-clocked: one frame in flight
   capturing = true;
   try {
     await capture();
