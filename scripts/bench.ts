@@ -22,9 +22,9 @@
  * - `push_ms`: wall time inside `l2d_stream_push`, the time it blocked waiting for the device, and
  *   `host_ms` = the difference (the host's own cost per frame), plus the thread's CPU time.
  * Then `--profile-frames` more pushes (default 10; 0: none) run with stage profiling on
- * (`engine.profileStages`): `stage_ms_per_frame` = milliseconds per frame of "encode" (TAESD encode of
- * the frame + noise), "depth" (MiDaS + the depth map's TAESD encode), "unet" (the UNet batch + LCM step)
- * and "decode", measured INSIDE the push (CUDA: events on the device; CPU: wall clock). With CUDA graphs
+ * (`engine.profileStages`): `stage_ms_per_frame` = milliseconds per frame of "depth" (MiDaS and the
+ * depth image), "encode" (one TAESD pass over the frame and its depth image, + noise), "unet" (the UNet
+ * batch + LCM step) and "decode", measured INSIDE the push (CUDA: events on the device; CPU: wall clock). With CUDA graphs
  * replaying, no host code marks the stages, so they are absent then.
  * Concurrency (`--concurrency 2,4`, "" for none): N streams on the one engine pushed from parallel async
  * calls at the first configuration's size and steps; `concurrent[]` has the aggregate FPS
