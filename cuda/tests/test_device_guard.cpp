@@ -61,6 +61,8 @@ class MockImpl : public Backend {
   std::string fail_op;               // this op throws L2D_ERR_BACKEND
   bool fail_check = false;           // check_after_op throws (a fault found by the debug sync)
   bool invalid_arg = false;          // fail_op throws L2D_ERR_INVALID_ARGUMENT instead
+  bool detect_overlap = false;       // count ops that start while another op of this context runs
+  std::atomic<int> overlaps{0};
 
   int device() const { return device_; }
   const DeviceApi& device_api() const { return kMockApi; }
@@ -146,9 +148,17 @@ class MockImpl : public Backend {
       std::lock_guard<std::mutex> lock(calls_mutex_);
       calls.emplace_back(op, t_current);
     }
+    if (detect_overlap) {
+      // Host state of a CUDA backend (dense-path maps, vendor handles, staging buffers) is not
+      // safe under two ops at once: an op that finds another op of this context running fails.
+      if (active_.fetch_add(1) != 0) overlaps.fetch_add(1);
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      active_.fetch_sub(1);
+    }
     if (fail_op == op) fail(invalid_arg ? L2D_ERR_INVALID_ARGUMENT : L2D_ERR_BACKEND, "mock fault in ", op);
     return Tensor();
   }
+  std::atomic<int> active_{0};
   int device_;
   std::mutex calls_mutex_;
 };
@@ -269,6 +279,26 @@ void test_two_contexts_on_two_devices_interleaved() {
   for (const auto& [op, dev] : b.calls) CHECK(dev == 1, "context B (device 1): %s ran on device %d", op.c_str(), dev);
 }
 
+// Two sessions of one context pushing from two threads (two streams on one engine): their ops
+// must not run inside the backend at the same time, because its host-side state (the dense
+// router's per-shape maps, cuDNN handles, staging buffers, the error word) is shared.
+void test_ops_of_two_threads_never_overlap() {
+  MockBackend be(1);
+  Tensor x(&be, DType::F16, {4});
+  be.detect_overlap = true;
+  auto worker = [&] {
+    for (int i = 0; i < 40; ++i) {
+      be.unary(x, Unary::Relu);
+      be.linear(x, x, nullptr);
+      be.synchronize();
+    }
+  };
+  std::thread t1(worker), t2(worker);
+  t1.join();
+  t2.join();
+  CHECK(be.overlaps.load() == 0, "%d ops of one context ran at the same time on two threads", be.overlaps.load());
+}
+
 // While one thread captures (the per-frame region of a stream), an op of another session of the
 // same context on another thread must not run: on CUDA it would be recorded into the graph.
 void test_capture_excludes_other_threads() {
@@ -364,6 +394,7 @@ int main() {
   test_every_entry_point_runs_on_the_context_device();
   test_two_contexts_on_two_devices_interleaved();
   test_capture_excludes_other_threads();
+  test_ops_of_two_threads_never_overlap();
   test_guard_sets_the_device_only_when_needed();
   test_faults_name_the_op();
   if (failures) {

@@ -6,9 +6,13 @@
 //      stream and the device error flags, so a fault is reported by the op that made it;
 //   3. names the op, its tensors' shapes and dtypes in any device error it lets through.
 // So no CUDA call can run on the wrong device even if a caller (api.cpp, stream.cpp) forgets.
-// It also makes capture() exclusive: every op on the context enqueues on one CUDA stream, so while
-// one thread captures the per-frame region, another thread's ops (another session of the same
-// context) would land in the graph. Ops from other threads wait for the capture to end.
+// It also serialises the outermost ops of a context: two sessions of one context (two streams of
+// one engine) may push from two threads, and the backend's host-side state (the dense router's
+// per-shape maps and timings, the cuDNN handle, pinned staging, the error word) is not built for
+// two ops at once. All of a context's work goes to one CUDA stream, so this costs the GPU nothing;
+// what waits is another thread's enqueue while an op blocks (a frame's download). And while one
+// thread captures the per-frame region, another thread's ops would land in the graph: they wait for
+// the capture to end.
 // Host C++ only, no CUDA headers: tests/test_device_guard.cpp instantiates it over a mock backend
 // and a mock device API and checks every entry point on a CPU machine.
 //
@@ -253,8 +257,9 @@ class Guarded final : public Impl {
     } catch (...) {
     }
     // Releasing waits for the stream, which would break another thread's capture on it.
-    std::shared_lock<std::shared_mutex> shared;
-    if (capture_owner_.load() != std::this_thread::get_id()) shared = std::shared_lock(exclusive_);
+    std::unique_lock<std::shared_mutex> exclusive;
+    if (op_depth() == 0 && capture_owner_.load() != std::this_thread::get_id())
+      exclusive = std::unique_lock(exclusive_);
     Impl::release_capture(handle);
   }
 
@@ -265,9 +270,9 @@ class Guarded final : public Impl {
   auto op(const char* name, std::initializer_list<OpArg> args, F&& f) -> decltype(f()) {
     const DeviceGuard g(this->device_api(), this->device());
     const bool outer = op_depth() == 0;
-    // Outermost ops of threads other than a capturing one wait while a capture runs (see above).
-    std::shared_lock<std::shared_mutex> shared;
-    if (outer && capture_owner_.load() != std::this_thread::get_id()) shared = std::shared_lock(exclusive_);
+    // One outermost op at a time per context; the capturing thread already holds the lock.
+    std::unique_lock<std::shared_mutex> exclusive;
+    if (outer && capture_owner_.load() != std::this_thread::get_id()) exclusive = std::unique_lock(exclusive_);
     ++op_depth();
     struct Depth {
       ~Depth() { --op_depth(); }
@@ -292,7 +297,7 @@ class Guarded final : public Impl {
     }
   }
 
-  std::shared_mutex exclusive_;  // shared: one op; exclusive: a capture
+  std::shared_mutex exclusive_;  // held by the running outermost op, or by a capture
   std::atomic<std::thread::id> capture_owner_{};
 };
 
