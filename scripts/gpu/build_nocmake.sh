@@ -67,8 +67,9 @@ fi
 RPATH=(-Wl,-rpath,"$BUILD" -L"$BUILD" -llive2diff)
 "$CC" -std=c99 -Wall -Iinclude tests/test_abi.c -o "$BUILD/test_abi_c" "${RPATH[@]}"
 "$CXX" -std=c++17 -O2 -Iinclude -Isrc tests/test_philox.cpp -o "$BUILD/test_philox"
+# (the same sources as its CMake target)
 "$CXX" -std=c++17 -O2 -Iinclude -Isrc -DL2D_SRC_DIR="\"$ROOT/cuda/src\"" tests/test_device_guard.cpp src/core/tensor.cpp \
-  src/core/host_tensor.cpp -pthread -o "$BUILD/test_device_guard"
+  src/core/host_tensor.cpp src/core/backend.cpp src/core/frame_fit.cpp -pthread -o "$BUILD/test_device_guard"
 for t in tests/test_cuda_*.cu; do
   [ -e "$t" ] || continue
   "$CXX" -std=c++17 -O2 -Iinclude -Itests -x c++ "$t" -x none -o "$BUILD/$(basename "$t" .cu)" "${RPATH[@]}" -pthread
