@@ -366,9 +366,15 @@ bool LiveStream::stream_frame(const FrameView& f, uint8_t* out_rgb) {
   if (!(g == region_geom_)) {  // a new camera size: new fit tables, so a new graph
     drop_capture();
     region_geom_ = g;
+    capture_off_ = false;  // a capture that failed for the old size may work for this one
   }
   be_.upload_bytes(frame_in_, f.data, in_bytes);
-  if (graph_) {
+  if (graph_ && be_.stage_profiling()) {
+    // Stage profiling times host-marked stages, which a replay does not run: profiled frames run
+    // the region eagerly (the graph stays; eager blocks never come from the graph's).
+    frame_region();
+    ++eager_regions_;
+  } else if (graph_) {
     fixed_addresses(addresses_now_);
     if (addresses_now_ != graph_addresses_)
       fail(L2D_ERR_INTERNAL, "stream: a buffer of the captured step moved without the graph being dropped");

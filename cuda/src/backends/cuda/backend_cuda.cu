@@ -186,6 +186,9 @@ void* CudaBackend::raw_alloc(size_t bytes) {
     // (the guard made device_ current: Guarded<>::raw_alloc)
     if (cudaMalloc(&ptr, size) != cudaSuccess) {
       cudaGetLastError();
+      // Another thread capturing on stream_ (another session of this context): the sync below
+      // would invalidate its capture, so report out-of-memory instead.
+      if (capturing_) fail(L2D_ERR_OUT_OF_MEMORY, "cudaMalloc(", size, ") failed while a graph is being captured");
       // Give cached blocks back and retry once before reporting out-of-memory.
       cudaStreamSynchronize(stream_);
       for (auto& [s, p] : free_blocks_) cudaFree(p);

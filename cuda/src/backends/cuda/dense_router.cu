@@ -80,7 +80,10 @@ void DenseRouter::record(cudaStream_t s, const std::string& cls, KernelPath path
   Counter& c = counters_[cls][int(path)];
   ++c.calls;
   c.flops += flops;
-  if (!profile_) {
+  // No timing events while the stream is being captured: an event recorded into a graph can be
+  // neither waited on nor timed later (cudaErrorCapturedEvent), which would break the stats.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (!profile_ || cudaStreamIsCapturing(s, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone) {
     fn();
     return;
   }

@@ -236,6 +236,10 @@ class Guarded final : public Impl {
   void download_bytes(const Tensor& src, uint8_t* host, size_t bytes) override {
     op("download_bytes", {{"src", &src}}, [&] { Impl::download_bytes(src, host, bytes); });
   }
+  // The dense router's counters and timing events change under every op: read them between ops.
+  std::string kernel_info_json() override {
+    return op("kernel_info_json", {}, [&] { return Impl::kernel_info_json(); });
+  }
   int64_t capture(const std::function<void()>& region, std::string* why) override {
     const std::unique_lock<std::shared_mutex> exclusive(exclusive_);  // other threads' ops wait
     capture_owner_.store(std::this_thread::get_id());

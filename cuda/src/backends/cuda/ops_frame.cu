@@ -47,6 +47,15 @@ Tensor CudaBackend::image_fit_from_bytes(const Tensor& frame, int64_t h, int64_t
     const std::vector<int64_t> key{w, h, out_w, out_h};
     auto it = fit_tables_.find(key);
     if (it == fit_tables_.end()) {
+      // Made in the eager frame of a geometry; missing inside a capture (evicted by other streams'
+      // geometries meanwhile), the copies and sync below would invalidate it: fail the capture
+      // cleanly instead (it reruns eagerly and remakes them).
+      bool capturing = false;
+      {
+        std::lock_guard<std::mutex> pool_lock(pool_mutex_);
+        capturing = capture_here() != nullptr;
+      }
+      if (capturing) fail(L2D_ERR_INTERNAL, "frame-fit tables for ", w, "x", h, " were evicted before the capture");
       // Evicted tables stay alive as long as a graph that reads them (keep_for_capture).
       if (fit_tables_.size() >= 16) fit_tables_.clear();  // a camera changes size rarely
       const FitTables t = fit_tables(w, h, out_w, out_h);

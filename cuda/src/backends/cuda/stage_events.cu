@@ -68,7 +68,12 @@ void StageEvents::end(const char* stage, uint64_t token, cudaStream_t stream, St
     if (it == open_.end()) return;
     const cudaEvent_t start = it->second;
     open_.erase(it);
-    cudaEvent_t stop = take();
+    // Another session of the context may have begun capturing since begin(): an event recorded
+    // now would belong to its graph and could never be timed. The sample is dropped.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    const bool capturing =
+        cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone;
+    cudaEvent_t stop = capturing ? nullptr : take();
     if (!stop || cudaEventRecord(stop, stream) != cudaSuccess) {
       free_.push_back(start);
       if (stop) free_.push_back(stop);
