@@ -198,6 +198,13 @@ class Backend {
   // src -> host: the frame's one wait (CUDA: one event), which also reports the data errors the
   // kernels flagged since the last check, like synchronize().
   virtual void download_bytes(const Tensor& src, uint8_t* host, size_t bytes) = 0;
+  // The similar-image filter on the device path: cosine similarity of two fitted images
+  // [1, 3, H, W] (values level / 255, fp32 or fp16), each mapped back to its uint8 level and to
+  // [-1, 1] as frame_cosine_similarity does (core/frame_fit.h). Returns the value to the host, so
+  // it waits for the device (CUDA: a block reduction in fp32, three floats copied back): the stream
+  // calls it only when the filter is on. The default reads both images to the host and applies
+  // frame_cosine_similarity to their levels, bit for bit the host path's value on the same bytes.
+  virtual double image_cosine_similarity(const Tensor& a, const Tensor& b);
 
   // ---- capture of the per-frame region (CUDA graphs) ----
   // Runs `region` once and, where the backend can, records it so replay() runs the same work
