@@ -176,8 +176,8 @@ class Backend {
   virtual Tensor image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
                                    int64_t out_w);
   // True when image_fit_from_u8 runs on the device: the stream then uploads camera frames as they
-  // come. (The CPU stream keeps the double-precision host path, fit_frame, whose bytes the golden
-  // cases and the similar-image filter use; the float op may differ from it by one level.)
+  // come. (The CPU stream keeps the double-precision host path, fit_frame, for frames it must
+  // resize: the golden cases use its bytes, and the float op may differ from it by one level.)
   virtual bool fits_frames_on_device() const { return false; }
   // x [N, 3, H, W] -> host float [N, H, W, 3] (when out_f32 is non-null) and uint8
   // round(255 * clamp(x, 0, 1)) [N, H, W, 3] (when out_u8 is non-null). Synchronises.
