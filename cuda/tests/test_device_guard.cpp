@@ -130,6 +130,10 @@ class MockImpl : public Backend {
   }
   void image_to_u8(const Tensor&, Tensor&) override { rec("image_to_u8"); }
   void download_bytes(const Tensor&, uint8_t*, size_t) override { rec("download_bytes"); }
+  double image_cosine_similarity(const Tensor&, const Tensor&) override {
+    rec("image_cosine_similarity");
+    return 1.0;
+  }
   int64_t capture(const std::function<void()>& region, std::string* why) override {
     rec("capture");
     return Backend::capture(region, why);
@@ -207,6 +211,7 @@ void call_everything(Backend& be, const Tensor& x) {
       [&] { be.image_fit_from_bytes(x, 2, 2, 3, 2, 2); },
       [&] { be.image_to_u8(x, t); },
       [&] { be.download_bytes(x, nullptr, 0); },
+      [&] { be.image_cosine_similarity(x, x); },
       [&] {
         std::string why;
         be.capture([&] { be.unary(x, Unary::Relu); }, &why);

@@ -1,7 +1,9 @@
 // backend.cpp: ops defined once for every backend in terms of other ops.
 #include "backend.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "frame_fit.h"
 
@@ -42,6 +44,25 @@ Tensor Backend::image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int
   std::vector<float> planar(size_t(3 * out_h * out_w));
   fit_frame_levels(host, w, channels, t, out_w, out_h, planar.data());
   return from_host(HostTensor::from_f32({1, 3, out_h, out_w}, planar.data()));
+}
+
+double Backend::image_cosine_similarity(const Tensor& a, const Tensor& b) {
+  L2D_REQUIRE(a.ndim() == 4 && a.dim(0) == 1 && a.dim(1) == 3 && a.shape() == b.shape(),
+              "image_cosine_similarity takes two [1, 3, H, W] images of one shape, got ", shape_str(a.shape()), " and ",
+              shape_str(b.shape()));
+  // Interleaved levels [H * W, 3]: round(255 * x) recovers the fitted level exactly (also from
+  // fp16, whose error at level / 255 is far below half a level).
+  const auto levels = [&](const Tensor& t) {
+    const std::vector<float> v = to_host(t).to_f32();
+    const size_t hw = v.size() / 3;
+    std::vector<uint8_t> u(v.size());
+    for (size_t p = 0; p < hw; ++p)
+      for (size_t c = 0; c < 3; ++c)
+        u[p * 3 + c] = uint8_t(std::nearbyint(255.f * std::min(1.f, std::max(0.f, v[c * hw + p]))));
+    return u;
+  };
+  const std::vector<uint8_t> la = levels(a), lb = levels(b);
+  return frame_cosine_similarity(la.data(), lb.data(), int64_t(la.size() / 3), 3);
 }
 
 void Backend::replay(int64_t handle) {

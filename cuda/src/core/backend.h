@@ -176,8 +176,8 @@ class Backend {
   virtual Tensor image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
                                    int64_t out_w);
   // True when image_fit_from_u8 runs on the device: the stream then uploads camera frames as they
-  // come. (The CPU stream keeps the double-precision host path, fit_frame, whose bytes the golden
-  // cases and the similar-image filter use; the float op may differ from it by one level.)
+  // come. (The CPU stream keeps the double-precision host path, fit_frame, for frames it must
+  // resize: the golden cases use its bytes, and the float op may differ from it by one level.)
   virtual bool fits_frames_on_device() const { return false; }
   // x [N, 3, H, W] -> host float [N, H, W, 3] (when out_f32 is non-null) and uint8
   // round(255 * clamp(x, 0, 1)) [N, H, W, 3] (when out_u8 is non-null). Synchronises.
@@ -198,6 +198,13 @@ class Backend {
   // src -> host: the frame's one wait (CUDA: one event), which also reports the data errors the
   // kernels flagged since the last check, like synchronize().
   virtual void download_bytes(const Tensor& src, uint8_t* host, size_t bytes) = 0;
+  // The similar-image filter on the device path: cosine similarity of two fitted images
+  // [1, 3, H, W] (values level / 255, fp32 or fp16), each mapped back to its uint8 level and to
+  // [-1, 1] as frame_cosine_similarity does (core/frame_fit.h). Returns the value to the host, so
+  // it waits for the device (CUDA: a block reduction in fp32, three floats copied back): the stream
+  // calls it only when the filter is on. The default reads both images to the host and applies
+  // frame_cosine_similarity to their levels, bit for bit the host path's value on the same bytes.
+  virtual double image_cosine_similarity(const Tensor& a, const Tensor& b);
 
   // ---- capture of the per-frame region (CUDA graphs) ----
   // Runs `region` once and, where the backend can, records it so replay() runs the same work

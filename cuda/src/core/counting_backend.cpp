@@ -203,4 +203,9 @@ void CountingBackend::download_bytes(const Tensor& src, uint8_t* host, size_t by
   in_.download_bytes(src, host, bytes);
 }
 
+double CountingBackend::image_cosine_similarity(const Tensor& a, const Tensor& b) {
+  count("image_cosine_similarity");
+  return in_.image_cosine_similarity(a, b);
+}
+
 }  // namespace l2d

@@ -80,6 +80,7 @@ class CountingBackend final : public Backend {
                               int64_t out_w) override;
   void image_to_u8(const Tensor& x, Tensor& out) override;
   void download_bytes(const Tensor& src, uint8_t* host, size_t bytes) override;
+  double image_cosine_similarity(const Tensor& a, const Tensor& b) override;
   // Capture and stage profiling belong to the inner backend (not counted).
   int64_t capture(const std::function<void()>& region, std::string* why) override { return in_.capture(region, why); }
   void replay(int64_t handle) override { in_.replay(handle); }

@@ -90,4 +90,19 @@ void fit_frame_levels(const uint8_t* frame, int64_t in_w, int channels, const Fi
             255.f;
 }
 
+// The similar-image filter's measure (LiveStream): the host path calls it on fitted bytes, the
+// backends' default image_cosine_similarity on the levels of fitted images.
+double frame_cosine_similarity(const uint8_t* a, const uint8_t* b, int64_t pixels, int channels) {
+  double dot = 0, na = 0, nb = 0;
+  for (int64_t p = 0; p < pixels; ++p)
+    for (int ch = 0; ch < 3; ++ch) {
+      const double va = a[p * channels + ch] / 127.5 - 1.0, vb = b[p * channels + ch] / 127.5 - 1.0;
+      dot += va * vb;
+      na += va * va;
+      nb += vb * vb;
+    }
+  if (na == 0 || nb == 0) return na == nb ? 1.0 : 0.0;
+  return dot / std::sqrt(na * nb);
+}
+
 }  // namespace l2d

@@ -63,4 +63,8 @@ L2D_FIT_HD float fit_level(const uint8_t* frame, int64_t in_w, int channels, int
   return floorf(fminf(fmaxf(acc, 0.f), 255.f) + 0.5f);
 }
 
+// Cosine similarity of two same-sized uint8 frames [pixels, channels] mapped to [-1, 1] (RGB
+// channels only; alpha ignored), summed in double, pixel by pixel: the similar-image filter.
+double frame_cosine_similarity(const uint8_t* a, const uint8_t* b, int64_t pixels, int channels);
+
 }  // namespace l2d

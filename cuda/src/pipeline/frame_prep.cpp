@@ -46,17 +46,4 @@ const uint8_t* fit_frame(const FrameView& in, int64_t out_w, int64_t out_h, std:
   return scratch.data();
 }
 
-double frame_cosine_similarity(const uint8_t* a, const uint8_t* b, int64_t pixels, int channels) {
-  double dot = 0, na = 0, nb = 0;
-  for (int64_t p = 0; p < pixels; ++p)
-    for (int ch = 0; ch < 3; ++ch) {
-      const double va = a[p * channels + ch] / 127.5 - 1.0, vb = b[p * channels + ch] / 127.5 - 1.0;
-      dot += va * vb;
-      na += va * va;
-      nb += vb * vb;
-    }
-  if (na == 0 || nb == 0) return na == nb ? 1.0 : 0.0;
-  return dot / std::sqrt(na * nb);
-}
-
 }  // namespace l2d

@@ -98,6 +98,7 @@ void LiveStream::reset() {
   streamed_ = 0;
   pending_.clear();
   sim_prev_.clear();
+  sim_prev_channels_ = 0;
   sim_skipped_ = 0;
   last_rgb_.clear();
 }
@@ -307,21 +308,45 @@ Tensor LiveStream::step_device(const Tensor& image01, TensorMap* debug) {
 
 // StreamDiffusion's similar-image filter: skip with probability max(0, 1 - (1 - sim) / (1 - thr))
 // (Philox draw instead of random.uniform, so runs are reproducible), at most max_skip in a row.
+// One rule for both paths below; they differ only in where the similarity is computed.
+bool LiveStream::similar_skip(double sim) {
+  const double p = std::max(0.0, 1.0 - (1.0 - sim) / (1.0 - sim_threshold_));
+  const double u = philox::uniform_at(uint64_t(frame_index_), seed_, 0, 5, 0);
+  return u < p && sim_skipped_ < sim_max_skip_;
+}
+
+// The host path: the fitted frame's bytes against the previous kept frame's bytes.
 bool LiveStream::similar_to_previous(const uint8_t* frame, int channels) {
   if (sim_threshold_ >= 1.0) return false;
+  sim_prev_channels_ = 0;  // the device path's previous frame is stale from here on
   const size_t bytes = size_t(width_ * height_ * channels);
-  bool skip = false;
-  if (!sim_prev_.empty() && sim_prev_.size() == bytes && !last_rgb_.empty()) {
-    const double sim = frame_cosine_similarity(sim_prev_.data(), frame, width_ * height_, channels);
-    const double p = std::max(0.0, 1.0 - (1.0 - sim) / (1.0 - sim_threshold_));
-    const double u = philox::uniform_at(uint64_t(frame_index_), seed_, 0, 5, 0);
-    skip = u < p && sim_skipped_ < sim_max_skip_;
-  }
+  const bool skip = !sim_prev_.empty() && sim_prev_.size() == bytes && !last_rgb_.empty() &&
+                    similar_skip(frame_cosine_similarity(sim_prev_.data(), frame, width_ * height_, channels));
   if (skip) {
     ++sim_skipped_;
   } else {
     sim_skipped_ = 0;
     sim_prev_.assign(frame, frame + bytes);
+  }
+  return skip;
+}
+
+// The device path: the fitted image against the previous kept one in sim_prev_fitted_ (a fixed
+// buffer, overwritten in place). The similarity comes back to the host (a small copy and a wait
+// per frame), which is why only a stream with the filter on takes it.
+bool LiveStream::similar_on_device(const Tensor& fitted, int channels) {
+  sim_prev_.clear();  // the host path's previous frame is stale from here on
+  const bool skip = sim_prev_channels_ == channels && !last_rgb_.empty() &&
+                    similar_skip(be_.image_cosine_similarity(fitted, sim_prev_fitted_));
+  if (skip) {
+    ++sim_skipped_;
+  } else {
+    sim_skipped_ = 0;
+    if (!sim_prev_fitted_.defined() || sim_prev_fitted_.shape() != fitted.shape() ||
+        sim_prev_fitted_.dtype() != fitted.dtype())
+      sim_prev_fitted_ = be_.zeros(fitted.shape(), fitted.dtype());
+    be_.write_slice(sim_prev_fitted_, fitted, {0, 0, 0, 0});
+    sim_prev_channels_ = channels;
   }
   return skip;
 }
@@ -355,6 +380,11 @@ std::string LiveStream::frame_path() const {
 }
 
 bool LiveStream::stream_frame(const FrameView& f, uint8_t* out_rgb) {
+  stage_frame(f);
+  return run_staged_frame(out_rgb);
+}
+
+void LiveStream::stage_frame(const FrameView& f) {
   L2D_ASSERT(warmed_up_);
   const size_t in_bytes = size_t(f.width * f.height * f.channels), out_bytes = size_t(width_ * height_ * 3);
   const Geometry g{f.height, f.width, f.channels};
@@ -369,6 +399,10 @@ bool LiveStream::stream_frame(const FrameView& f, uint8_t* out_rgb) {
     capture_off_ = false;  // a capture that failed for the old size may work for this one
   }
   be_.upload_bytes(frame_in_, f.data, in_bytes);
+}
+
+bool LiveStream::run_staged_frame(uint8_t* out_rgb) {
+  const size_t out_bytes = size_t(width_ * height_ * 3);
   if (graph_ && be_.stage_profiling()) {
     // Stage profiling times host-marked stages, which a replay does not run: profiled frames run
     // the region eagerly (the graph stays; eager blocks never come from the graph's).
@@ -407,9 +441,25 @@ bool LiveStream::stream_frame(const FrameView& f, uint8_t* out_rgb) {
 }
 
 bool LiveStream::push_frame(const FrameView& in, uint8_t* out_rgb) {
-  // Streaming on CUDA with the similar-image filter off: the frame goes up as it comes and is
-  // fitted on the device (no host resampling; the filter needs the fitted host bytes).
-  if (warmed_up_ && sim_threshold_ >= 1.0 && be_.fits_frames_on_device()) return stream_frame(in, out_rgb);
+  // After warm-up on CUDA the frame goes up as it comes and is fitted on the device (no host
+  // resampling). With the similar-image filter on, the fitted image is compared on the device with
+  // the previous kept one before the step runs. The CPU takes that path too for frames already at
+  // the stream size (no resampling, so the same bytes as the host path and the same decisions);
+  // frames it must resize stay on the host path, whose double-precision fit the goldens use.
+  const bool filter = sim_threshold_ < 1.0;
+  const bool at_size = in.width == width_ && in.height == height_;
+  if (warmed_up_ && (be_.fits_frames_on_device() || (filter && at_size))) {
+    if (!filter) return stream_frame(in, out_rgb);
+    if (at_size) fit_frame(in, width_, height_, fit_scratch_);  // checks the frame (no copy at size)
+    stage_frame(in);
+    const Tensor fitted = be_.image_fit_from_bytes(frame_in_, in.height, in.width, in.channels, height_, width_);
+    if (similar_on_device(fitted, in.channels)) {
+      // A skipped frame costs no UNet work: the last output is repeated from the host.
+      std::copy(last_rgb_.begin(), last_rgb_.end(), out_rgb);
+      return true;
+    }
+    return run_staged_frame(out_rgb);
+  }
   const uint8_t* frame = fit_frame(in, width_, height_, fit_scratch_);
   const size_t bytes = size_t(width_ * height_ * in.channels);
   const int sink = unet_.config().motion.sink;

@@ -76,6 +76,11 @@ class LiveStream final : public Session {
   // The hot path after warm-up: the frame goes up into frame_in_, the region below runs (eagerly
   // on the first frame of a geometry, captured on the second, replayed after), the bytes come down.
   bool stream_frame(const FrameView& frame, uint8_t* out_rgb);
+  // stream_frame in two halves, so the similar-image filter can decide in between: stage_frame
+  // sizes the fixed buffers for the frame's geometry and uploads it into frame_in_;
+  // run_staged_frame runs (or replays) the region and downloads the output bytes.
+  void stage_frame(const FrameView& frame);
+  bool run_staged_frame(uint8_t* out_rgb);
   // Everything between the uploaded frame and the output bytes (frame_out_): fit, encodes, MiDaS,
   // UNet, x0, re-noising, decode, uint8 conversion. Reads only fixed buffers and region_geom_.
   void frame_region();
@@ -92,7 +97,9 @@ class LiveStream final : public Session {
   Tensor depth_image(const Tensor& images, TensorMap* debug);  // [N, 3, H, W] in [-1, 1]
   Tensor scalar(float v) const;
   Tensor decode_to_unit(const Tensor& x0);
-  bool similar_to_previous(const uint8_t* frame, int channels);
+  bool similar_skip(double sim);  // the filter's rule, given the similarity
+  bool similar_to_previous(const uint8_t* frame, int channels);  // host path: fitted bytes
+  bool similar_on_device(const Tensor& fitted, int channels);      // device path: fitted image
 
   Backend& be_;
   const unet::UnetModel& unet_;
@@ -125,7 +132,9 @@ class LiveStream final : public Session {
   // similar-image filter (off unless threshold < 1)
   double sim_threshold_ = 1.0;
   int sim_max_skip_ = 10, sim_skipped_ = 0;
-  std::vector<uint8_t> sim_prev_;
+  std::vector<uint8_t> sim_prev_;  // host path: the previous kept frame's fitted bytes
+  Tensor sim_prev_fitted_;         // device path: the previous kept fitted image [1, 3, H, W]
+  int sim_prev_channels_ = 0;      // ... and its channel count (0: none kept)
   std::vector<uint8_t> last_rgb_;  // last output frame (similar-image filter only)
   // The per-frame path's fixed buffers: the raw uploaded frame (grown, never shrunk, so its
   // address changes only when a larger frame comes) and the output bytes [H, W, 3].

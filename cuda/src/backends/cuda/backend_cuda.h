@@ -106,6 +106,8 @@ class CudaBackend : public Backend {
                               int64_t out_w) override;
   void image_to_u8(const Tensor& x, Tensor& out) override;
   void download_bytes(const Tensor& src, uint8_t* host, size_t bytes) override;
+  // The similar-image filter's measure (ops_similarity.cu): fp32 block reduction, one small wait.
+  double image_cosine_similarity(const Tensor& a, const Tensor& b) override;
   // CUDA graphs of the per-frame region (graph.cu).
   int64_t capture(const std::function<void()>& region, std::string* why) override;
   void replay(int64_t handle) override;

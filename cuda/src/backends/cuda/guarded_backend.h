@@ -236,6 +236,9 @@ class Guarded final : public Impl {
   void download_bytes(const Tensor& src, uint8_t* host, size_t bytes) override {
     op("download_bytes", {{"src", &src}}, [&] { Impl::download_bytes(src, host, bytes); });
   }
+  double image_cosine_similarity(const Tensor& a, const Tensor& b) override {
+    return op("image_cosine_similarity", {{"a", &a}, {"b", &b}}, [&] { return Impl::image_cosine_similarity(a, b); });
+  }
   // The dense router's counters and timing events change under every op: read them between ops.
   std::string kernel_info_json() override {
     return op("kernel_info_json", {}, [&] { return Impl::kernel_info_json(); });

@@ -227,6 +227,15 @@ class OpsModel final : public Model {
       const int out_h = checked(size[0], 1, kMaxSide, "output size"), out_w = checked(size[1], 1, kMaxSide, "output size");
       require_output(3, out_h, out_w, "image_fit_from_u8");
       y = be_.image_fit_from_u8(f.bytes.data(), f.shape[0], f.shape[1], int(f.shape[2]), out_h, out_w);
+    } else if (method == "image_cosine_similarity") {
+      // Backend::image_cosine_similarity (the similar-image filter): a, b [1, 3, H, W] -> y [1].
+      const Tensor a = in("a"), b = in("b");
+      require_rank(a, 4, 4, "a");
+      L2D_REQUIRE(a.dim(0) == 1 && a.dim(1) == 3 && a.shape() == b.shape(),
+                  "image_cosine_similarity needs a and b [1, 3, H, W] of one shape");
+      const float sim = float(be_.image_cosine_similarity(a, b));
+      io.put("y", HostTensor::from_f32({1}, &sim));
+      return;
     } else if (method == "random_normal_counter") {
       // params [seed, stream, offset, add], counter I32 [1], shape [...]: y = normal(shape, seed,
       // stream, counter + offset), then counter += add on the device (returned as counter_out).

@@ -1,0 +1,135 @@
+// The similar-image filter (StreamDiffusion's) through the public Stream API on the CPU backend,
+// frames at the stream size, which the native stream runs on its device path (fit, similarity op,
+// skip or step). Its decisions must follow the documented rule, computed here independently from
+// the frame bytes (what the host path computes): skip with probability
+// max(0, 1 - (1 - sim) / (1 - threshold)) where sim is the cosine similarity of the frame and the
+// last kept frame mapped to [-1, 1], the draw is Philox uniform(seed, stream (0, 5, 0)) at the next
+// frame's video index, at most maxSkipFrames in a row, never before the first output. A skipped push
+// repeats the last output; a kept one equals a filter-off stream fed only the kept frames.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { buildFromStyleConfig } from "../engines/build.ts";
+import { Engine, type Frame, type Stream } from "../mod.ts";
+import { openSafetensors } from "../ffi/formats/mod.ts";
+import { philoxUniform } from "../ffi/philox.ts";
+import { goldenPath } from "./_fixtures/golden_root.ts";
+
+const CASE = goldenPath("cases/pipeline");
+const caseJson = JSON.parse(await Deno.readTextFile(join(CASE, "case.json")));
+const cfg = caseJson.config;
+const SIZE = Number(cfg.width);
+const SEED = 77;
+const THRESHOLD = 0.9;
+const MAX_SKIP = 2;
+
+const dir = await Deno.makeTempDir({ prefix: "l2d_similar_filter_test_" });
+const enginePath = join(dir, "tiny.l2de");
+await buildFromStyleConfig(goldenPath(caseJson.model_files.live2diff_config.split(" ")[0]), {
+  out: enginePath,
+  target: "cpu",
+  root: goldenPath("."),
+  taesd: goldenPath(caseJson.model_files.vae.split(" ")[0]),
+  depth: goldenPath(caseJson.model_files.depth_model.split(" ")[0]),
+  motion: goldenPath(caseJson.model_files.motion_module.split(" ")[0]),
+  quiet: true,
+  log: () => {},
+});
+const engine = await Engine.load(enginePath, { device: "cpu" });
+
+const inputs = await openSafetensors(join(CASE, "inputs.safetensors"));
+const video = await inputs.read("video_u8"); // [N, H, W, 3]
+inputs.close();
+const [N, H, W] = video.shape as [number, number, number];
+const frame = (i: number): Frame => ({
+  data: video.data.slice(i * H * W * 3, (i + 1) * H * W * 3),
+  width: W,
+  height: H,
+  channels: 3,
+});
+
+/** frame_cosine_similarity: RGB bytes mapped to [-1, 1], summed in double pixel by pixel. */
+function cosine(a: Uint8Array, b: Uint8Array): number {
+  let dot = 0, na = 0, nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    const va = a[i]! / 127.5 - 1, vb = b[i]! / 127.5 - 1;
+    dot += va * vb;
+    na += va * va;
+    nb += vb * vb;
+  }
+  if (na === 0 || nb === 0) return na === nb ? 1 : 0;
+  return dot / Math.sqrt(na * nb);
+}
+
+function openStream(filter: boolean): Promise<Stream> {
+  return engine.createStream({
+    prompt: "x",
+    width: SIZE,
+    height: SIZE,
+    tIndexList: cfg.t_index_list,
+    seed: SEED,
+    ...(filter ? { similarImageFilter: { threshold: THRESHOLD, maxSkipFrames: MAX_SKIP } } : {}),
+  });
+}
+
+Deno.test("similar-image filter on the device path follows the documented rule, push by push", async () => {
+  assert.equal(W, SIZE, "the golden video is at the stream size (the device path on the CPU)");
+  // After the 8 warm-up frames: runs of repeated frames (sim 1: skipped until MAX_SKIP) and
+  // consecutive video frames (sim < 1: a random decision).
+  const clip = [8, 8, 8, 8, 8, 9, 10, 10, 11, 11, 11, 11, 12].map((i) => Math.min(i, N - 1));
+  const T = cfg.t_index_list.length;
+  const draws = philoxUniform(8 + clip.length + 1, SEED, 0, 5, 0);
+  // The rule, from the bytes.
+  const expectSkip: boolean[] = [];
+  const kept: number[] = [];
+  let prev: Uint8Array | null = null, skipped = 0, index = 8, streamed = 0, haveOutput = false;
+  for (const i of clip) {
+    const f = frame(i).data;
+    let skip = false;
+    if (prev && haveOutput) {
+      const p = Math.max(0, 1 - (1 - cosine(prev, f)) / (1 - THRESHOLD));
+      skip = draws[index]! < p && skipped < MAX_SKIP;
+    }
+    expectSkip.push(skip);
+    if (skip) {
+      skipped++;
+    } else {
+      skipped = 0;
+      prev = f;
+      kept.push(i);
+      index++;
+      if (++streamed >= T) haveOutput = true;
+    }
+  }
+  assert.ok(expectSkip.filter((s) => s).length >= 3, "the clip should make the filter skip");
+  assert.ok(expectSkip.some((s, k) => !s && clip[k] === clip[k - 1]), "MAX_SKIP should stop a run of repeats");
+
+  using on = await openStream(true);
+  using off = await openStream(false);
+  for (let i = 0; i < 8; i++) {
+    assert.equal(await on.push(frame(i)), null);
+    assert.equal(await off.push(frame(i)), null);
+  }
+  const offOuts: (Uint8Array | null)[] = [];
+  for (const i of kept) offOuts.push((await off.push(frame(i)))?.data ?? null);
+  let last: Uint8Array | null = null, k = 0;
+  for (let n = 0; n < clip.length; n++) {
+    const got = (await on.push(frame(clip[n]!)))?.data ?? null;
+    if (expectSkip[n]) {
+      assert.ok(got && last, `push ${n}: a skipped frame repeats the last output`);
+      assert.deepEqual(got, last, `push ${n}: skipped, so the last output again`);
+    } else {
+      assert.deepEqual(got, offOuts[k], `push ${n}: kept, so what the unfiltered stream gives for it`);
+      k++;
+      if (got) last = got;
+    }
+  }
+  assert.equal(k, kept.length);
+});
+
+Deno.test({
+  name: "similar-image filter tests: clean up",
+  fn: async () => {
+    engine.close();
+    await Deno.remove(dir, { recursive: true });
+  },
+});
