@@ -3,40 +3,15 @@
 // prompt changes, reset, isolation of streams, any-size input, and the error cases.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { buildFromStyleConfig } from "../engines/build.ts";
 import { Engine, EngineError, type Frame, type Stream } from "../mod.ts";
 import { openSafetensors } from "../ffi/formats/mod.ts";
-import { goldenPath } from "./_fixtures/golden_root.ts";
+import { buildPipelineFixture } from "./_fixtures/pipeline_engine.ts";
 
-const CASE = goldenPath("cases/pipeline");
-const caseJson = JSON.parse(await Deno.readTextFile(join(CASE, "case.json")));
+const fixture = await buildPipelineFixture("l2d_stream_test_");
+const { caseDir: CASE, caseJson, dir, enginePath, n: N, frame } = fixture;
 const cfg = caseJson.config;
-const SIZE = Number(cfg.width);
-
-const dir = await Deno.makeTempDir({ prefix: "l2d_stream_test_" });
-const enginePath = join(dir, "tiny.l2de");
-await buildFromStyleConfig(goldenPath(caseJson.model_files.live2diff_config.split(" ")[0]), {
-  out: enginePath,
-  target: "cpu",
-  root: goldenPath("."),
-  taesd: goldenPath(caseJson.model_files.vae.split(" ")[0]),
-  depth: goldenPath(caseJson.model_files.depth_model.split(" ")[0]),
-  motion: goldenPath(caseJson.model_files.motion_module.split(" ")[0]),
-  quiet: true,
-  log: () => {},
-});
+const SIZE = fixture.size;
 const engine = await Engine.load(enginePath, { device: "cpu" });
-
-const inputs = await openSafetensors(join(CASE, "inputs.safetensors"));
-const video = await inputs.read("video_u8"); // [N, H, W, 3]
-inputs.close();
-const [N, H, W] = video.shape as [number, number, number];
-const frame = (i: number): Frame => ({
-  data: video.data.slice(i * H * W * 3, (i + 1) * H * W * 3),
-  width: W,
-  height: H,
-  channels: 3,
-});
 
 function openStream(extra: { prompt?: string; seed?: number } = {}): Promise<Stream> {
   return engine.createStream({

@@ -8,13 +8,11 @@
  *    per cross-attention layer and their GEMM FLOPs, every other op unchanged.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { buildFromStyleConfig } from "../engines/build.ts";
 import { Engine, type Stream } from "../mod.ts";
-import { openSafetensors } from "../ffi/formats/mod.ts";
 import { loadUnetWeights, readUnetConfig, unetModelConfig } from "../ffi/loaders/unet.ts";
 import { Context, Model, type Session, TensorMap } from "../ffi/native.ts";
 import { goldenPath } from "./_fixtures/golden_root.ts";
+import { buildPipelineFixture } from "./_fixtures/pipeline_engine.ts";
 
 const SWITCH = "L2D_CONTEXT_KV";
 Deno.env.delete(SWITCH); // the default path must be the cached one, whatever the caller's environment
@@ -165,27 +163,11 @@ Deno.test("unet session: count_ops shows exactly the cross-attention projections
 
 // ---- the full stream: set_prompt mid-stream ----
 
-const CASE = goldenPath("cases/pipeline");
-const caseJson = JSON.parse(await Deno.readTextFile(join(CASE, "case.json")));
+const fixture = await buildPipelineFixture("l2d_context_kv_test_");
+const { caseJson, dir, enginePath, video } = fixture;
 const cfg = caseJson.config;
-const SIZE = Number(cfg.width);
-const dir = await Deno.makeTempDir({ prefix: "l2d_context_kv_test_" });
-const enginePath = join(dir, "tiny.l2de");
-await buildFromStyleConfig(goldenPath(caseJson.model_files.live2diff_config.split(" ")[0]), {
-  out: enginePath,
-  target: "cpu",
-  root: goldenPath("."),
-  taesd: goldenPath(caseJson.model_files.vae.split(" ")[0]),
-  depth: goldenPath(caseJson.model_files.depth_model.split(" ")[0]),
-  motion: goldenPath(caseJson.model_files.motion_module.split(" ")[0]),
-  quiet: true,
-  log: () => {},
-});
+const SIZE = fixture.size;
 const engine = await Engine.load(enginePath, { device: "cpu" });
-const video = await (async () => {
-  using f = await openSafetensors(join(CASE, "inputs.safetensors"));
-  return await f.read("video_u8"); // [N, H, W, 3]
-})();
 const frameBytes = SIZE * SIZE * 3;
 
 function openStream(prompt: string): Promise<Stream> {
