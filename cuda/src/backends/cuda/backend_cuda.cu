@@ -118,7 +118,15 @@ CudaBackend::CudaBackend(int device, bool fp16) : device_(device), fp16_(fp16) {
   dense_ = std::make_unique<DenseRouter>(fp16_);
 }
 
-std::string CudaBackend::kernel_info_json() { return dense_->info_json(); }
+// The dense router's JSON with the context's other kernel switches in front (L2D_FUSE,
+// L2D_ATTENTION, L2D_NORM), so a bench record says which kernels produced its numbers.
+std::string CudaBackend::kernel_info_json() {
+  const std::string dense = dense_->info_json();  // "{...}"
+  std::string head = std::string("{\"fusions\":\"") + fusions_.describe() + "\",\"attention\":\"" +
+                     (attention_kernel_ == AttentionKernel::Fast ? "tc" : "simple") + "\",\"norm\":\"" +
+                     (norm_kernel_ == NormKernel::Fast ? "fast" : "simple") + "\"";
+  return dense.size() > 2 ? head + "," + dense.substr(1) : head + "}";
+}
 
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);

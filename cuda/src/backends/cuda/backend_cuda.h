@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../../core/backend.h"
+#include "fusions.h"
 #include "graph.h"
 #include "../../core/device_tally.h"
 #include "guarded_backend.h"
@@ -140,6 +141,7 @@ class CudaBackend : public Backend {
   bool sync_each_op_ = false;
   AttentionKernel attention_kernel_ = attention_kernel_from_env();
   NormKernel norm_kernel_ = norm_kernel_from_env();
+  const Fusions fusions_ = fusions_from_env();  // L2D_FUSE (fusions.h)
   cudaStream_t stream_ = nullptr;
   std::mutex pool_mutex_;
   std::multimap<size_t, void*> free_blocks_;  // rounded size -> block
