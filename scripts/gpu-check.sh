@@ -19,7 +19,7 @@
 #      scripts/gpu/stream_graphs.ts (Stream.push with L2D_CUDA_GRAPHS=1 and 0, fp16), and with
 #      graphs on under compute-sanitizer memcheck
 #   6. deno task bench --device cuda (the synthetic sd15 engine is built in the background meanwhile)
-#   7. the bench once per switch setting (L2D_CUDA_GRAPHS=0/1, L2D_KERNELS=simple/auto,
+#   7. the bench once per switch setting (L2D_CUDA_GRAPHS=0/1, L2D_FUSE=none/all, L2D_KERNELS=simple/auto,
 #      L2D_ATTENTION=simple/tc), short runs; ratios per pair in bench_switches.json
 # Logs and summaries go to $OUT (at most 8 files come back: gpu-check.log, summary.txt, summary.json,
 # bench.json, bench_switches.json, logs.tar.gz). The script always exits 0: the summary says what passed.
@@ -72,7 +72,7 @@ if [ "$DRY" = 1 ]; then DEFAULT_BENCH_ARGS="--sizes 64x64 --steps 2 --frames 4 -
 fi
 BENCH_ARGS=${GPU_CHECK_BENCH_ARGS:-$DEFAULT_BENCH_ARGS}
 # seconds kept for the bench (and its switch pairs, step 7) while golden cases run
-PAIR_RESERVE=${GPU_CHECK_PAIR_RESERVE:-110}
+PAIR_RESERVE=${GPU_CHECK_PAIR_RESERVE:-140}
 if [ "$BENCH" = 1 ]; then BENCH_RESERVE=${GPU_CHECK_BENCH_RESERVE:-$((130 + PAIR_RESERVE))}; else BENCH_RESERVE=0; fi
 export PATH=/usr/local/cuda/bin:$WORK/bin:$PATH
 export LIVE2DIFF_LIB=$BUILD/liblive2diff.so
@@ -289,6 +289,13 @@ main() {
       --device "$DEVICE" --precision fp16 "$GOLDEN/cases/pipeline"
   fi
 
+  # The pipeline once more with every fusion off (L2D_FUSE=none, fusions.h; the default is all): when
+  # the default run above fails and this one passes, a fused op is wrong (the op tests name it).
+  if [[ " $SMALL_CASES " == *" pipeline "* && " $PRECISIONS " == *" fp16 "* ]]; then
+    step "golden-fp16-pipeline-fuse_none" 60 "$BENCH_RESERVE" env L2D_FUSE=none "${DENO_RUN[@]}" scripts/golden.ts \
+      --device "$DEVICE" --precision fp16 "$GOLDEN/cases/pipeline"
+  fi
+
   # The stream hot path (Stream.push) with the per-frame step as one CUDA graph and eager
   # (L2D_CUDA_GRAPHS=1 / 0, fp16; issue 15), then graphs on under compute-sanitizer memcheck.
   if [ "$DRY" != 1 ] && [[ " $PRECISIONS " == *" fp16 "* ]]; then
@@ -334,7 +341,7 @@ main() {
     PAIRS=${GPU_CHECK_BENCH_PAIRS-"L2D_KERNELS=simple,L2D_KERNELS=auto"}
     PAIR_ARGS=${GPU_CHECK_PAIR_ARGS:-"--device cpu --quick --concurrency 0"}
   else
-    PAIRS=${GPU_CHECK_BENCH_PAIRS-"L2D_CUDA_GRAPHS=0,L2D_CUDA_GRAPHS=1 L2D_KERNELS=simple,L2D_KERNELS=auto L2D_ATTENTION=simple,L2D_ATTENTION=tc"}
+    PAIRS=${GPU_CHECK_BENCH_PAIRS-"L2D_CUDA_GRAPHS=0,L2D_CUDA_GRAPHS=1 L2D_FUSE=none,L2D_FUSE=all L2D_KERNELS=simple,L2D_KERNELS=auto L2D_ATTENTION=simple,L2D_ATTENTION=tc"}
     PAIR_ARGS=${GPU_CHECK_PAIR_ARGS:-"--device cuda --sizes 512x512 --steps 2 --frames 8 --warmup 1 --no-stages --no-layers --profile-frames 3 --concurrency 0 --max-seconds 5"}
   fi
   if [ "$BENCH" = 1 ] && [ -n "$PAIRS" ] && command -v deno >/dev/null; then

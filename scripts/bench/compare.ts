@@ -3,7 +3,8 @@
  * bench summaries (the last stdout line of `deno task bench`, or a file holding it), configuration by
  * configuration (matched on width x height x steps) and per concurrency level: FPS (speed-up), p50/p99,
  * host ms, launches per frame, per-stage ms. Made for one GPU run with a switch flipped
- * (L2D_CUDA_GRAPHS=0/1, L2D_KERNELS=simple/auto, L2D_ATTENTION=simple/tc): before and after from ONE run.
+ * (L2D_CUDA_GRAPHS=0/1, L2D_FUSE=none/all, L2D_KERNELS=simple/auto, L2D_ATTENTION=simple/tc): before and
+ * after from ONE run.
  *
  * @module
  */
