@@ -5,9 +5,12 @@
  *    for odd and even sizes, with and without bias, from one row to many and with leading dimensions;
  *  - bit for bit against linear followed by geglu (the CPU runs the composition);
  *  - typed errors for a weight that does not fit, an odd number of weight rows, a bias of the wrong size;
- *  - the UNet (tiny golden model, count_ops) calls it once per feed-forward instead of linear + geglu.
+ *  - the UNet (tiny golden model, count_ops) calls it once per feed-forward instead of linear + geglu;
+ *  - the CUDA dense test (test_cuda_dense) lists a linear_geglu case for every feed-forward shape of the
+ *    dense shape table (--list, no GPU needed), and its small edge cases run with the CPU standing in.
  */
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { EngineError } from "../ffi/errors.ts";
 import { loadUnetWeights, readUnetConfig, unetModelConfig } from "../ffi/loaders/unet.ts";
 import { Context, Model, TensorMap } from "../ffi/native.ts";
@@ -160,4 +163,33 @@ Deno.test("unet session: count_ops shows one linear_geglu per feed-forward, no l
   };
   assert.equal(count("linear_geglu"), ffs, "one linear_geglu per feed-forward");
   assert.equal(count("geglu"), 0, "no separate geglu left");
+});
+
+const denseBin = fileURLToPath(new URL("../cuda/build/test_cuda_dense", import.meta.url));
+
+async function dense(args: string[], env: Record<string, string> = {}): Promise<{ code: number; text: string }> {
+  const { code, stdout, stderr } = await new Deno.Command(denseBin, { args, env, stdout: "piped", stderr: "piped" })
+    .output();
+  return { code, text: new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr) };
+}
+
+Deno.test("test_cuda_dense has a linear_geglu case per feed-forward shape (--list, no GPU needed)", async () => {
+  const table = await Deno.readTextFile(fileURLToPath(new URL("../cuda/tests/dense_shapes.txt", import.meta.url)));
+  const ffs = table.split("\n").filter((l) => l.startsWith("linear ") && l.includes(".ff.net.0.proj "));
+  assert.ok(ffs.length >= 8, "the table lost its feed-forward rows");
+  const { code, text } = await dense(["--list"]);
+  assert.equal(code, 0, text);
+  for (const row of ffs) {
+    const [, tag, M, K, N] = row.split(/\s+/);
+    const label = `linear_geglu/${M}x${K}x${N}/${tag}`;
+    const line = text.split("\n").find((l) => l.startsWith(label + " "));
+    assert.ok(line, `no case ${label} in:\n${text}`);
+    assert.match(line, new RegExp(`\\bC=${Number(N) / 2}\\b`), line);
+  }
+});
+
+Deno.test("test_cuda_dense linear_geglu edge cases run with the CPU standing in for CUDA", async () => {
+  const { code, text } = await dense(["--small", "--filter", "linear_geglu/edge"], { L2D_TEST_SELF: "1" });
+  assert.equal(code, 0, text);
+  assert.match(text, /test_cuda_dense: 5 cases in [\d.]+ s: all ok/);
 });
