@@ -2,7 +2,8 @@
 // cuda/tests/dense_shapes.txt, derived from the networks by scripts/dense_shapes.ts: UNet at 64x64
 // latents with T = 2 and 3, TAESD at 512x512, MiDaS DPT-Hybrid at 384x384) on CUDA fp32 and fp16
 // against the CPU oracle, through the shared harness (op_test_harness.h). The UNet linears that feed a
-// residual connection also run as linear_add (the residual in the GEMM epilogue).
+// residual connection also run as linear_add (the residual in the GEMM epilogue), and the feed-forwards'
+// first projections (ff.net.0.proj) as linear_geglu (the GEGLU in the own kernel's epilogue).
 //
 // The kernel path is chosen by L2D_KERNELS (simple | own | vendor | tune | auto, read when the contexts are
 // created), so gpu-check runs this binary once per path:
@@ -99,6 +100,25 @@ l2d_test::Case with_residual(l2d_test::Case c, const Row& r) {
   return c;
 }
 
+// The feed-forwards' first projections (ff.net.0.proj: w [2C, K]), which the UNet runs as linear_geglu.
+bool is_geglu_linear(const Row& r) {
+  return !r.conv && r.tag.find("ff.net.0.proj") != std::string::npos && r.v[2] % 2 == 0;
+}
+
+// The linear case c as linear_geglu (same x, w, b): fp16 on the own path (and tune's pick) is one GEMM
+// with the GEGLU in its epilogue (split-K for the motion modules' 128 / 192 rows), on vendor / simple the
+// linear then the geglu kernel; fp32 is that composition on the simple kernels. GELU (erff) is not exact
+// on the grid and the fused fp16 path rounds once where the unfused one rounds twice: the harness's
+// default bounds on every path.
+l2d_test::Case with_geglu(l2d_test::Case c, const Row& r) {
+  c.method = "linear_geglu";
+  c.label = "linear_geglu" + c.label.substr(c.label.find('/'));
+  c.shape += " C=" + std::to_string(r.v[2] / 2);
+  c.fp32 = l2d_test::fp32_default();
+  c.fp16 = l2d_test::fp16_default();
+  return c;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -170,6 +190,29 @@ int main(int argc, char** argv) {
     if (exact16) c.fp16 = Bound{1e-3, 0, 1e-3, 0.5, false};  // one correctly rounded fp16 output
     cases.push_back(c);
     if (is_residual_linear(r)) cases.push_back(with_residual(c, r));
+    if (is_geglu_linear(r)) cases.push_back(with_geglu(c, r));
+  }
+  // linear_geglu at the fused kernel's edges (small: they also run under --small): M, K, C, bias.
+  //   one row, 2C = 16 on the 64-wide tile (half of its staged rows past C); ragged rows and a ragged
+  //   second output half (C = 40, 72); split-K on the 64- and 128-wide tiles with and without bias
+  //   (C = 24, 72); C % 8 != 0 (C = 12: the composition on every path).
+  const int64_t edges[][4] = {{1, 8, 8, 1}, {130, 72, 40, 1}, {200, 1280, 24, 1}, {64, 2560, 72, 0}, {3, 16, 12, 1}};
+  for (const auto& e : edges) {
+    const int64_t M = e[0], K = e[1], C = e[2];
+    const bool bias = e[3] != 0;
+    Case c;
+    c.method = "linear_geglu";
+    c.label = "linear_geglu/edge/" + std::to_string(M) + "x" + std::to_string(K) + "x" + std::to_string(2 * C) +
+              (bias ? "" : "/nobias");
+    c.shape = "M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(2 * C) +
+              " C=" + std::to_string(C);
+    c.note = "fused-kernel edge";
+    c.make = [=](Rng& rng) {
+      std::vector<Input> in{fgrid("x", {M, K}, rng, 4, 1.f), fgrid("w", {2 * C, K}, rng, 6, 0.25f)};
+      if (bias) in.push_back(fgrid("b", {2 * C}, rng, 10, 1.f));
+      return in;
+    };
+    cases.push_back(c);
   }
   return h.run(cases);
 }

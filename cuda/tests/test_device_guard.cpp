@@ -94,6 +94,7 @@ class MockImpl : public Backend {
   Tensor conv_transpose2d(const Tensor&, const Tensor&, const Tensor*, int) override { return rec("conv_transpose2d"); }
   Tensor linear(const Tensor&, const Tensor&, const Tensor*) override { return rec("linear"); }
   Tensor linear_add(const Tensor&, const Tensor&, const Tensor*, const Tensor&) override { return rec("linear_add"); }
+  Tensor linear_geglu(const Tensor&, const Tensor&, const Tensor*) override { return rec("linear_geglu"); }
   Tensor matmul(const Tensor&, const Tensor&) override { return rec("matmul"); }
   Tensor group_norm(const Tensor&, int, const Tensor&, const Tensor&, float, bool) override { return rec("group_norm"); }
   Tensor layer_norm(const Tensor&, const Tensor&, const Tensor&, float) override { return rec("layer_norm"); }
@@ -184,6 +185,7 @@ void call_everything(Backend& be, const Tensor& x) {
       [&] { be.conv_transpose2d(x, x, &x, 2); },
       [&] { be.linear(x, x, nullptr); },
       [&] { be.linear_add(x, x, &x, x); },
+      [&] { be.linear_geglu(x, x, &x); },
       [&] { be.matmul(x, x); },
       [&] { be.group_norm(x, 1, x, x, 1e-5f, false); },
       [&] { be.layer_norm(x, x, x, 1e-5f); },

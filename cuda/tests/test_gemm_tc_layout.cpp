@@ -9,6 +9,9 @@
 //     UNet's 16x16 and 8x8 levels;
 //   - the im2col walker gathers x[c, iy, ix] (or zero) for every (k, n) over consecutive slices and
 //     from split-K starts, for strided, padded and asymmetric geometries.
+//   - linear_geglu's row map (geglu_weight_row): every CTA of SD1.5's feed-forward GEMMs stages each weight
+//     row of its output columns once, and each lane's value / gate accumulators (n-tiles 2j / 2j + 1) hold
+//     the same output elements, equal to the plain products (and map to the split-K partial columns).
 // Plain C++ (no GPU): runs in every build, so a wrong lane formula fails on the CPU machines.
 #include <cstdio>
 #include <cstdlib>
@@ -88,6 +91,40 @@ void mma16816(float (&d)[32][4], const Reg (&a)[32][4], const Reg (&b)[32][2]) {
   }
 }
 
+// One warp's math over a BK slice of staged A and B ([BN][LDB_NK] when b_nk, else [BK][LDB_KN]): both
+// k16 steps through the emulated ldmatrix + mma, with the kernel's offsets and register assignment.
+template <int BN>
+void warp_math(const std::vector<float>& sA, const std::vector<float>& sB, bool b_nk, int wm, int wn,
+               float (&acc)[Geo<BN>::MI][Geo<BN>::NI][32][4]) {
+  using G = Geo<BN>;
+  for (auto& a : acc)
+    for (auto& b : a)
+      for (auto& l : b)
+        for (float& e : l) e = 0.f;
+  for (int kk = 0; kk < BK; kk += 16) {
+    Reg af[G::MI][32][4], bf[G::NI][32][2];
+    for (int i = 0; i < G::MI; ++i) {
+      int addr[32];
+      for (int l = 0; l < 32; ++l) addr[l] = a_ldsm_offset<BN>(wm, i, l, kk);
+      ldmatrix_x4(sA, addr, false, af[i]);
+    }
+    for (int j = 0; j < G::NI / 2; ++j) {
+      int addr[32];
+      for (int l = 0; l < 32; ++l) addr[l] = b_nk ? b_nk_ldsm_offset<BN>(wn, j, l, kk) : b_kn_ldsm_offset<BN>(wn, j, l, kk);
+      Reg r[32][4];
+      ldmatrix_x4(sB, addr, !b_nk, r);
+      for (int l = 0; l < 32; ++l) {  // the kernel's register assignment
+        bf[2 * j][l][0] = r[l][0];
+        bf[2 * j][l][1] = r[l][1];
+        bf[2 * j + 1][l][0] = r[l][2];
+        bf[2 * j + 1][l][1] = r[l][3];
+      }
+    }
+    for (int i = 0; i < G::MI; ++i)
+      for (int j = 0; j < G::NI; ++j) mma16816(acc[i][j], af[i], bf[j]);
+  }
+}
+
 template <int BN>
 void check_tile(bool b_nk) {
   using G = Geo<BN>;
@@ -135,32 +172,7 @@ void check_tile(bool b_nk) {
   for (int warp = 0; warp < 8; ++warp) {
     const int wm = warp / G::WARPS_N, wn = warp % G::WARPS_N;
     static float acc[G::MI][G::NI][32][4];
-    for (auto& a : acc)
-      for (auto& b : a)
-        for (auto& l : b)
-          for (float& e : l) e = 0.f;
-    for (int kk = 0; kk < BK; kk += 16) {
-      Reg af[G::MI][32][4], bf[G::NI][32][2];
-      for (int i = 0; i < G::MI; ++i) {
-        int addr[32];
-        for (int l = 0; l < 32; ++l) addr[l] = a_ldsm_offset<BN>(wm, i, l, kk);
-        ldmatrix_x4(sA, addr, false, af[i]);
-      }
-      for (int j = 0; j < G::NI / 2; ++j) {
-        int addr[32];
-        for (int l = 0; l < 32; ++l) addr[l] = b_nk ? b_nk_ldsm_offset<BN>(wn, j, l, kk) : b_kn_ldsm_offset<BN>(wn, j, l, kk);
-        Reg r[32][4];
-        ldmatrix_x4(sB, addr, !b_nk, r);
-        for (int l = 0; l < 32; ++l) {  // the kernel's register assignment
-          bf[2 * j][l][0] = r[l][0];
-          bf[2 * j][l][1] = r[l][1];
-          bf[2 * j + 1][l][0] = r[l][2];
-          bf[2 * j + 1][l][1] = r[l][3];
-        }
-      }
-      for (int i = 0; i < G::MI; ++i)
-        for (int j = 0; j < G::NI; ++j) mma16816(acc[i][j], af[i], bf[j]);
-    }
+    warp_math<BN>(sA, sB, b_nk, wm, wn, acc);
     for (int i = 0; i < G::MI; ++i)
       for (int j = 0; j < G::NI; ++j)
         for (int l = 0; l < 32; ++l)
@@ -180,6 +192,84 @@ void check_tile(bool b_nk) {
       CHECK(hitC[size_t(m * BN + n)] == 1, "BN=%d nk=%d C(%d,%d) written %d times", BN, b_nk, m, n, hitC[size_t(m * BN + n)]);
       CHECK(C[size_t(m * BN + n)] == want, "BN=%d nk=%d C(%d,%d) = %g, want %g", BN, b_nk, m, n, C[size_t(m * BN + n)], want);
     }
+}
+
+// linear_geglu (weight [2C, K]: value rows, then gate rows) over every CTA of the 2C-wide GEMM for one
+// BK slice: the cp.async chunks staged through the GEGLU row map load every weight row of the CTA's output
+// columns exactly once (columns past C zero-filled), and after the emulated ldmatrix + mma, acc[i][2j] and
+// acc[i][2j+1] of every lane hold the value and the gate of the same output element (row, c), equal to the
+// plain products with weight rows c and C + c; every output element of the [BM, C] slab is made once, and the
+// split-K partial column (geglu_weight_row) of a value / gate accumulator is c / C + c.
+template <int BN>
+void check_geglu(int64_t C) {
+  using G = Geo<BN>;
+  std::vector<float> gA(BM * BK), gW(size_t(2 * C) * BK);
+  for (float& v : gA) v = float(small_int());
+  for (float& v : gW) v = float(small_int());
+  std::vector<int> hitW(size_t(2 * C) * BK, 0), hitY(size_t(BM * C), 0);
+  std::vector<float> sA(G::A_ELEMS, 1e9f);
+  for (int tid = 0; tid < THREADS; ++tid)
+    for (int i = 0; i < BM * BK / 8 / THREADS; ++i) {
+      int r, col;
+      chunk_pos<BK>(tid + i * THREADS, r, col);
+      for (int e = 0; e < 8; ++e) sA[size_t(r * G::LDA + col + e)] = gA[size_t(r * BK + col + e)];
+    }
+  const int64_t ctas = (2 * C + BN - 1) / BN;  // the kernel's grid.x (N = 2C)
+  for (int64_t cta = 0; cta < ctas; ++cta) {
+    const int64_t n0 = cta * BN;
+    std::vector<float> sB(G::B_ELEMS, 1e9f);
+    for (int tid = 0; tid < THREADS; ++tid)
+      for (int i = 0; i < BN * BK / 8 / THREADS; ++i) {
+        int r, col;
+        chunk_pos<BK>(tid + i * THREADS, r, col);
+        const int64_t out = geglu_out_col(r, n0), wr = geglu_weight_row(r, n0, C);
+        CHECK(out >= n0 / 2 && out < n0 / 2 + BN / 2, "geglu BN=%d C=%lld n0=%lld: row %d -> column %lld outside the CTA",
+              BN, (long long)C, (long long)n0, r, (long long)out);
+        CHECK(wr == ((r & 8) ? C + out : out), "geglu row %d: weight row %lld for column %lld", r, (long long)wr,
+              (long long)out);
+        const bool ok = out < C;  // the kernel's zero-fill predicate
+        for (int e = 0; e < 8; ++e) {
+          sB[size_t(r * G::LDB_NK + col + e)] = ok ? gW[size_t(wr * BK + col + e)] : 0.f;
+          if (ok) ++hitW[size_t(wr * BK + col + e)];
+        }
+      }
+    for (int warp = 0; warp < 8; ++warp) {
+      const int wm = warp / G::WARPS_N, wn = warp % G::WARPS_N;
+      static float acc[G::MI][G::NI][32][4];
+      warp_math<BN>(sA, sB, true, wm, wn, acc);
+      for (int i = 0; i < G::MI; ++i)
+        for (int j = 0; j < G::NI / 2; ++j)
+          for (int l = 0; l < 32; ++l)
+            for (int e = 0; e < 4; ++e) {
+              int row, cv, rg, cg;
+              acc_pos<BN>(wm, wn, i, 2 * j, l, e, row, cv);
+              acc_pos<BN>(wm, wn, i, 2 * j + 1, l, e, rg, cg);
+              const int64_t out = geglu_out_col(cv, n0);
+              CHECK(rg == row && geglu_out_col(cg, n0) == out, "geglu BN=%d: value (%d, %d) and gate (%d, %d) differ",
+                    BN, row, cv, rg, cg);
+              CHECK(geglu_weight_row(cv, n0, C) == out && geglu_weight_row(cg, n0, C) == C + out,
+                    "geglu split-K columns %lld / %lld for output column %lld", (long long)geglu_weight_row(cv, n0, C),
+                    (long long)geglu_weight_row(cg, n0, C), (long long)out);
+              const float v = acc[i][2 * j][l][e], g = acc[i][2 * j + 1][l][e];
+              if (out >= C) {
+                CHECK(v == 0.f && g == 0.f, "geglu column %lld past C=%lld not zero", (long long)out, (long long)C);
+                continue;
+              }
+              float want_v = 0.f, want_g = 0.f;
+              for (int k = 0; k < BK; ++k) {
+                want_v += gA[size_t(row * BK + k)] * gW[size_t(out * BK + k)];
+                want_g += gA[size_t(row * BK + k)] * gW[size_t((C + out) * BK + k)];
+              }
+              CHECK(v == want_v && g == want_g, "geglu BN=%d C=%lld y(%d, %lld): value %g gate %g, want %g %g", BN,
+                    (long long)C, row, (long long)out, v, g, want_v, want_g);
+              ++hitY[size_t(row * C + out)];
+            }
+    }
+  }
+  for (size_t i = 0; i < hitW.size(); ++i)
+    CHECK(hitW[i] == 1, "geglu BN=%d C=%lld weight element %zu staged %d times", BN, (long long)C, i, hitW[i]);
+  for (size_t i = 0; i < hitY.size(); ++i)
+    CHECK(hitY[i] == 1, "geglu BN=%d C=%lld output %zu made %d times", BN, (long long)C, i, hitY[i]);
 }
 
 // The kernel's gather: thread tid owns column tid % BN and rows tid / BN + i * KSTEP of every slice;
@@ -271,6 +361,17 @@ int main() {
   check_tile<128>(true);
   check_tile<64>(false);
   check_tile<64>(true);
+  // linear_geglu: SD1.5's feed-forwards (C = 4 * 320, 4 * 640, 4 * 1280) and small C with ragged last CTAs
+  // (C % 8 == 0, which the kernel requires; 2C <= 64 takes BN = 64).
+  for (int64_t C : {1280, 2560, 5120, 8, 24, 40, 72, 200}) {
+    check_geglu<128>(C);
+    check_geglu<64>(C);
+  }
+  // The split plan of the feed-forward GEMMs ([M, 2C], K = C / 4): the motion modules' 128 / 192 rows split K.
+  for (const int64_t M : {128, 192, 512, 768, 2048, 8192}) {
+    const int64_t C = M <= 768 ? 5120 : M == 2048 ? 2560 : 1280;
+    check_split(M, 2 * C, C / 4, 1, 132);
+  }
   check_geometry(5, 7, 6, 3, 3, 1, 1, 1, 1, 1);    // 3x3 pad 1, K = 45 (ragged last slice)
   check_geometry(16, 9, 11, 3, 3, 2, 0, 1, 0, 1);  // TF SAME stride 2 (asymmetric)
   check_geometry(8, 12, 10, 1, 1, 2, 0, 0, 0, 0);  // 1x1 stride 2 (KW < KSTEP: the walker wraps twice)

@@ -36,6 +36,11 @@ Tensor Backend::linear_add(const Tensor& x, const Tensor& w, const Tensor* bias,
   return binary(y, residual, Binary::Add);
 }
 
+Tensor Backend::linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  L2D_ASSERT(w.ndim() == 2 && w.dim(0) % 2 == 0);
+  return geglu(linear(x, w, bias));
+}
+
 Tensor Backend::image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
                                   int64_t out_w) {
   check_fit_args(host, h, w, channels, out_h, out_w);

@@ -88,6 +88,11 @@ class Backend {
   // connection of a transformer block. A backend with a GEMM epilogue adds it before the result is
   // stored and saves a pass over the output; this default runs linear then binary Add.
   virtual Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual);
+  // geglu(linear(x, w, bias)): x [..., K], w [2C, K], bias [2C] or null -> [..., C], the first
+  // projection of a transformer feed-forward (rows 0..C-1 of w make the value, rows C..2C-1 the gate).
+  // A backend with a GEMM epilogue applies the GEGLU before the one store and never writes the
+  // [..., 2C] intermediate; this default runs linear then geglu (the CPU's, bit for bit).
+  virtual Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias);
   // Batched a [B, M, K] @ b [B, K, N] -> [B, M, N] (B may be 1 for either operand: broadcast).
   virtual Tensor matmul(const Tensor& a, const Tensor& b) = 0;
 

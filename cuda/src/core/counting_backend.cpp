@@ -59,6 +59,13 @@ Tensor CountingBackend::linear_add(const Tensor& x, const Tensor& w, const Tenso
   return in_.linear_add(x, w, bias, residual);
 }
 
+Tensor CountingBackend::linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  count("linear_geglu");
+  const double K = double(x.dim(-1)), M = double(x.numel()) / K, N = double(w.dim(0));
+  gemm_flops_ += 2 * M * N * K;
+  return in_.linear_geglu(x, w, bias);
+}
+
 Tensor CountingBackend::matmul(const Tensor& a, const Tensor& b) {
   count("matmul");
   const double B = double(std::max(a.dim(0), b.dim(0)));

@@ -24,7 +24,7 @@ class CountingBackend final : public Backend {
   // the ones concat makes.
   const std::map<std::string, int64_t>& counts() const { return counts_; }
   int64_t total() const;
-  // 2 * M * N * K summed over linear, linear_add and matmul calls (the FLOPs of the GEMMs a backend runs).
+  // 2 * M * N * K summed over linear, linear_add, linear_geglu (N = 2C) and matmul calls (the FLOPs of the GEMMs a backend runs).
   double gemm_flops() const { return gemm_flops_; }
   void reset();
 
@@ -46,6 +46,7 @@ class CountingBackend final : public Backend {
   Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride) override;
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) override;
   Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) override;
+  Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias) override;
   Tensor matmul(const Tensor& a, const Tensor& b) override;
   Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                     bool fuse_silu) override;

@@ -72,6 +72,7 @@ class CudaBackend : public Backend {
   Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride) override;
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) override;
   Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) override;
+  Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias) override;  // ops_dense.cu
   Tensor matmul(const Tensor& a, const Tensor& b) override;
   Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                     bool fuse_silu) override;

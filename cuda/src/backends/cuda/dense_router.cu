@@ -8,6 +8,7 @@
 
 #include "backend_cuda.h"
 #include "common.cuh"
+#include "kernels/elementwise.cuh"
 #include "kernels/gemm_tc.cuh"
 
 namespace l2d::cuda {
@@ -238,6 +239,47 @@ void DenseRouter::gemm(CudaBackend& be, const GemmParams& g, const vendor::LtGem
   if (mode_ != Mode::Simple && own_ok(g)) cands.push_back({KernelPath::Own, [&] { return run_own(be, g), true; }});
   cands.push_back({KernelPath::Simple, [&] { return gemm_cuda(g, fp16_, be.stream()), true; }});
   route(be, cls, mode_ == Mode::Tune ? shape_key(g, lt != nullptr) : std::string(), gemm_flops(g), cands);
+}
+
+void DenseRouter::linear_geglu(CudaBackend& be, const GemmParams& fused, const GemmParams& lin,
+                               const vendor::LtGemm* lt, const std::string& cls) {
+  L2D_ASSERT(fused.epilogue == kEpiGeglu && fused.N == 2 * fused.geglu_c && lin.epilogue == kEpiDense);
+  const int64_t M = fused.M, C = fused.geglu_c;
+  // The unfused forms: the linear into a stream-ordered [M, 2C] scratch, then the geglu kernel into y.
+  const size_t scratch_bytes = size_t(M) * size_t(2 * C) * (fp16_ ? 2 : 4);
+  auto unfused = [&, scratch_bytes](auto&& gemm_into) {
+    Buffer h(&be, scratch_bytes);
+    if (!gemm_into(h.data())) return false;
+    geglu_cuda(h.data(), fused.C, M, C, fp16_, be.stream());
+    return true;
+  };
+  std::vector<Candidate> cands;
+  size_t ws_bytes = 0;
+  if (lt && lt_ && vendor_allowed() && lt_->prepare(*lt, &ws_bytes)) {
+    cands.push_back({KernelPath::Vendor, [&, ws_bytes] {
+                       return unfused([&](void* h) {
+                         vendor::LtGemm g = *lt;
+                         g.C = h;
+                         Buffer ws(&be, ws_bytes);
+                         ++thread_device_tally().vendor_calls;
+                         const std::string err = lt_->run(g, ws_bytes ? ws.data() : nullptr, ws_bytes, be.stream());
+                         if (!err.empty()) note_vendor_error(err);  // the next candidate rewrites y
+                         return err.empty();
+                       });
+                     }});
+  }
+  if (mode_ != Mode::Simple && own_ok(fused))
+    cands.push_back({KernelPath::Own, [&] { return run_own(be, fused), true; }});  // the fused GEMM
+  cands.push_back({KernelPath::Simple, [&] {
+                     return unfused([&](void* h) {
+                       GemmParams g = lin;
+                       g.C = h;
+                       gemm_cuda(g, fp16_, be.stream());
+                       return true;
+                     });
+                   }});
+  route(be, cls, mode_ == Mode::Tune ? shape_key(lin, lt != nullptr) + ",geglu" : std::string(),
+        gemm_flops(fused), cands);
 }
 
 void DenseRouter::simple_only(CudaBackend& be, const GemmParams& g, const std::string& cls) {

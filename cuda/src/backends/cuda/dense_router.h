@@ -48,6 +48,13 @@ class DenseRouter {
   void conv2d(CudaBackend& be, const GemmParams& g, const vendor::DnnConv* dnn, const std::string& cls);
   // A linear / matmul as g and, when cuBLASLt can express it, as lt (else null).
   void gemm(CudaBackend& be, const GemmParams& g, const vendor::LtGemm* lt, const std::string& cls);
+  // linear_geglu: fused is the one-GEMM form (kEpiGeglu, gemm_tc_supported), lin the plain linear into a
+  // [M, 2C] scratch (C unset; lt its cuBLASLt form or null). Runs where the linear would run: vendor
+  // (linear, then the geglu kernel) when the vendor path would take the linear, else the fused own kernel
+  // (or, L2D_KERNELS=simple, the simple linear + geglu); tune times the three and keeps the fastest per
+  // shape. Counted as class cls, by the path of its GEMM.
+  void linear_geglu(CudaBackend& be, const GemmParams& fused, const GemmParams& lin, const vendor::LtGemm* lt,
+                    const std::string& cls);
   // Ops that only the simple kernels implement (conv_transpose2d): counted, then run.
   void simple_only(CudaBackend& be, const GemmParams& g, const std::string& cls);
 

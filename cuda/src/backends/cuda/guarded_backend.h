@@ -139,6 +139,9 @@ class Guarded final : public Impl {
     return op("linear_add", {{"x", &x}, {"w", &w}, {"bias", bias}, {"residual", &residual}},
               [&] { return Impl::linear_add(x, w, bias, residual); });
   }
+  Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias) override {
+    return op("linear_geglu", {{"x", &x}, {"w", &w}, {"bias", bias}}, [&] { return Impl::linear_geglu(x, w, bias); });
+  }
   Tensor matmul(const Tensor& a, const Tensor& b) override {
     return op("matmul", {{"a", &a}, {"b", &b}}, [&] { return Impl::matmul(a, b); });
   }

@@ -9,6 +9,7 @@
 #include "common.cuh"
 #include "dense_router.h"
 #include "kernels/gemm.cuh"
+#include "kernels/gemm_tc.cuh"
 #include "ops_util.h"
 
 namespace l2d::cuda {
@@ -185,6 +186,44 @@ Tensor CudaBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor* 
   g.residual = residual ? residual->data() : nullptr;
   const vendor::LtGemm lt = lt_gemm(g, fp16_);
   dense_->gemm(*this, g, &lt, residual ? "linear_add" : "linear");
+  return y;
+}
+
+// The feed-forward's first projection with its GEGLU in the own kernel's epilogue (kEpiGeglu): the
+// [M, 2C] intermediate is never written and the output is rounded once. Runs where the router would run
+// the linear on the own kernel (tune: where that measures fastest); elsewhere (vendor, simple) the linear
+// and the geglu kernel. The composition (Backend::linear_geglu) when the fusion is off (L2D_FUSE), in
+// fp32, or when the fused kernel does not take the problem (C % 8 != 0, unaligned operands).
+Tensor CudaBackend::linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  const int64_t K = x.dim(-1), N = w.dim(0), C = N / 2;
+  L2D_ASSERT(w.ndim() == 2 && w.dim(1) == K && K > 0 && N % 2 == 0);
+  L2D_ASSERT(x.dtype() == float_dtype() && w.dtype() == float_dtype());
+  if (bias) L2D_ASSERT(bias->numel() == N && bias->dtype() == float_dtype());
+  if (!fusions_.geglu || !fp16_) return Backend::linear_geglu(x, w, bias);
+  const int64_t M = x.numel() / K;
+  GemmParams lin;
+  lin.M = M;
+  lin.N = N;
+  lin.K = K;
+  lin.A = x.data();
+  lin.lda = K;
+  lin.B = w.data();
+  lin.b_mode = kGemmB_NK;
+  lin.ldb = K;
+  lin.ldc = N;  // lin.C: the router's [M, 2C] scratch
+  lin.bias = bias ? bias->data() : nullptr;
+  lin.bias_mode = bias ? kBiasPerN : kBiasNone;
+  GemmParams fused = lin;
+  fused.epilogue = kEpiGeglu;
+  fused.geglu_c = C;
+  fused.ldc = C;
+  if (!gemm_tc_supported(fused)) return Backend::linear_geglu(x, w, bias);
+  Shape out = x.shape();
+  out.back() = C;
+  Tensor y = empty(out);
+  fused.C = y.data();
+  const vendor::LtGemm lt = lt_gemm(lin, fp16_);
+  dense_->linear_geglu(*this, fused, lin, &lt, "linear_geglu");
   return y;
 }
 

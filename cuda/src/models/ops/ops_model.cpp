@@ -85,6 +85,19 @@ class OpsModel final : public Model {
       L2D_REQUIRE(r.shape() == out, "ops linear_add: \"r\" must have the output shape ", shape_str(out), ", got ",
                   shape_str(r.shape()));
       y = be_.linear_add(x, w, b.defined() ? &b : nullptr, r);
+    } else if (method == "linear_geglu") {  // geglu(linear(x, w, b)): w [2C, K], b [2C] -> [.., C]
+      Tensor b = opt("b");
+      const Tensor x = in("x"), w = in("w");
+      require_rank(x, 1, 8, "x");
+      require_rank(w, 2, 2, "w");
+      L2D_REQUIRE(w.dim(1) == x.dim(-1), "ops linear_geglu: w ", shape_str(w.shape()), " does not fit x ",
+                  shape_str(x.shape()));
+      L2D_REQUIRE(w.dim(0) > 0 && w.dim(0) % 2 == 0, "ops linear_geglu: w must have an even, positive number of rows",
+                  " (value rows then gate rows), got ", shape_str(w.shape()));
+      L2D_REQUIRE(!b.defined() || (b.ndim() == 1 && b.dim(0) == w.dim(0)), "ops linear_geglu: \"b\" must be [",
+                  w.dim(0), "], got ", shape_str(b.shape()));
+      require_output(x.numel() / x.dim(-1), w.dim(0) / 2, 1, "linear_geglu");
+      y = be_.linear_geglu(x, w, b.defined() ? &b : nullptr);
     } else if (method == "matmul") {
       const Tensor a = in("a"), b = in("b");
       require_rank(a, 2, 8, "a");

@@ -149,7 +149,7 @@ Tensor SpatialTransformer::operator()(RunCtx& c, const Tensor& x) const {
   h = attn2.out.add(be, a, h);
 
   n = be.layer_norm(h, norm3.g, norm3.b, 1e-5f);
-  h = ff_out.add(be, be.geglu(ff_in(be, n)), h);
+  h = ff_out.add(be, be.linear_geglu(n, ff_in.w, ff_in.b.defined() ? &ff_in.b : nullptr), h);
 
   if (linear_proj) h = proj_out_lin(be, h);
   h = be.permute(h.reshape({N, H, W, C}), {0, 3, 1, 2});
@@ -236,7 +236,7 @@ Tensor MotionModule::operator()(RunCtx& c, const Tensor& x) const {
       }
     }
     Tensor n = be.layer_norm(h, blk.ff_norm.g, blk.ff_norm.b, 1e-5f);
-    h = blk.ff_out.add(be, be.geglu(blk.ff_in(be, n)), h);
+    h = blk.ff_out.add(be, be.linear_geglu(n, blk.ff_in.w, blk.ff_in.b.defined() ? &blk.ff_in.b : nullptr), h);
   }
   h = proj_out(be, h);  // [B, F, P, C]
   h = be.permute(h.reshape({N, H, W, C}), {0, 3, 1, 2});

@@ -21,6 +21,8 @@ enum GemmBias : int { kBiasNone = 0, kBiasPerN = 1, kBiasPerM = 2 };
 enum GemmEpilogue : int {
   kEpiDense = 0,    // C[m * ldc + n]
   kEpiConvT = 1,    // m = (o*k + i)*k + j, n = y*W + x -> C[((o*H + y)*k + i)*(W*k) + x*k + j], bias per o
+  kEpiGeglu = 2,    // linear_geglu (own kernel only): B = weight [2C, K] (NK), N = 2C, bias per n or none;
+                    // C[m * ldc + c] = (D(m, c) + b[c]) * gelu_erf(D(m, C + c) + b[C + c]) for c < geglu_c
 };
 
 struct GemmParams {
@@ -43,6 +45,7 @@ struct GemmParams {
   // connection). Laid out like C (ldc, c_bs); must not overlap C.
   const void* residual = nullptr;
   int epilogue = kEpiDense;
+  int64_t geglu_c = 0;  // kEpiGeglu: C, the output width (N = 2C)
   int ct_k = 1, ct_H = 1, ct_W = 1;  // kEpiConvT geometry
 };
 

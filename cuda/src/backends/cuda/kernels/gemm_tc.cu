@@ -13,6 +13,10 @@
 // and fp16 stores (half2 where aligned), or, for split-K, fp32 partials into a workspace that a second
 // kernel sums in a fixed order (deterministic: no atomics) before adding the bias and residual.
 // Shared rows are padded by 16 bytes, which makes every ldmatrix phase hit 8 distinct bank groups.
+// GEGLU (kEpiGeglu, linear_geglu; instances with kGeglu only): the B loader stages weight rows through
+// geglu_weight_row (gemm_tc_layout.h), so each lane's accumulator tiles 2j / 2j + 1 are the value / gate of
+// the same output columns; the epilogue writes (v + b[c]) * gelu_erf(g + b[C + c]), rounded once. Split-K
+// stores the partials at their weight-row column and a second kernel sums both halves, then applies it.
 #include <algorithm>
 
 #include "../common.cuh"
@@ -56,9 +60,13 @@ __device__ __forceinline__ void store_pair(const GemmParams& p, __half* row, con
   }
 }
 
-template <int BN, int BMODE>
+// The GELU of diffusers' GEGLU (the same formula as the geglu kernel of elementwise.cu).
+__device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }
+
+template <int BN, int BMODE, bool kGeglu>
 __global__ void __launch_bounds__(THREADS, 2)
     gemm_tc_kernel(const GemmParams p, int splits, int kt_per_split, float* __restrict__ ws) {
+  static_assert(!kGeglu || BMODE == kGemmB_NK, "GEGLU takes a [2C, K] weight");
   using G = Geo<BN>;
   constexpr bool kIm2col = BMODE == kGemmB_Im2col;
   constexpr bool kNK = BMODE == kGemmB_NK;
@@ -100,8 +108,13 @@ __global__ void __launch_bounds__(THREADS, 2)
       for (int i = 0; i < BN * BK / 8 / THREADS; ++i) {
         int r, col;
         chunk_pos<BK>(tid + i * THREADS, r, col);
-        const int64_t gn = n0 + r, gk = k0 + col;
-        const bool ok = gn < N && gk < K;
+        const int64_t gk = k0 + col;
+        int64_t gn = n0 + r;
+        bool ok = gn < N && gk < K;
+        if constexpr (kGeglu) {  // value rows, then the gate rows of the same 8 output columns
+          gn = geglu_weight_row(r, n0, p.geglu_c);
+          ok = geglu_out_col(r, n0) < p.geglu_c && gk < K;
+        }
         cp_async16(dst + r * LDB + col, ok ? B + gn * p.ldb + gk : B, ok);
       }
     } else {  // B(k, n) = B[k * ldb + n]: stage [BK][BN]
@@ -231,7 +244,59 @@ __global__ void __launch_bounds__(THREADS, 2)
         }
       }
   };
-  if (splits == 1) {  // + bias, + residual, one rounding to fp16
+  if constexpr (kGeglu) {
+    const int64_t Cg = p.geglu_c;
+    const __half* bias = p.bias_mode == kBiasPerN ? static_cast<const __half*>(p.bias) : nullptr;
+    if (splits == 1) {  // (value + bias) * gelu_erf(gate + bias), one rounding to fp16
+      __half* Y = static_cast<__half*>(p.C) + z * p.c_bs;
+      const bool pair_ok = (p.ldc % 2 == 0) && (p.c_bs % 2 == 0) && (reinterpret_cast<uintptr_t>(p.C) % 4 == 0);
+#pragma unroll
+      for (int i = 0; i < G::MI; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int j = 0; j < G::NI / 2; ++j) {
+            int tr, tc;
+            acc_pos<BN>(wm, wn, i, 2 * j, lane, 2 * h, tr, tc);
+            const int64_t m = m0 + tr, c = geglu_out_col(tc, n0);  // c even; c + 1 < Cg when c < Cg (Cg % 8 == 0)
+            if (m >= M || c >= Cg) continue;
+            float v0 = acc[i][2 * j][2 * h], v1 = acc[i][2 * j][2 * h + 1];
+            float g0 = acc[i][2 * j + 1][2 * h], g1 = acc[i][2 * j + 1][2 * h + 1];
+            if (bias) {
+              v0 += __half2float(bias[c]);
+              v1 += __half2float(bias[c + 1]);
+              g0 += __half2float(bias[Cg + c]);
+              g1 += __half2float(bias[Cg + c + 1]);
+            }
+            __half* row = Y + m * p.ldc;
+            const float y0 = v0 * gelu_erf(g0), y1 = v1 * gelu_erf(g1);
+            if (pair_ok) {
+              *reinterpret_cast<__half2*>(row + c) = __floats2half2_rn(y0, y1);
+            } else {
+              row[c] = __float2half_rn(y0);
+              row[c + 1] = __float2half_rn(y1);
+            }
+          }
+    } else {
+      // Partials at their weight-row column (value c, gate Cg + c) of ws[split][z] [M, N = 2 Cg]: every
+      // column is some CTA's staged row, so the workspace is written in full.
+      float* W = ws + ((int64_t(split) * p.batch + z) * M) * N;
+#pragma unroll
+      for (int i = 0; i < G::MI; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int j = 0; j < G::NI; ++j) {
+            int tr, tc;
+            acc_pos<BN>(wm, wn, i, j, lane, 2 * h, tr, tc);
+            const int64_t m = m0 + tr;
+            if (m >= M || geglu_out_col(tc, n0) >= Cg) continue;
+            float* out = W + m * N + geglu_weight_row(tc, n0, Cg);
+            out[0] = acc[i][j][2 * h];
+            out[1] = acc[i][j][2 * h + 1];
+          }
+    }
+  } else if (splits == 1) {  // + bias, + residual, one rounding to fp16
     __half* C = static_cast<__half*>(p.C) + z * p.c_bs;
     // The residual is compiled into the NK (Linear weight) instances only: linear_add is their one
     // user, and the extra registers would make the 128-wide KN instance spill.
@@ -270,10 +335,32 @@ __global__ void splitk_reduce_kernel(const GemmParams p, int splits, const float
   }
 }
 
-template <int BN, int BMODE>
+// y[z][m, c] = GEGLU of the split sums (value at column c, gate at Cg + c, each in split order) + bias.
+__global__ void splitk_reduce_geglu_kernel(const GemmParams p, int splits, const float* __restrict__ ws) {
+  const int64_t M = p.M, N = p.N, Cg = p.geglu_c, total = int64_t(p.batch) * M * N, outs = int64_t(p.batch) * M * Cg;
+  __half* Y = static_cast<__half*>(p.C);
+  const __half* bias = p.bias_mode == kBiasPerN ? static_cast<const __half*>(p.bias) : nullptr;
+  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < outs;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = idx % Cg, zm = idx / Cg, m = zm % M, z = zm / M;
+    const float* part = ws + zm * N;  // row (z, m) of split 0
+    float v = 0.f, g = 0.f;
+    for (int s = 0; s < splits; ++s) {
+      v += part[int64_t(s) * total + c];
+      g += part[int64_t(s) * total + Cg + c];
+    }
+    if (bias) {
+      v += __half2float(bias[c]);
+      g += __half2float(bias[Cg + c]);
+    }
+    Y[z * p.c_bs + m * p.ldc + c] = __float2half_rn(v * gelu_erf(g));
+  }
+}
+
+template <int BN, int BMODE, bool kGeglu = false>
 void launch(const GemmParams& p, const TcPlan& plan, float* ws, cudaStream_t s) {
   using G = Geo<BN>;
-  auto kernel = gemm_tc_kernel<BN, BMODE>;
+  auto kernel = gemm_tc_kernel<BN, BMODE, kGeglu>;
   // Above 48 KiB of dynamic shared memory needs an opt-in, once per device and kernel.
   static bool opted_in[64] = {};  // (a data race here only repeats an idempotent call)
   int dev = 0;
@@ -289,7 +376,8 @@ void launch(const GemmParams& p, const TcPlan& plan, float* ws, cudaStream_t s) 
 
 template <int BN>
 void launch_mode(const GemmParams& p, const TcPlan& plan, float* ws, cudaStream_t s) {
-  if (p.b_mode == kGemmB_KN) launch<BN, kGemmB_KN>(p, plan, ws, s);
+  if (p.epilogue == kEpiGeglu) launch<BN, kGemmB_NK, true>(p, plan, ws, s);
+  else if (p.b_mode == kGemmB_KN) launch<BN, kGemmB_KN>(p, plan, ws, s);
   else if (p.b_mode == kGemmB_NK) launch<BN, kGemmB_NK>(p, plan, ws, s);
   else launch<BN, kGemmB_Im2col>(p, plan, ws, s);
 }
@@ -301,6 +389,14 @@ bool aligned16(const void* ptr, int64_t ld, int64_t bs) {
 }  // namespace
 
 bool gemm_tc_supported(const GemmParams& p) {
+  if (p.epilogue == kEpiGeglu) {
+    // linear_geglu: a [2C, K] weight, a per-column bias or none, no residual; C % 8 == 0 (the row map
+    // stages value / gate groups of 8 rows; the epilogue stores column pairs).
+    if (p.trans_a || p.b_mode != kGemmB_NK || p.residual || p.bias_mode == kBiasPerM || p.M <= 0 || p.K <= 0 ||
+        p.batch <= 0 || p.geglu_c <= 0 || p.geglu_c % 8 != 0 || p.N != 2 * p.geglu_c)
+      return false;
+    return aligned16(p.A, p.lda, p.a_bs) && p.K % 8 == 0 && aligned16(p.B, p.ldb, p.b_bs);
+  }
   if (p.trans_a || p.epilogue != kEpiDense || p.M <= 0 || p.N <= 0 || p.K <= 0 || p.batch <= 0) return false;
   if (p.residual && p.b_mode != kGemmB_NK) return false;  // see the epilogue
   if (!aligned16(p.A, p.lda, p.a_bs) || p.K % 8 != 0) return false;
@@ -326,8 +422,10 @@ void gemm_tc_cuda(const GemmParams& p, const TcPlan& plan, float* workspace, cud
   else launch_mode<128>(p, plan, workspace, stream);
   if (plan.splits > 1) {
     const int64_t total = int64_t(p.batch) * p.M * p.N;
-    const int blocks = int(std::min<int64_t>(CEIL_DIV(total, int64_t(256)), 65535));
-    splitk_reduce_kernel<<<blocks, 256, 0, stream>>>(p, plan.splits, workspace);
+    const int64_t outs = p.epilogue == kEpiGeglu ? int64_t(p.batch) * p.M * p.geglu_c : total;
+    const int blocks = int(std::min<int64_t>(CEIL_DIV(outs, int64_t(256)), 65535));
+    if (p.epilogue == kEpiGeglu) splitk_reduce_geglu_kernel<<<blocks, 256, 0, stream>>>(p, plan.splits, workspace);
+    else splitk_reduce_kernel<<<blocks, 256, 0, stream>>>(p, plan.splits, workspace);
     CUDA_CHECK_LAUNCH();
   }
 }

@@ -15,7 +15,8 @@ namespace l2d::cuda {
 
 // True when gemm_tc_cuda handles p: fp16 storage, A row-major [M, K] (no trans_a), dense epilogue,
 // 16-byte aligned operand rows for the cp.async loaders (K % 8 == 0; N % 8 == 0 for a [K, N] B), any
-// im2col geometry (B is gathered through registers there); a residual only with a [N, K] B (linear_add).
+// im2col geometry (B is gathered through registers there); a residual only with a [N, K] B (linear_add);
+// the GEGLU epilogue (kEpiGeglu, linear_geglu) with a [2C, K] B, C % 8 == 0, no residual.
 bool gemm_tc_supported(const GemmParams& p);
 
 // How gemm_tc_cuda will split K for p (1 = no split) and the fp32 workspace it then needs, in floats

@@ -75,6 +75,17 @@ L2D_HD void acc_pos(int wm, int wn, int i, int j, int lane, int e, int& row, int
   col = wn * G::WTN + j * 8 + (lane & 3) * 2 + (e & 1);
 }
 
+// ---- GEGLU epilogue (linear_geglu: weight [2C, K], value rows 0..C-1, gate rows C..2C-1) ----
+// The CTA whose tile starts at n0 (a multiple of BN in the GEMM's 2C-wide space) makes output columns
+// n0/2 .. n0/2 + BN/2 - 1. In every group of 16 staged B rows it stages 8 value rows, then the gate rows
+// of the same 8 output columns; b_nk_ldsm_offset hands rows 16j..16j+7 to n-tile 2j and rows 16j+8..16j+15
+// to n-tile 2j+1, so acc[i][2j] (value) and acc[i][2j+1] (gate) of a lane hold the same output columns.
+// Tile column / staged row r -> the output column it belongs to (>= C: past the edge, zero-filled).
+L2D_HD int64_t geglu_out_col(int r, int64_t n0) { return n0 / 2 + (r >> 4) * 8 + (r & 7); }
+// Staged row r -> the weight row it loads (value c or gate C + c); also where a split-K partial of tile
+// column r is stored in the [M, 2C] workspace.
+L2D_HD int64_t geglu_weight_row(int r, int64_t n0, int64_t C) { return (r & 8 ? C : 0) + geglu_out_col(r, n0); }
+
 // ---- split-K ----
 // How a problem is cut: tile width bn (64 when N fits, else 128), splits of K (1 = none) and the
 // slices per split. Fewer tiles than SMs: split K so that about two CTAs per SM run, each over >= 8
