@@ -132,7 +132,8 @@ __global__ void __launch_bounds__(THREADS, 2)
   // im2col state: this thread's output pixel and k walker.
   const int g_col = tid % BN, g_row0 = tid / BN;
   bool g_nvalid = false;
-  int64_t g_iy0 = 0, g_ix0 = 0;
+  int g_iy0 = 0, g_ix0 = 0;  // 32-bit (image coordinates; conv2d checks the plane fits int32): 64-bit ones
+                             // made the 128-wide instance spill on sm_90
   Im2colWalker walker{0, 0, 0};
   const ConvGeo cg{p.conv_C, p.conv_H, p.conv_W, p.conv_KH, p.conv_KW, p.conv_sh, p.conv_sw, p.conv_pt, p.conv_pl,
                    p.conv_Wo};
@@ -141,8 +142,8 @@ __global__ void __launch_bounds__(THREADS, 2)
     const int64_t n = n0 + g_col;
     g_nvalid = n < N;
     const int64_t oy = n / p.conv_Wo, ox = n - oy * p.conv_Wo;
-    g_iy0 = oy * p.conv_sh - p.conv_pt;
-    g_ix0 = ox * p.conv_sw - p.conv_pl;
+    g_iy0 = int(oy) * p.conv_sh - p.conv_pt;
+    g_ix0 = int(ox) * p.conv_sw - p.conv_pl;
     walker.init(int64_t(kt_begin) * BK + g_row0, cg);
   }
   // Gathers this thread's elements of the slice starting at k0 (the walker is already there).
@@ -389,6 +390,8 @@ bool aligned16(const void* ptr, int64_t ld, int64_t bs) {
 }  // namespace
 
 bool gemm_tc_supported(const GemmParams& p) {
+  // Grid limits (y: row tiles, z: batch x splits): a larger problem runs another path instead of failing.
+  if (CEIL_DIV(p.M, int64_t(BM)) > 65535 || p.batch > 65535) return false;
   if (p.epilogue == kEpiGeglu) {
     // linear_geglu: a [2C, K] weight, a per-column bias or none, no residual; C % 8 == 0 (the row map
     // stages value / gate groups of 8 rows; the epilogue stores column pairs).
