@@ -1,9 +1,9 @@
 /**
- * Backend::conv2d_fused (convolution + bias per channel [O] or per image [N, O] + residual in one op:
+ * Backend::conv2d_fused (convolution + bias [O] + image bias [N, O] or [1, O] + residual in one op:
  * the UNet resnet's conv1 + time embedding and conv2 + skip) through the "ops" model on the CPU
  * backend: against a naive TS convolution, bit for bit against conv2d followed by binary Adds (the
- * CPU adds bias and residual in its bias pass, same roundings in the same order), and bad shapes are
- * typed errors.
+ * CPU adds the biases and the residual in its bias pass, same roundings in the same order), and bad
+ * shapes are typed errors.
  */
 import assert from "node:assert/strict";
 import { EngineError } from "../ffi/errors.ts";
@@ -12,14 +12,17 @@ import { philoxNormal } from "../ffi/philox.ts";
 
 type Params = [number, number, number, number, number, number]; // stride h/w, pad top/bottom/left/right
 
-/** conv(x, w)[n, o] + (bias [O] or [N, O]) + residual, summed in float64. */
+type ImageBias = "none" | "image" | "one"; // none, [N, O] or [1, O]
+
+/** conv(x, w)[n, o] + bias[o] + imageBias[n or 0, o] + residual, summed in float64. */
 function naiveConvFused(
   x: Float32Array,
   [N, C, H, W]: number[],
   w: Float32Array,
   [O, , KH, KW]: number[],
   bias: Float32Array | null,
-  biasPerImage: boolean,
+  imageBias: Float32Array | null,
+  imageBiasRows: number,
   residual: Float32Array | null,
   [sh, sw, pt, pb, pl, pr]: Params,
 ): { y: Float32Array; shape: number[] } {
@@ -27,7 +30,7 @@ function naiveConvFused(
   const y = new Float32Array(N! * O! * Ho * Wo);
   for (let n = 0; n < N!; n++) {
     for (let o = 0; o < O!; o++) {
-      const b = bias ? bias[biasPerImage ? n * O! + o : o]! : 0;
+      const b = (bias ? bias[o]! : 0) + (imageBias ? imageBias[(imageBiasRows === 1 ? 0 : n) * O! + o]! : 0);
       for (let oy = 0; oy < Ho; oy++) {
         for (let ox = 0; ox < Wo; ox++) {
           let s = 0;
@@ -59,67 +62,72 @@ async function run(model: Model, method: string, fill: (io: TensorMap) => void):
   return io.getF32("y");
 }
 
-// [x shape, w shape, params, bias: "none" | "channel" | "image", residual]
-const cases: [number[], number[], Params, "none" | "channel" | "image", boolean][] = [
-  [[3, 5, 9, 7], [6, 5, 3, 3], [1, 1, 1, 1, 1, 1], "image", true], // a resnet conv: 3x3, pad 1
-  [[3, 5, 9, 7], [6, 5, 3, 3], [1, 1, 1, 1, 1, 1], "image", false], // resnet conv1 (stream: bias per image)
-  [[2, 5, 9, 7], [6, 5, 3, 3], [1, 1, 1, 1, 1, 1], "channel", true], // resnet conv2 (+ skip)
-  [[2, 8, 5, 6], [7, 8, 1, 1], [1, 1, 0, 0, 0, 0], "channel", true], // pointwise
-  [[1, 4, 10, 10], [6, 4, 3, 3], [2, 2, 0, 1, 0, 1], "none", true], // TF "SAME" stride 2
+// [x shape, w shape, params, bias [O], image bias, residual]
+const cases: [number[], number[], Params, boolean, ImageBias, boolean][] = [
+  [[3, 5, 9, 7], [6, 5, 3, 3], [1, 1, 1, 1, 1, 1], true, "image", true], // every term
+  [[3, 5, 9, 7], [6, 5, 3, 3], [1, 1, 1, 1, 1, 1], true, "image", false], // resnet conv1, stream
+  [[4, 5, 9, 7], [6, 5, 3, 3], [1, 1, 1, 1, 1, 1], true, "one", false], // resnet conv1, warmup (B = 1)
+  [[2, 5, 9, 7], [6, 5, 3, 3], [1, 1, 1, 1, 1, 1], true, "none", true], // resnet conv2 + skip
+  [[2, 8, 5, 6], [7, 8, 1, 1], [1, 1, 0, 0, 0, 0], false, "image", true], // pointwise
+  [[1, 4, 10, 10], [6, 4, 3, 3], [2, 2, 0, 1, 0, 1], false, "none", true], // TF "SAME" stride 2
 ];
 
-Deno.test("ops conv2d_fused matches a naive convolution + bias (per channel or per image) + residual", async () => {
+const rowsOf = (kind: ImageBias, N: number) => kind === "image" ? N : 1;
+
+Deno.test("ops conv2d_fused matches a naive convolution + bias + image bias + residual", async () => {
   using ctx = Context.create("cpu");
   using model = await Model.create(ctx, "ops", {});
-  for (const [xs, ws, p, biasKind, withResidual] of cases) {
+  for (const [xs, ws, p, withBias, imageKind, withResidual] of cases) {
     const x = philoxNormal([prod(xs)], 31, 1, 0), w = philoxNormal([prod(ws)], 31, 2, 0);
-    const biasShape = biasKind === "image" ? [xs[0]!, ws[0]!] : [ws[0]!];
-    const bias = biasKind === "none" ? null : philoxNormal([prod(biasShape)], 31, 3, 0);
-    const outShape = naiveConvFused(x, xs, w, ws, null, false, null, p).shape;
+    const O = ws[0]!, rows = rowsOf(imageKind, xs[0]!);
+    const bias = withBias ? philoxNormal([O], 31, 3, 0) : null;
+    const imageBias = imageKind === "none" ? null : philoxNormal([rows * O], 31, 5, 0);
+    const outShape = naiveConvFused(x, xs, w, ws, null, null, 1, null, p).shape;
     const r = withResidual ? philoxNormal([prod(outShape)], 31, 4, 0) : null;
     const got = await run(model, "conv2d_fused", (io) => {
       io.setF32("x", x, xs);
       io.setF32("w", w, ws);
-      if (bias) io.setF32("b", bias, biasShape);
+      if (bias) io.setF32("b", bias, [O]);
+      if (imageBias) io.setF32("bn", imageBias, [rows, O]);
       if (r) io.setF32("r", r, outShape);
       io.setI64("params", p, [6]);
     });
-    const ref = naiveConvFused(x, xs, w, ws, bias, biasKind === "image", r, p).y;
-    assert.equal(got.length, ref.length);
+    const ref = naiveConvFused(x, xs, w, ws, bias, imageBias, rows, r, p).y;
+    const what = `${xs} ${ws} bias ${withBias} image bias ${imageKind} residual ${withResidual}`;
+    assert.equal(got.length, ref.length, what);
     let worst = 0;
     for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(got[i]! - ref[i]!));
-    assert.ok(worst <= 1e-4, `${xs} ${ws} bias ${biasKind} residual ${withResidual}: max abs error ${worst}`);
+    assert.ok(worst <= 1e-4, `${what}: max abs error ${worst}`);
   }
 });
 
 Deno.test("ops conv2d_fused equals conv2d then binary Adds, bit for bit", async () => {
   using ctx = Context.create("cpu");
   using model = await Model.create(ctx, "ops", {});
-  for (const [xs, ws, p, biasKind, withResidual] of cases) {
-    const outShape = naiveConvFused(new Float32Array(prod(xs)), xs, new Float32Array(prod(ws)), ws, null, false, null, p)
-      .shape;
+  for (const [xs, ws, p, withBias, imageKind, withResidual] of cases) {
+    const outShape =
+      naiveConvFused(new Float32Array(prod(xs)), xs, new Float32Array(prod(ws)), ws, null, null, 1, null, p).shape;
     const [N, O, Ho, Wo] = outShape as [number, number, number, number];
-    const biasShape = biasKind === "image" ? [N, O] : [O];
+    const rows = rowsOf(imageKind, N);
     const inputs = (io: TensorMap) => {
       io.setPhilox("x", xs, { kind: "normal", seed: 41, stream: 1 });
       io.setPhilox("w", ws, { kind: "normal", seed: 41, stream: 2 });
+      if (withBias) io.setPhilox("b", [O], { kind: "normal", seed: 41, stream: 3 });
       io.setI64("params", p, [6]);
     };
     const fused = await run(model, "conv2d_fused", (io) => {
       inputs(io);
-      if (biasKind !== "none") io.setPhilox("b", biasShape, { kind: "normal", seed: 41, stream: 3 });
+      if (imageKind !== "none") io.setPhilox("bn", [rows, O], { kind: "normal", seed: 41, stream: 5 });
       if (withResidual) io.setPhilox("r", outShape, { kind: "normal", seed: 41, stream: 4 });
     });
-    // The composition: conv2d with the [O] bias, then + the [N, O] bias, then + the residual.
-    let y = await run(model, "conv2d", (io) => {
-      inputs(io);
-      if (biasKind === "channel") io.setPhilox("b", biasShape, { kind: "normal", seed: 41, stream: 3 });
-    });
-    if (biasKind === "image") {
-      const conv = y;
+    // The composition: conv2d with the bias, then + the image bias, then + the residual.
+    let y = await run(model, "conv2d", inputs);
+    const conv = y;
+    if (imageKind !== "none") {
+      const partial = y;
       y = await run(model, "binary", (io) => {
-        io.setF32("a", conv, [N, O, Ho * Wo]);
-        io.setPhilox("b", [N, O, 1], { kind: "normal", seed: 41, stream: 3 }); // the same values as [N, O]
+        io.setF32("a", partial, [N, O, Ho * Wo]);
+        io.setPhilox("b", [rows, O, 1], { kind: "normal", seed: 41, stream: 5 }); // the values of [rows, O]
         io.setF32("op", new Float32Array([0]), [1]); // Binary::Add
       });
     }
@@ -131,11 +139,13 @@ Deno.test("ops conv2d_fused equals conv2d then binary Adds, bit for bit", async 
         io.setF32("op", new Float32Array([0]), [1]);
       });
     }
-    assert.deepEqual(fused, y, `${xs} ${ws} bias ${biasKind} residual ${withResidual}`);
+    const what = `${xs} ${ws} bias ${withBias} image bias ${imageKind} residual ${withResidual}`;
+    assert.deepEqual(fused, y, what);
+    assert.notDeepEqual(fused, conv, `${what}: the image bias / residual were added`);
   }
 });
 
-Deno.test("ops conv2d_fused refuses a bias, residual or weight of the wrong shape with a typed error", async () => {
+Deno.test("ops conv2d_fused refuses a bias, image bias, residual or weight of the wrong shape with a typed error", async () => {
   using ctx = Context.create("cpu");
   using model = await Model.create(ctx, "ops", {});
   const attempt = async (fill: (io: TensorMap) => void, pattern: RegExp) => {
@@ -149,8 +159,9 @@ Deno.test("ops conv2d_fused refuses a bias, residual or weight of the wrong shap
       (e: unknown) => e instanceof EngineError && e.code === "INVALID_ARGUMENT" && pattern.test(e.message),
     );
   };
-  await attempt((io) => io.setPhilox("b", [3, 4], { kind: "normal", seed: 1 }), /"b" must be \[4\] or \[2, 4\]/);
-  await attempt((io) => io.setPhilox("b", [5], { kind: "normal", seed: 1 }), /"b" must be \[4\] or \[2, 4\]/);
+  await attempt((io) => io.setPhilox("b", [2, 4], { kind: "normal", seed: 1 }), /"b" must be \[4\]/);
+  await attempt((io) => io.setPhilox("bn", [3, 4], { kind: "normal", seed: 1 }), /"bn" must be \[2, 4\] or \[1, 4\]/);
+  await attempt((io) => io.setPhilox("bn", [4], { kind: "normal", seed: 1 }), /"bn" must be \[2, 4\] or \[1, 4\]/);
   await attempt(
     (io) => io.setPhilox("r", [2, 4, 6, 5], { kind: "normal", seed: 1 }),
     /"r" must have the output shape \[2, 4, 6, 6\]/,

@@ -36,14 +36,14 @@ Tensor Backend::linear_add(const Tensor& x, const Tensor& w, const Tensor* bias,
   return binary(y, residual, Binary::Add);
 }
 
-Tensor Backend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual,
-                             const Conv2dParams& p) {
-  const bool per_image = bias && bias->ndim() == 2;
-  Tensor y = conv2d(x, w, per_image ? nullptr : bias, p);
+Tensor Backend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
+                             const Tensor* residual, const Conv2dParams& p) {
+  Tensor y = conv2d(x, w, bias, p);
   const int64_t N = y.dim(0), O = y.dim(1), Ho = y.dim(2), Wo = y.dim(3);
-  if (per_image) {
-    L2D_ASSERT(bias->dim(0) == N && bias->dim(1) == O);
-    y = binary(y.reshape({N, O, Ho * Wo}), bias->reshape({N, O, 1}), Binary::Add).reshape({N, O, Ho, Wo});
+  if (image_bias) {
+    const int64_t rows = image_bias->dim(0);
+    L2D_ASSERT(image_bias->ndim() == 2 && (rows == N || rows == 1) && image_bias->dim(1) == O);
+    y = binary(y.reshape({N, O, Ho * Wo}), image_bias->reshape({rows, O, 1}), Binary::Add).reshape({N, O, Ho, Wo});
   }
   if (residual) {
     L2D_ASSERT(residual->shape() == y.shape());

@@ -1,4 +1,4 @@
-// Convolutions of the CUDA backend: conv2d and conv2d_fused (conv + bias per channel or per image
+// Convolutions of the CUDA backend: conv2d and conv2d_fused (conv + bias per channel + bias per image
 // + residual) as one implicit GEMM (kernels/gemm.cuh) whose epilogue adds the bias (bias_bs = O for
 // a [N, O] bias: one row per image) and the residual (laid out like the output) before the one
 // rounding to the storage type, and, where cuDNN can express it (symmetric padding), as a cuDNN
@@ -14,14 +14,24 @@
 
 namespace l2d::cuda {
 
-Tensor CudaBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual,
-                                 const Conv2dParams& p) {
-  if (!fusions_.conv_epilogue) return Backend::conv2d_fused(x, w, bias, residual, p);
-  return conv2d_impl(x, w, bias, residual, p);
+Tensor CudaBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
+                                 const Tensor* residual, const Conv2dParams& p) {
+  if (!fusions_.conv_epilogue) return Backend::conv2d_fused(x, w, bias, image_bias, residual, p);
+  L2D_ASSERT(w.ndim() == 4);
+  const int64_t O = w.dim(0);
+  if (image_bias) L2D_ASSERT(image_bias->ndim() == 2 && image_bias->dim(1) == O);
+  if (bias && image_bias) {
+    // Both biases become one [rows, O] bias first (rows x O elements, one small launch: the resnet's
+    // conv1.b + time embedding), so the GEMM epilogue reads one bias value per output row.
+    L2D_ASSERT(bias->numel() == O);
+    const Tensor both = binary(*image_bias, bias->reshape({1, O}), Binary::Add);
+    return conv2d_impl(x, w, &both, residual, p);
+  }
+  return conv2d_impl(x, w, image_bias ? image_bias : bias, residual, p);
 }
 
-// Implicit GEMM per image: y[n] [O, Ho*Wo] = w [O, C*KH*KW] @ im2col(x[n]) + bias (per row: bias[o]
-// or bias[n, o]) + residual[n].
+// Implicit GEMM per image: y[n] [O, Ho*Wo] = w [O, C*KH*KW] @ im2col(x[n]) + bias (per row: bias[o],
+// from a bias [O] or [1, O], or bias[n, o] from a bias [N, O]) + residual[n].
 Tensor CudaBackend::conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual,
                                 const Conv2dParams& p) {
   L2D_ASSERT(x.ndim() == 4 && w.ndim() == 4 && x.dim(1) == w.dim(1));
@@ -33,7 +43,7 @@ Tensor CudaBackend::conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* 
   const int64_t Ho = (H + p.pad_top + p.pad_bottom - KH) / p.stride_h + 1;
   const int64_t Wo = (W + p.pad_left + p.pad_right - KW) / p.stride_w + 1;
   L2D_ASSERT(Ho > 0 && Wo > 0);
-  const bool bias_per_image = bias && bias->ndim() == 2;
+  const bool bias_per_image = bias && bias->ndim() == 2 && bias->dim(0) != 1;
   if (bias) {
     L2D_ASSERT(bias->dtype() == float_dtype());
     L2D_ASSERT(bias_per_image ? bias->dim(0) == N && bias->dim(1) == O : bias->numel() == O);

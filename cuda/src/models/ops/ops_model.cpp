@@ -100,8 +100,8 @@ class OpsModel final : public Model {
       L2D_REQUIRE(x.dim(2) + cp.pad_top + cp.pad_bottom >= w.dim(2) && x.dim(3) + cp.pad_left + cp.pad_right >= w.dim(3),
                   "ops conv2d: the kernel ", shape_str(w.shape()), " is larger than the padded input ", shape_str(x.shape()));
       y = be_.conv2d(x, w, b.defined() ? &b : nullptr, cp);
-    } else if (method == "conv2d_fused") {  // conv2d(x, w) + b ([O] or [N, O]) + r ([N, O, Ho, Wo]) in one op
-      Tensor b = opt("b"), r = opt("r");
+    } else if (method == "conv2d_fused") {  // conv2d(x, w, b) + bn ([N|1, O]) + r ([N, O, Ho, Wo]) in one op
+      Tensor b = opt("b"), bn = opt("bn"), r = opt("r");
       const auto p = ints("params", 6);  // as conv2d
       const Tensor x = in("x"), w = in("w");
       require_rank(x, 4, 4, "x");
@@ -116,11 +116,14 @@ class OpsModel final : public Model {
       const int64_t Ho = (x.dim(2) + cp.pad_top + cp.pad_bottom - w.dim(2)) / cp.stride_h + 1;
       const int64_t Wo = (x.dim(3) + cp.pad_left + cp.pad_right - w.dim(3)) / cp.stride_w + 1;
       require_output(N * O, Ho, Wo, "conv2d_fused");
-      L2D_REQUIRE(!b.defined() || b.shape() == Shape({O}) || b.shape() == Shape({N, O}), "ops conv2d_fused: \"b\" must be [",
-                  O, "] or [", N, ", ", O, "], got ", shape_str(b.shape()));
+      L2D_REQUIRE(!b.defined() || b.shape() == Shape({O}), "ops conv2d_fused: \"b\" must be [", O, "], got ",
+                  shape_str(b.shape()));
+      L2D_REQUIRE(!bn.defined() || bn.shape() == Shape({N, O}) || bn.shape() == Shape({1, O}),
+                  "ops conv2d_fused: \"bn\" must be [", N, ", ", O, "] or [1, ", O, "], got ", shape_str(bn.shape()));
       L2D_REQUIRE(!r.defined() || r.shape() == Shape({N, O, Ho, Wo}), "ops conv2d_fused: \"r\" must have the output shape ",
                   shape_str({N, O, Ho, Wo}), ", got ", shape_str(r.shape()));
-      y = be_.conv2d_fused(x, w, b.defined() ? &b : nullptr, r.defined() ? &r : nullptr, cp);
+      y = be_.conv2d_fused(x, w, b.defined() ? &b : nullptr, bn.defined() ? &bn : nullptr, r.defined() ? &r : nullptr,
+                           cp);
     } else if (method == "conv_transpose2d") {
       Tensor b = opt("b");
       const Tensor x = in("x"), w = in("w");

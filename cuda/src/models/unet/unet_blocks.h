@@ -84,7 +84,6 @@ struct Resnet {
   Norm norm1, norm2;
   Conv conv1, conv2, shortcut;  // shortcut.w undefined when channels do not change
   Linear time_proj;
-  Tensor time_bias;  // conv1.b + time_proj.b (folded at load): conv1's bias is time_bias + W temb per image
   int groups = 32;
   float eps = 1e-5f, output_scale = 1.f;
   void load(Loader& L, const std::string& prefix, int64_t in, int64_t out, int64_t temb, int groups, float eps,
