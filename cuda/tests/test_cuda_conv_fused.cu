@@ -1,8 +1,8 @@
-// test_cuda_conv_fused: Backend::conv2d_fused (convolution + bias per channel [O] or per image [N, O]
+// test_cuda_conv_fused: Backend::conv2d_fused (convolution + bias [O] + image bias [N, O] or [1, O]
 // + residual in the GEMM epilogue) on CUDA fp32 and fp16 against the CPU oracle, through the shared
 // harness (op_test_harness.h), at every resnet convolution of SD1.5's UNet at 512x512 (64x64 latents)
 // with T = 2 and 3 images per call (the stream batch):
-//   conv1: x [T, Cin, S, S] -> [T, Cout, S, S], bias [T, Cout] (conv1.b + time_proj(temb) per image);
+//   conv1: x [T, Cin, S, S] -> [T, Cout, S, S], bias [Cout] (conv1.b) + image bias [T, Cout] (time_proj(temb));
 //   conv2: x [T, Cout, S, S] -> [T, Cout, S, S], bias [Cout], residual = the skip [T, Cout, S, S];
 // plus small odd shapes (tile edges, a pointwise conv with a residual, asymmetric padding) that
 // --small keeps for the sanitizer runs.
@@ -11,10 +11,11 @@
 // L2D_FUSE, so gpu-check runs this binary once per path and once unfused:
 //   for k in simple own vendor; do L2D_KERNELS=$k test_cuda_conv_fused; done; L2D_FUSE=none test_cuda_conv_fused
 // Data as in test_cuda_dense: exactly representable grids (x and the residual on 2^-4 in [-1, 1], w
-// on 2^-6 in [-1/4, 1/4], bias on 2^-10 in [-1, 1]), so every partial sum lies on the 2^-10 grid below
-// 2^14 (K * 1/4 + 2 < 2^14 for K <= 23040) and is exact in fp32: our kernels (simple, own) must match
-// the oracle exactly in fp32 and within half an fp16 ulp in fp16 (bias and residual are added before
-// the one rounding). cuDNN (vendor, and auto/tune, which may pick it) rounds after the convolution and
+// on 2^-6 in [-1/4, 1/4], both biases on 2^-10 in [-1/2, 1/2]), so every partial sum lies on the 2^-10
+// grid below 2^14 (K * 1/4 + 2 < 2^14 for K <= 23040) and is exact in fp32: our kernels (simple, own)
+// must match the oracle exactly in fp32 and within half an fp16 ulp in fp16 (biases and residual are
+// added before the one rounding; the two biases' sum, made first, is exact on the grid even in fp16).
+// cuDNN (vendor, and auto/tune, which may pick it) rounds after the convolution and
 // after each AddTensor, and may use inexact transforms: those runs, and L2D_FUSE=none (conv2d then
 // Adds, three roundings), use the harness's default bounds. Host code only.
 #include <cstdio>
@@ -92,10 +93,11 @@ int main(int argc, char** argv) {
               exact16 ? "within 0.5 ulp" : "default bounds");
 
   std::vector<Case> cases;
-  // One conv2d_fused case: x [N, C, H, W], w [O, C, k, k], stride/padding p, bias "channel" / "image" /
-  // "none", residual or not.
+  // One conv2d_fused case: x [N, C, H, W], w [O, C, k, k], stride/padding p, a bias [O] or not, an image
+  // bias "image" ([N, O]) / "one" ([1, O]) / "none", a residual or not.
   auto add_case = [&](const std::string& label, const std::string& note, int64_t N, int64_t C, int64_t H, int64_t W,
-                      int64_t O, int64_t k, std::vector<int64_t> p, const std::string& bias, bool residual) {
+                      int64_t O, int64_t k, std::vector<int64_t> p, bool bias, const std::string& image_bias,
+                      bool residual) {
     Case c;
     c.method = "conv2d_fused";
     c.label = label;
@@ -103,13 +105,14 @@ int main(int argc, char** argv) {
     const int64_t Ho = (H + p[2] + p[3] - k) / p[0] + 1, Wo = (W + p[4] + p[5] - k) / p[1] + 1;
     c.shape = "x[" + std::to_string(N) + "," + std::to_string(C) + "," + std::to_string(H) + "," + std::to_string(W) +
               "] w[" + std::to_string(O) + "," + std::to_string(C) + "," + std::to_string(k) + "," + std::to_string(k) +
-              "] b" + (bias == "image" ? "[N,O]" : bias == "channel" ? "[O]" : "-") + (residual ? " +r" : "");
+              "]" + (bias ? " b[O]" : "") + (image_bias == "image" ? " bn[N,O]" : image_bias == "one" ? " bn[1,O]" : "") +
+              (residual ? " +r" : "");
     c.big = N * C * H * W > (int64_t(1) << 20) || N * O * Ho * Wo * C * k * k > (int64_t(1) << 28);
     c.make = [=](Rng& rng) {
       std::vector<Input> in{fgrid("x", {N, C, H, W}, rng, 4, 1.f), fgrid("w", {O, C, k, k}, rng, 6, 0.25f),
                             ival("params", {6}, p)};
-      if (bias == "image") in.push_back(fgrid("b", {N, O}, rng, 10, 1.f));
-      if (bias == "channel") in.push_back(fgrid("b", {O}, rng, 10, 1.f));
+      if (bias) in.push_back(fgrid("b", {O}, rng, 10, 0.5f));
+      if (image_bias != "none") in.push_back(fgrid("bn", {image_bias == "image" ? N : 1, O}, rng, 10, 0.5f));
       if (residual) in.push_back(fgrid("r", {N, O, Ho, Wo}, rng, 4, 1.f));
       return in;
     };
@@ -121,12 +124,14 @@ int main(int argc, char** argv) {
   // Small shapes first (kept by --small): tile edges, every bias form, the pointwise (dense B) and
   // asymmetric-padding (no cuDNN form) paths.
   const std::vector<int64_t> same1{1, 1, 1, 1, 1, 1};
-  add_case("small/3x3/image+res", "tile edges", 3, 5, 9, 7, 6, 3, same1, "image", true);
-  add_case("small/3x3/image", "tile edges", 3, 8, 9, 7, 6, 3, same1, "image", false);
-  add_case("small/3x3/channel+res", "tile edges", 2, 8, 9, 7, 6, 3, same1, "channel", true);
-  add_case("small/1x1/channel+res", "pointwise: dense B", 2, 8, 5, 6, 7, 1, {1, 1, 0, 0, 0, 0}, "channel", true);
-  add_case("small/3x3s2/none+res", "TF SAME: no cuDNN form", 1, 8, 10, 10, 6, 3, {2, 2, 0, 1, 0, 1}, "none", true);
-  add_case("small/3x3/image+res/c16", "16-byte rows", 2, 16, 16, 16, 24, 3, same1, "image", true);
+  add_case("small/3x3/b+bn+res", "tile edges, every term", 3, 5, 9, 7, 6, 3, same1, true, "image", true);
+  add_case("small/3x3/b+bn", "tile edges (resnet conv1, stream)", 3, 8, 9, 7, 6, 3, same1, true, "image", false);
+  add_case("small/3x3/b+bn1", "one image-bias row (conv1, warmup)", 4, 8, 9, 7, 6, 3, same1, true, "one", false);
+  add_case("small/3x3/bn+res", "image bias alone", 3, 8, 9, 7, 6, 3, same1, false, "image", true);
+  add_case("small/3x3/b+res", "tile edges (resnet conv2)", 2, 8, 9, 7, 6, 3, same1, true, "none", true);
+  add_case("small/1x1/b+res", "pointwise: dense B", 2, 8, 5, 6, 7, 1, {1, 1, 0, 0, 0, 0}, true, "none", true);
+  add_case("small/3x3s2/res", "TF SAME: no cuDNN form", 1, 8, 10, 10, 6, 3, {2, 2, 0, 1, 0, 1}, false, "none", true);
+  add_case("small/3x3/b+bn+res/c16", "16-byte rows", 2, 16, 16, 16, 24, 3, same1, true, "image", true);
 
   for (const int64_t T : {2, 3}) {
     for (const ConvShape& s : sd15_resnet_convs()) {
@@ -135,7 +140,7 @@ int main(int argc, char** argv) {
                                 "->" + std::to_string(s.cout) + "/" + std::to_string(s.side) + "x" +
                                 std::to_string(s.side);
       add_case(label, conv1 ? "resnet conv1 + time embedding (stream)" : "resnet conv2 + skip", T, s.cin, s.side,
-               s.side, s.cout, 3, same1, conv1 ? "image" : "channel", !conv1);
+               s.side, s.cout, 3, same1, true, conv1 ? "image" : "none", !conv1);
     }
   }
   return h.run(cases);
