@@ -4,6 +4,8 @@
 // with T = 2 and 3 images per call (the stream batch):
 //   conv1: x [T, Cin, S, S] -> [T, Cout, S, S], bias [Cout] (conv1.b) + image bias [T, Cout] (time_proj(temb));
 //   conv2: x [T, Cout, S, S] -> [T, Cout, S, S], bias [Cout], residual = the skip [T, Cout, S, S];
+// and every TAESD block's last convolution at 512x512 (64 -> 64 channels, 3x3, bias, residual = the skip;
+// 64x64 to 512x512, batches of 1 and 2: decode, and the frame and depth encodes together);
 // plus small odd shapes (tile edges, a pointwise conv with a residual, asymmetric padding) that
 // --small keeps for the sanitizer runs.
 //
@@ -143,5 +145,9 @@ int main(int argc, char** argv) {
                s.side, s.cout, 3, same1, true, conv1 ? "image" : "none", !conv1);
     }
   }
+  for (const int64_t N : {1, 2})
+    for (const int64_t side : {64, 128, 256, 512})
+      add_case("taesd-N" + std::to_string(N) + "/block.conv.4/" + std::to_string(side) + "x" + std::to_string(side),
+               "TAESD block: relu(conv + skip)", N, 64, side, side, 64, 3, same1, true, "none", true);
   return h.run(cases);
 }
