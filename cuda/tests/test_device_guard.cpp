@@ -91,6 +91,10 @@ class MockImpl : public Backend {
   Tensor zeros(const Shape&, DType) override { return rec("zeros"); }
   void fill(Tensor&, float) override { rec("fill"); }
   Tensor conv2d(const Tensor&, const Tensor&, const Tensor*, const Conv2dParams&) override { return rec("conv2d"); }
+  Tensor conv2d_fused(const Tensor&, const Tensor&, const Tensor*, const Tensor*, const Tensor*,
+                      const Conv2dParams&) override {
+    return rec("conv2d_fused");
+  }
   Tensor conv_transpose2d(const Tensor&, const Tensor&, const Tensor*, int) override { return rec("conv_transpose2d"); }
   Tensor linear(const Tensor&, const Tensor&, const Tensor*) override { return rec("linear"); }
   Tensor linear_add(const Tensor&, const Tensor&, const Tensor*, const Tensor&) override { return rec("linear_add"); }
@@ -182,6 +186,7 @@ void call_everything(Backend& be, const Tensor& x) {
       [&] { be.zeros({2}, DType::F16); },
       [&] { be.fill(t, 1.f); },
       [&] { be.conv2d(x, x, nullptr, Conv2dParams{}); },
+      [&] { be.conv2d_fused(x, x, &x, &x, &x, Conv2dParams{}); },
       [&] { be.conv_transpose2d(x, x, &x, 2); },
       [&] { be.linear(x, x, nullptr); },
       [&] { be.linear_add(x, x, &x, x); },

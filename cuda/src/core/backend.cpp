@@ -41,6 +41,22 @@ Tensor Backend::linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bia
   return geglu(linear(x, w, bias));
 }
 
+Tensor Backend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
+                             const Tensor* residual, const Conv2dParams& p) {
+  Tensor y = conv2d(x, w, bias, p);
+  const int64_t N = y.dim(0), O = y.dim(1), Ho = y.dim(2), Wo = y.dim(3);
+  if (image_bias) {
+    const int64_t rows = image_bias->dim(0);
+    L2D_ASSERT(image_bias->ndim() == 2 && (rows == N || rows == 1) && image_bias->dim(1) == O);
+    y = binary(y.reshape({N, O, Ho * Wo}), image_bias->reshape({rows, O, 1}), Binary::Add).reshape({N, O, Ho, Wo});
+  }
+  if (residual) {
+    L2D_ASSERT(residual->shape() == y.shape());
+    y = binary(y, *residual, Binary::Add);
+  }
+  return y;
+}
+
 Tensor Backend::image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
                                   int64_t out_w) {
   check_fit_args(host, h, w, channels, out_h, out_w);

@@ -95,6 +95,14 @@ class Backend {
   virtual Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias);
   // Batched a [B, M, K] @ b [B, K, N] -> [B, M, N] (B may be 1 for either operand: broadcast).
   virtual Tensor matmul(const Tensor& a, const Tensor& b) = 0;
+  // ((conv2d(x, w, bias) + image_bias) + residual) in one op: bias [O] or null as in conv2d;
+  // image_bias [N, O] (row n for image n: the UNet resnet's time embedding) or [1, O] (one row for
+  // all) or null; residual [N, O, Ho, Wo] (the resnet's skip) or null. A backend with a GEMM
+  // epilogue adds them before the result is stored and saves the passes of separate Adds; this
+  // default runs conv2d then binary Adds of image_bias and residual, in that order (the CPU adds
+  // them in its bias pass, bit for bit the same).
+  virtual Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
+                              const Tensor* residual, const Conv2dParams& p);
 
   // ---- normalisation ----
   // x [N, C, *spatial]: statistics per (n, group) over C/groups channels and all spatial

@@ -40,6 +40,12 @@ Tensor CountingBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* b
   return in_.conv2d(x, w, bias, p);
 }
 
+Tensor CountingBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
+                                     const Tensor* residual, const Conv2dParams& p) {
+  count("conv2d_fused");
+  return in_.conv2d_fused(x, w, bias, image_bias, residual, p);
+}
+
 Tensor CountingBackend::conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride) {
   count("conv_transpose2d");
   return in_.conv_transpose2d(x, w, bias, stride);

@@ -30,6 +30,8 @@ class CpuBackend final : public Backend {
   void fill(Tensor& t, float value) override;
 
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) override;
+  Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
+                      const Tensor* residual, const Conv2dParams& p) override;
   Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride) override;
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) override;
   Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) override;
@@ -80,6 +82,9 @@ class CpuBackend final : public Backend {
  private:
   // linear, plus the residual (when non-null) added in the bias pass.
   Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual);
+  // conv2d (image_bias and residual null) and conv2d_fused (ops_dense.cpp).
+  Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
+                     const Tensor* residual, const Conv2dParams& p);
   // Inside an audited region on this thread: a host-side op throws (see capture()).
   void audit_host_op(const char* op) const;
   void audit_alloc(size_t bytes) { audit_value("allocation", bytes); }

@@ -10,15 +10,32 @@
 
 namespace l2d::cpu {
 
-// Convolution as im2col + GEMM per image, in chunks of output rows so the column buffer stays
-// under ~32 MB even for 512x512 TAESD layers.
 Tensor CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) {
+  return conv2d_impl(x, w, bias, nullptr, nullptr, p);
+}
+
+Tensor CpuBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
+                                const Tensor* residual, const Conv2dParams& p) {
+  return conv2d_impl(x, w, bias, image_bias, residual, p);
+}
+
+// Convolution as im2col + GEMM per image, in chunks of output rows so the column buffer stays
+// under ~32 MB even for 512x512 TAESD layers. Then one pass per image adds the bias, the image bias
+// (its row n, or its one row) and the residual: ((acc + bias) + image_bias) + residual, the roundings
+// of conv2d followed by binary Adds, so conv2d_fused is bit-identical to the default composition.
+Tensor CpuBackend::conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
+                               const Tensor* residual, const Conv2dParams& p) {
   L2D_ASSERT(x.ndim() == 4 && w.ndim() == 4 && x.dim(1) == w.dim(1));
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
   const int64_t O = w.dim(0), KH = w.dim(2), KW = w.dim(3);
   const int64_t Ho = (H + p.pad_top + p.pad_bottom - KH) / p.stride_h + 1;
   const int64_t Wo = (W + p.pad_left + p.pad_right - KW) / p.stride_w + 1;
   L2D_ASSERT(Ho > 0 && Wo > 0);
+  if (bias) L2D_ASSERT(bias->numel() == O);
+  if (image_bias)
+    L2D_ASSERT(image_bias->ndim() == 2 && (image_bias->dim(0) == N || image_bias->dim(0) == 1) &&
+               image_bias->dim(1) == O);
+  if (residual) L2D_ASSERT(residual->shape() == Shape({N, O, Ho, Wo}));
   Tensor y = empty({N, O, Ho, Wo});
   const float* xp = x.ptr<float>();
   const float* wp = w.ptr<float>();
@@ -68,12 +85,29 @@ Tensor CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, 
         gemm({O, cols, K, wp, K, false, col.data(), cols, false, yn + r0 * Wo, Ho * Wo, false}, &pool_);
       }
     }
-    if (bias) {
-      const float* bp = bias->ptr<float>();
+    const float* bp = bias ? bias->ptr<float>() : nullptr;
+    const float* ibp = image_bias ? image_bias->ptr<float>() + (image_bias->dim(0) == 1 ? 0 : n * O) : nullptr;
+    const float* rn = residual ? residual->ptr<float>() + n * O * Ho * Wo : nullptr;
+    if (bp && !ibp && !rn) {  // plain conv2d: the bias pass it always had
       for (int64_t o = 0; o < O; ++o) {
         float* plane = yn + o * Ho * Wo;
         for (int64_t i = 0; i < Ho * Wo; ++i) plane[i] += bp[o];
       }
+    } else if (ibp || rn) {
+      // Each present term added (and rounded) in the order of the composition's Adds.
+      pool_.parallel_for(O, 8, [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o) {
+          float* plane = yn + o * Ho * Wo;
+          const float* r = rn ? rn + o * Ho * Wo : nullptr;
+          for (int64_t i = 0; i < Ho * Wo; ++i) {
+            float v = plane[i];
+            if (bp) v += bp[o];
+            if (ibp) v += ibp[o];
+            if (r) v += r[i];
+            plane[i] = v;
+          }
+        }
+      });
     }
   }
   return y;

@@ -69,6 +69,8 @@ class CudaBackend : public Backend {
   void fill(Tensor& t, float value) override;
 
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) override;
+  Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
+                      const Tensor* residual, const Conv2dParams& p) override;
   Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride) override;
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) override;
   Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) override;
@@ -136,6 +138,10 @@ class CudaBackend : public Backend {
  private:
   // linear (residual null) and linear_add (ops_dense.cu).
   Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual);
+  // conv2d (residual null, bias [O]) and conv2d_fused (bias [O], [1, O] or [N, O]: one row per image)
+  // (ops_conv_fused.cu).
+  Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual,
+                     const Conv2dParams& p);
 
   int device_;
   bool fp16_;

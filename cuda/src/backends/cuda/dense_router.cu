@@ -134,7 +134,8 @@ namespace {
 std::string shape_key(const GemmParams& g, bool vendor_form) {
   std::ostringstream k;
   k << g.M << ',' << g.N << ',' << g.K << ',' << g.batch << ',' << g.b_mode << ',' << g.bias_mode << ',' << g.lda
-    << ',' << g.ldb << ',' << (g.a_bs != 0) << (g.b_bs != 0) << (g.residual ? 'r' : '-') << (vendor_form ? 'v' : '-');
+    << ',' << g.ldb << ',' << (g.a_bs != 0) << (g.b_bs != 0) << (g.residual ? 'r' : '-') << (vendor_form ? 'v' : '-')
+    << (g.bias_bs ? 'i' : '-');
   if (g.b_mode == kGemmB_Im2col)
     k << ',' << g.conv_C << 'x' << g.conv_H << 'x' << g.conv_W << ',' << g.conv_KH << 'x' << g.conv_KW << ",s"
       << g.conv_sh << ",p" << g.conv_pt << '.' << g.conv_pl;
@@ -213,7 +214,8 @@ void DenseRouter::conv2d(CudaBackend& be, const GemmParams& g, const vendor::Dnn
   if (dnn && dnn_ && vendor_allowed() && dnn_->prepare(*dnn, &ws_bytes)) {
     cands.push_back({KernelPath::Vendor, [&, ws_bytes] {
                        Buffer ws(&be, ws_bytes);
-                       ++thread_device_tally().vendor_calls;  // the bench's launches per frame
+                       // The bench's launches per frame: the convolution and its AddTensor passes.
+                       thread_device_tally().vendor_calls += 1 + dnn->extra_calls();
                        const std::string err = dnn_->run(*dnn, ws_bytes ? ws.data() : nullptr, ws_bytes, be.stream());
                        if (!err.empty()) note_vendor_error(err);  // our kernels then overwrite the whole output
                        return err.empty();

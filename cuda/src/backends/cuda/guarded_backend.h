@@ -128,6 +128,11 @@ class Guarded final : public Impl {
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) override {
     return op("conv2d", {{"x", &x}, {"w", &w}, {"bias", bias}}, [&] { return Impl::conv2d(x, w, bias, p); });
   }
+  Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
+                      const Tensor* residual, const Conv2dParams& p) override {
+    return op("conv2d_fused", {{"x", &x}, {"w", &w}, {"bias", bias}, {"image_bias", image_bias}, {"residual", residual}},
+              [&] { return Impl::conv2d_fused(x, w, bias, image_bias, residual, p); });
+  }
   Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride) override {
     return op("conv_transpose2d", {{"x", &x}, {"w", &w}, {"bias", bias}},
               [&] { return Impl::conv_transpose2d(x, w, bias, stride); });

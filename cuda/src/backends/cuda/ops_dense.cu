@@ -44,78 +44,9 @@ vendor::LtGemm lt_gemm(const GemmParams& g, bool fp16) {
 
 }  // namespace
 
-// Implicit GEMM per image: y[n] [O, Ho*Wo] = w [O, C*KH*KW] @ im2col(x[n]) + bias (per row).
+// The implicit GEMM (and its cuDNN form) is built by conv2d_impl (ops_conv_fused.cu), shared with conv2d_fused.
 Tensor CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) {
-  L2D_ASSERT(x.ndim() == 4 && w.ndim() == 4 && x.dim(1) == w.dim(1));
-  L2D_ASSERT(x.dtype() == float_dtype() && w.dtype() == float_dtype());
-  L2D_ASSERT(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_top >= 0 && p.pad_bottom >= 0 && p.pad_left >= 0 &&
-             p.pad_right >= 0);
-  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
-  const int64_t O = w.dim(0), KH = w.dim(2), KW = w.dim(3);
-  const int64_t Ho = (H + p.pad_top + p.pad_bottom - KH) / p.stride_h + 1;
-  const int64_t Wo = (W + p.pad_left + p.pad_right - KW) / p.stride_w + 1;
-  L2D_ASSERT(Ho > 0 && Wo > 0);
-  if (bias) L2D_ASSERT(bias->numel() == O && bias->dtype() == float_dtype());
-  Tensor y = empty({N, O, Ho, Wo});
-  dim_or_fail(C * H * W, "conv2d input plane");
-  GemmParams g;
-  g.M = O;
-  g.N = Ho * Wo;
-  g.K = C * KH * KW;
-  g.batch = int(N);
-  g.A = w.data();
-  g.lda = g.K;
-  g.a_bs = 0;
-  g.B = x.data();
-  g.b_bs = C * H * W;
-  const bool pointwise = KH == 1 && KW == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
-                         p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0;
-  if (pointwise) {
-    g.b_mode = kGemmB_KN;  // x[n] is already [C, H*W]
-    g.ldb = H * W;
-  } else {
-    g.b_mode = kGemmB_Im2col;
-    g.conv_C = int(C);
-    g.conv_H = int(H);
-    g.conv_W = int(W);
-    g.conv_KH = int(KH);
-    g.conv_KW = int(KW);
-    g.conv_sh = p.stride_h;
-    g.conv_sw = p.stride_w;
-    g.conv_pt = p.pad_top;
-    g.conv_pl = p.pad_left;
-    g.conv_Wo = int(Wo);
-  }
-  g.C = y.data();
-  g.ldc = Ho * Wo;
-  g.c_bs = O * Ho * Wo;
-  g.bias = bias ? bias->data() : nullptr;
-  g.bias_mode = bias ? kBiasPerM : kBiasNone;
-  // cuDNN's legacy API has symmetric padding only (TF "SAME" asymmetric pads stay on our kernels).
-  vendor::DnnConv dc;
-  const bool symmetric = p.pad_top == p.pad_bottom && p.pad_left == p.pad_right;
-  if (symmetric) {
-    dc.N = int(dim_or_fail(N, "conv2d batch"));
-    dc.C = int(C);
-    dc.H = int(H);
-    dc.W = int(W);
-    dc.O = int(dim_or_fail(O, "conv2d channels"));
-    dc.KH = int(KH);
-    dc.KW = int(KW);
-    dc.pad_h = p.pad_top;
-    dc.pad_w = p.pad_left;
-    dc.stride_h = p.stride_h;
-    dc.stride_w = p.stride_w;
-    dc.x = x.data();
-    dc.w = w.data();
-    dc.bias = g.bias;
-    dc.y = y.data();
-    dc.fp16 = fp16_;
-  }
-  const std::string cls = "conv" + std::to_string(KH) + "x" + std::to_string(KW) + "/" + std::to_string(Ho) + "x" +
-                          std::to_string(Wo);
-  dense_->conv2d(*this, g, symmetric ? &dc : nullptr, cls);
-  return y;
+  return conv2d_impl(x, w, bias, nullptr, p);
 }
 
 // stride == kernel: T[(o,i,j), (y,x)] = w^T [(o,i,j), c] @ x[n] [c, (y,x)], scattered by the GEMM

@@ -113,6 +113,30 @@ class OpsModel final : public Model {
       L2D_REQUIRE(x.dim(2) + cp.pad_top + cp.pad_bottom >= w.dim(2) && x.dim(3) + cp.pad_left + cp.pad_right >= w.dim(3),
                   "ops conv2d: the kernel ", shape_str(w.shape()), " is larger than the padded input ", shape_str(x.shape()));
       y = be_.conv2d(x, w, b.defined() ? &b : nullptr, cp);
+    } else if (method == "conv2d_fused") {  // conv2d(x, w, b) + bn ([N|1, O]) + r ([N, O, Ho, Wo]) in one op
+      Tensor b = opt("b"), bn = opt("bn"), r = opt("r");
+      const auto p = ints("params", 6);  // as conv2d
+      const Tensor x = in("x"), w = in("w");
+      require_rank(x, 4, 4, "x");
+      require_rank(w, 4, 4, "w");
+      const Conv2dParams cp = conv_params(p);
+      L2D_REQUIRE(w.dim(1) == x.dim(1), "ops conv2d_fused: w ", shape_str(w.shape()), " does not fit the channels of x ",
+                  shape_str(x.shape()));
+      L2D_REQUIRE(x.dim(2) + cp.pad_top + cp.pad_bottom >= w.dim(2) && x.dim(3) + cp.pad_left + cp.pad_right >= w.dim(3),
+                  "ops conv2d_fused: the kernel ", shape_str(w.shape()), " is larger than the padded input ",
+                  shape_str(x.shape()));
+      const int64_t N = x.dim(0), O = w.dim(0);
+      const int64_t Ho = (x.dim(2) + cp.pad_top + cp.pad_bottom - w.dim(2)) / cp.stride_h + 1;
+      const int64_t Wo = (x.dim(3) + cp.pad_left + cp.pad_right - w.dim(3)) / cp.stride_w + 1;
+      require_output(N * O, Ho, Wo, "conv2d_fused");
+      L2D_REQUIRE(!b.defined() || b.shape() == Shape({O}), "ops conv2d_fused: \"b\" must be [", O, "], got ",
+                  shape_str(b.shape()));
+      L2D_REQUIRE(!bn.defined() || bn.shape() == Shape({N, O}) || bn.shape() == Shape({1, O}),
+                  "ops conv2d_fused: \"bn\" must be [", N, ", ", O, "] or [1, ", O, "], got ", shape_str(bn.shape()));
+      L2D_REQUIRE(!r.defined() || r.shape() == Shape({N, O, Ho, Wo}), "ops conv2d_fused: \"r\" must have the output shape ",
+                  shape_str({N, O, Ho, Wo}), ", got ", shape_str(r.shape()));
+      y = be_.conv2d_fused(x, w, b.defined() ? &b : nullptr, bn.defined() ? &bn : nullptr, r.defined() ? &r : nullptr,
+                           cp);
     } else if (method == "conv_transpose2d") {
       Tensor b = opt("b");
       const Tensor x = in("x"), w = in("w");

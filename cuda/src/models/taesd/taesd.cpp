@@ -122,12 +122,15 @@ Tensor Taesd::conv(const Tensor& x, const Conv& c) const {
   return be_.conv2d(x, c.w, c.b.defined() ? &c.b : nullptr, Conv2dParams::same_pad(c.stride, int(c.w.dim(2) / 2)));
 }
 
+// relu(conv.4(h) + skip): the skip rides in the last convolution's epilogue (conv2d_fused), which
+// saves the separate Add's pass over the block output.
 Tensor Taesd::block(const Tensor& x, const Block& b) const {
   Tensor h = be_.unary(conv(x, b.c1), Unary::Relu);
   h = be_.unary(conv(h, b.c2), Unary::Relu);
-  h = conv(h, b.c3);
   const Tensor skip = b.skip.defined() ? be_.conv2d(x, b.skip, nullptr, Conv2dParams{}) : x;
-  return be_.unary(be_.binary(h, skip, Binary::Add), Unary::Relu);
+  h = be_.conv2d_fused(h, b.c3.w, b.c3.b.defined() ? &b.c3.b : nullptr, nullptr, &skip,
+                       Conv2dParams::same_pad(b.c3.stride, int(b.c3.w.dim(2) / 2)));
+  return be_.unary(h, Unary::Relu);
 }
 
 Tensor Taesd::run_layers(Tensor x, const std::vector<Layer>& layers) const {

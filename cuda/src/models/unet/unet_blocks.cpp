@@ -78,17 +78,26 @@ void Resnet::load(Loader& L, const std::string& p, int64_t in, int64_t out, int6
   if (in != out) shortcut = L.conv(p + ".conv_shortcut", out, in, 1, 1, 0);
 }
 
+// conv1 + time embedding and conv2 + skip each run as one conv2d_fused: the adds ride in the
+// convolution's epilogue instead of two more passes over the activations.
 Tensor Resnet::operator()(RunCtx& c, const Tensor& x) const {
   Backend& be = c.be;
   Tensor h = be.group_norm(x, groups, norm1.g, norm1.b, eps, /*fuse_silu=*/true);
-  h = conv1(be, h);
-  const int64_t N = h.dim(0), C = h.dim(1), H = h.dim(2), W = h.dim(3);
-  Tensor t = time_proj(be, c.temb_silu);  // [B, C], broadcast over the frames and pixels of each b
-  h = be.binary(h.reshape({c.B, c.F, C, H * W}), t.reshape({c.B, 1, C, 1}), Binary::Add).reshape({N, C, H, W});
+  const int64_t O = conv1.w.dim(0);
+  // time_proj(temb) [B, O] is added per image after conv1's own bias (the order of the reference, so
+  // the CPU stays bit-identical): one row for every frame (warmup, B = 1) or one per image (stream,
+  // F = 1). conv1.b + time_proj.b are not folded at load: that would move a rounding.
+  const Tensor t = time_proj(be, c.temb_silu);
+  if (c.B == 1 || c.F == 1) {
+    h = be.conv2d_fused(h, conv1.w, &conv1.b, &t, nullptr, conv1.p);
+  } else {  // B and F > 1 (not a mode the pipeline runs): the rows broadcast over F frames by an Add
+    h = conv1(be, h);
+    const int64_t N = h.dim(0), H = h.dim(2), W = h.dim(3);
+    h = be.binary(h.reshape({c.B, c.F, O, H * W}), t.reshape({c.B, 1, O, 1}), Binary::Add).reshape({N, O, H, W});
+  }
   h = be.group_norm(h, groups, norm2.g, norm2.b, eps, /*fuse_silu=*/true);
-  h = conv2(be, h);
-  Tensor skip = shortcut.w.defined() ? shortcut(be, x) : x;
-  Tensor y = be.binary(skip, h, Binary::Add);
+  const Tensor skip = shortcut.w.defined() ? shortcut(be, x) : x;
+  Tensor y = be.conv2d_fused(h, conv2.w, &conv2.b, nullptr, &skip, conv2.p);  // conv2(h) + skip
   if (output_scale != 1.f) y = be.unary(y, Unary::Affine, 1.f / output_scale, 0.f);
   return y;
 }

@@ -82,7 +82,7 @@ static __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32)
   const T* A = static_cast<const T*>(p.A) + z * p.a_bs;
   const T* B = static_cast<const T*>(p.B) + z * p.b_bs;
   T* C = static_cast<T*>(p.C) + z * p.c_bs;
-  const T* bias = static_cast<const T*>(p.bias);
+  const T* bias = p.bias ? static_cast<const T*>(p.bias) + z * p.bias_bs : nullptr;
   const T* R = p.residual ? static_cast<const T*>(p.residual) + z * p.c_bs : nullptr;
   const int tid = threadIdx.x;
 
@@ -260,7 +260,7 @@ void gemm_t(const GemmParams& p, cudaStream_t s) {
 void gemm_cuda(const GemmParams& p, bool fp16, cudaStream_t stream) {
   if (p.M <= 0 || p.N <= 0 || p.batch <= 0) return;
   L2D_ASSERT(p.batch <= 65535 && CEIL_DIV(p.N, int64_t(64)) <= 65535 && CEIL_DIV(p.M, int64_t(64)) < (int64_t(1) << 31));
-  L2D_ASSERT(p.epilogue == kEpiDense || (p.epilogue == kEpiConvT && !p.residual));
+  L2D_ASSERT(p.epilogue == kEpiDense || (p.epilogue == kEpiConvT && !p.residual && p.bias_bs == 0));
   if (fp16) gemm_t<__half>(p, stream);
   else gemm_t<float>(p, stream);
   CUDA_CHECK_LAUNCH();

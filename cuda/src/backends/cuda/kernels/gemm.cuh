@@ -41,6 +41,9 @@ struct GemmParams {
   int64_t ldc = 0, c_bs = 0;
   const void* bias = nullptr;
   int bias_mode = kBiasNone;
+  // Batch z reads its bias at bias + z * bias_bs (0 = one bias for every z; O for a conv2d_fused bias
+  // [N, O], one row per image). kEpiDense only.
+  int64_t bias_bs = 0;
   // kEpiDense only: added after the bias, before the one rounding to the storage type (a residual
   // connection). Laid out like C (ldc, c_bs); must not overlap C.
   const void* residual = nullptr;

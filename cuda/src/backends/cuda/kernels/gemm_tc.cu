@@ -33,12 +33,12 @@ using namespace ptx;
 // Columns n and n + 1 of one output row (row: C's row, res: the residual's row or null): v (the
 // accumulators + the per-row bias) + the per-column bias + the residual, rounded once to fp16; pair_ok:
 // half2 accesses are aligned (n is always even).
-__device__ __forceinline__ void store_pair(const GemmParams& p, __half* row, const __half* res, int64_t n, float v0,
-                                           float v1, bool pair_ok) {
+__device__ __forceinline__ void store_pair(const GemmParams& p, int z, __half* row, const __half* res, int64_t n,
+                                           float v0, float v1, bool pair_ok) {
   const int64_t N = p.N;
   const bool pair = pair_ok && n + 1 < N;
   if (p.bias_mode == kBiasPerN) {
-    const __half* bias = static_cast<const __half*>(p.bias);
+    const __half* bias = static_cast<const __half*>(p.bias) + z * p.bias_bs;
     if (n < N) v0 += __half2float(bias[n]);
     if (n + 1 < N) v1 += __half2float(bias[n + 1]);
   }
@@ -236,7 +236,7 @@ __global__ void __launch_bounds__(THREADS, 2)
         acc_pos<BN>(wm, wn, i, 0, lane, 2 * h, tr, tc0);
         const int64_t m = m0 + tr;
         if (m >= M) continue;
-        const float bm = row_bias ? __half2float(static_cast<const __half*>(p.bias)[m]) : 0.f;
+        const float bm = row_bias ? __half2float(static_cast<const __half*>(p.bias)[z * p.bias_bs + m]) : 0.f;
 #pragma unroll
         for (int j = 0; j < G::NI; ++j) {
           int r_, c_;
@@ -299,13 +299,13 @@ __global__ void __launch_bounds__(THREADS, 2)
     }
   } else if (splits == 1) {  // + bias, + residual, one rounding to fp16
     __half* C = static_cast<__half*>(p.C) + z * p.c_bs;
-    // The residual is compiled into the NK (Linear weight) instances only: linear_add is their one
-    // user, and the extra registers would make the 128-wide KN instance spill.
-    const __half* R = kNK && p.residual ? static_cast<const __half*>(p.residual) + z * p.c_bs : nullptr;
+    // The residual is compiled into the NK (Linear weight: linear_add) and im2col (conv2d_fused: the
+    // resnet's skip) instances only; the extra registers would make the 128-wide KN instance spill.
+    const __half* R = (kNK || kIm2col) && p.residual ? static_cast<const __half*>(p.residual) + z * p.c_bs : nullptr;
     const bool pair_ok = (p.ldc % 2 == 0) && (p.c_bs % 2 == 0) && (reinterpret_cast<uintptr_t>(p.C) % 4 == 0) &&
                          (reinterpret_cast<uintptr_t>(p.residual) % 4 == 0);
     for_each_pair(p.bias_mode == kBiasPerM, [&](int64_t m, int64_t n, float a0, float a1, float bm) {
-      store_pair(p, C + m * p.ldc, R ? R + m * p.ldc : nullptr, n, a0 + bm, a1 + bm, pair_ok);
+      store_pair(p, z, C + m * p.ldc, R ? R + m * p.ldc : nullptr, n, a0 + bm, a1 + bm, pair_ok);
     });
   } else {
     // Partials of split s for batch z: ws[((s * batch + z) * M + m) * N + n], written in full (zeros
@@ -329,8 +329,8 @@ __global__ void splitk_reduce_kernel(const GemmParams p, int splits, const float
     const int64_t n = idx % N, m = (idx / N) % M, z = idx / (M * N);
     float v = 0.f;
     for (int s = 0; s < splits; ++s) v += ws[int64_t(s) * total + idx];
-    if (p.bias_mode == kBiasPerM) v += __half2float(bias[m]);
-    else if (p.bias_mode == kBiasPerN) v += __half2float(bias[n]);
+    if (p.bias_mode == kBiasPerM) v += __half2float(bias[z * p.bias_bs + m]);
+    else if (p.bias_mode == kBiasPerN) v += __half2float(bias[z * p.bias_bs + n]);
     if (R) v += __half2float(R[z * p.c_bs + m * p.ldc + n]);
     C[z * p.c_bs + m * p.ldc + n] = __float2half_rn(v);
   }
@@ -401,7 +401,7 @@ bool gemm_tc_supported(const GemmParams& p) {
     return aligned16(p.A, p.lda, p.a_bs) && p.K % 8 == 0 && aligned16(p.B, p.ldb, p.b_bs);
   }
   if (p.trans_a || p.epilogue != kEpiDense || p.M <= 0 || p.N <= 0 || p.K <= 0 || p.batch <= 0) return false;
-  if (p.residual && p.b_mode != kGemmB_NK) return false;  // see the epilogue
+  if (p.residual && p.b_mode == kGemmB_KN) return false;  // see the epilogue
   if (!aligned16(p.A, p.lda, p.a_bs) || p.K % 8 != 0) return false;
   if (p.b_mode == kGemmB_KN) return aligned16(p.B, p.ldb, p.b_bs) && p.N % 8 == 0;
   if (p.b_mode == kGemmB_NK) return aligned16(p.B, p.ldb, p.b_bs);

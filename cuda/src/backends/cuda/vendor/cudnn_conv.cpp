@@ -81,7 +81,7 @@ Cudnn::~Cudnn() {
 
 Cudnn::Key Cudnn::key_of(const DnnConv& c) {
   return Key{c.N, c.C, c.H, c.W, c.O, c.KH, c.KW, c.pad_h, c.pad_w, c.stride_h, c.stride_w,
-             (c.fp16 ? 1 : 0) | (c.bias ? 2 : 0)};
+             (c.fp16 ? 1 : 0) | (c.bias ? 2 : 0) | (c.bias_per_image ? 4 : 0)};
 }
 
 bool Cudnn::prepare(const DnnConv& c, size_t* workspace_bytes) {
@@ -100,7 +100,8 @@ bool Cudnn::prepare(const DnnConv& c, size_t* workspace_bytes) {
     check(L.cudnnCreateConvolutionDescriptor(&plan->conv), "CreateConvolutionDescriptor");
     check(L.cudnnSetTensor4dDescriptor(plan->x, dnn::kFormatNCHW, dt, c.N, c.C, c.H, c.W), "SetTensor4dDescriptor x");
     check(L.cudnnSetTensor4dDescriptor(plan->y, dnn::kFormatNCHW, dt, c.N, c.O, Ho, Wo), "SetTensor4dDescriptor y");
-    check(L.cudnnSetTensor4dDescriptor(plan->bias, dnn::kFormatNCHW, dt, 1, c.O, 1, 1), "SetTensor4dDescriptor bias");
+    check(L.cudnnSetTensor4dDescriptor(plan->bias, dnn::kFormatNCHW, dt, c.bias_per_image ? c.N : 1, c.O, 1, 1),
+          "SetTensor4dDescriptor bias");
     check(L.cudnnSetFilter4dDescriptor(plan->w, dt, dnn::kFormatNCHW, c.O, c.C, c.KH, c.KW), "SetFilter4dDescriptor");
     check(L.cudnnSetConvolution2dDescriptor(plan->conv, c.pad_h, c.pad_w, c.stride_h, c.stride_w, 1, 1,
                                             dnn::kCrossCorrelation, dnn::kDataFloat),
@@ -144,6 +145,10 @@ std::string Cudnn::run(const DnnConv& c, void* workspace, size_t workspace_bytes
   if (st == dnn::kStatusSuccess && c.bias) {
     what = "AddTensor (bias)";
     st = L.cudnnAddTensor(h, &one, plan.bias, c.bias, &one, plan.y, c.y);
+  }
+  if (st == dnn::kStatusSuccess && c.residual) {  // after the bias: conv2d then Adds, in that order
+    what = "AddTensor (residual)";
+    st = L.cudnnAddTensor(h, &one, plan.y, c.residual, &one, plan.y, c.y);
   }
   if (st == dnn::kStatusSuccess) return "";
   plan.ok = false;

@@ -15,14 +15,21 @@ namespace l2d::vendor {
 
 // y [N, O, Ho, Wo] = conv(x [N, C, H, W], w [O, C, KH, KW]) + bias[o] (bias may be null), symmetric
 // zero padding (cuDNN has no asymmetric padding: the caller keeps those on its own kernels).
+// conv2d_fused: bias_per_image (bias [N, O], row n for image n) and residual [N, O, Ho, Wo] (may be
+// null). cuDNN adds each with its own cudnnAddTensor pass after the convolution (the legacy fused
+// call, cudnnConvolutionBiasActivationForward, has no per-image bias): extra_calls() counts them.
 struct DnnConv {
   int N = 0, C = 0, H = 0, W = 0, O = 0, KH = 0, KW = 0;
   int pad_h = 0, pad_w = 0, stride_h = 1, stride_w = 1;
   const void* x = nullptr;
   const void* w = nullptr;
   const void* bias = nullptr;
+  bool bias_per_image = false;
+  const void* residual = nullptr;
   void* y = nullptr;
   bool fp16 = true;  // fp16 tensors + tensor cores (fp32 accumulate), else fp32 with FMA math (no TF32)
+  // cuDNN calls run() makes beyond the convolution itself (one cudnnAddTensor per bias and residual).
+  int extra_calls() const { return (bias ? 1 : 0) + (residual ? 1 : 0); }
 };
 
 class Cudnn {
