@@ -6,7 +6,8 @@
 // (one call, and an 8-frame warm-up chain with Live2Diff's bookkeeping) and prints the bytes it
 // moves against the cache size. The packed ops of the one QKV projection (self_attention on
 // qkv [B, L, 3C], stream_temporal_attention_qkv) run at the same real shapes, on the four devices
-// and on a fifth with L2D_FUSE=none (the default: slices + the unpacked op). Without a GPU it prints "no GPU" and exits 77; L2D_TEST_SELF=1 runs
+// and on a fifth with L2D_FUSE=none (the default: slices + the unpacked op). Without a GPU it
+// prints "no GPU" and exits 77; L2D_TEST_SELF=1 runs
 // the "device" side on CPU contexts (checks the cases and the harness on a machine without GPU).
 // Host code only. Usage: test_cuda_attention [label-substring].
 #include <algorithm>
@@ -362,7 +363,8 @@ void run_packed(const PackedCase& a, Ctx& cpu, std::vector<Ctx>& devs, Rng& rng)
   // q in [-3, 3] (a peaky softmax), k and v in [-1, 1]: the column blocks drawn separately.
   std::vector<float> qkv(size_t(a.B * a.L * 3 * C));
   for (int64_t t = 0; t < a.B * a.L; ++t)
-    for (int64_t c = 0; c < 3 * C; ++c) qkv[size_t(t * 3 * C + c)] = c < C ? rng.uniform(-3.f, 3.f) : rng.uniform(-1, 1);
+    for (int64_t c = 0; c < 3 * C; ++c)
+      qkv[size_t(t * 3 * C + c)] = c < C ? rng.uniform(-3.f, 3.f) : rng.uniform(-1.f, 1.f);
   const std::vector<Input> in = {f_in("qkv", {a.B, a.L, 3 * C}, qkv), i_in("params", {2}, {a.heads, a.causal ? 1 : 0})};
   const std::string label = "packed/" + a.label;
   std::vector<std::vector<float>> want, got;
