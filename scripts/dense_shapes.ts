@@ -123,8 +123,13 @@ export function unetShapes(preset: Sd15Preset, T: number): DenseShape[] {
       else out.push(conv(tag(name), T, shape, size, 1, shape[2] === 3 ? 1 : 0, bias));
       continue;
     }
+    // Self-attention (attn1, motion modules): to_q/to_k/to_v packed at load into one [3C, C] linear.
+    const selfQkv = /\.(attn1|attention_blocks\.\d+)\.to_([qkv])\./.exec(name);
     if (name.includes(".time_emb_proj.")) out.push(linear(tag(name), T, shape, bias));
-    else if (/\.attn2\.to_[kv]\./.test(name)) out.push(linear(tag(name), T * PROMPT_TOKENS, shape, bias));
+    else if (selfQkv && selfQkv[2] !== "q") continue;
+    else if (selfQkv) {
+      out.push(linear(tag(name).replace(/\.to_q$/, ".to_qkv"), T * size * size, [3 * shape[0], shape[1]], bias));
+    } else if (/\.attn2\.to_[kv]\./.test(name)) out.push(linear(tag(name), T * PROMPT_TOKENS, shape, bias));
     else if (/\.(attentions|motion_modules)\./.test(name)) out.push(linear(tag(name), T * size * size, shape, bias));
     else throw new UnplacedWeightError(`unet weight ${name} is not placed`);
   }
@@ -184,9 +189,8 @@ export function midasShapes(preset: Sd15Preset): DenseShape[] {
     } else if (name === "pretrained.model.patch_embed.proj.weight") {
       out.push(conv(tag, 1, shape, grid, 1, 0, bias));
     } else if ((m = /^pretrained\.model\.blocks\.\d+\.attn\.qkv\./.exec(name))) {
-      // Split into three [C, C] projections at load time.
-      const c = shape[1];
-      out.push(linear(tag, tokens, [c, c], bias, 3));
+      // timm's packed [3C, C] projection, run as it is (one QKV projection).
+      out.push(linear(tag, tokens, shape, bias));
     } else if (/^pretrained\.model\.blocks\.\d+\.(attn\.proj|mlp\.fc[12])\./.test(name)) {
       out.push(linear(tag, tokens, shape, bias));
     } else if (name === "pretrained.model.head.weight") {

@@ -32,8 +32,16 @@ Deno.test("dense shapes: the committed table is the derivation from the presets"
 Deno.test("dense shapes: every conv / linear weight of the three networks becomes one call", () => {
   const weights = (list: [string, number[]][], ranks: number[]) =>
     list.filter(([n, s]) => n.endsWith(".weight") && ranks.includes(s.length)).length;
-  // UNet: every 2-D and 4-D weight is one call per row set.
-  for (const T of [2, 3]) assert.equal(unetShapes(preset, T).length, weights(preset.unet_shapes, [2, 4]));
+  // UNet: every 2-D and 4-D weight is one call per row set, except that the q/k/v weights of each
+  // self-attention (spatial attn1, temporal motion-module attention) are one packed call.
+  const selfAttentions =
+    preset.unet_shapes.filter(([n]) =>
+      n.endsWith(".attn1.to_q.weight") || (n.includes(".motion_modules.") && n.endsWith(".to_q.weight"))
+    ).length;
+  assert.ok(selfAttentions > 0);
+  for (const T of [2, 3]) {
+    assert.equal(unetShapes(preset, T).length, weights(preset.unet_shapes, [2, 4]) - 2 * selfAttentions);
+  }
   assert.equal(taesdShapes(preset).length, weights(preset.taesd.shapes, [4]));
   // MiDaS: minus the unused classifier head and refinenet4's unused first residual unit (2 convs),
   // plus the second half of each of the two split readout projections.

@@ -4,7 +4,10 @@
 // and L2D_ATTENTION=tc (tensor-core fused attention in fp16, vectorised temporal attention). Prints max-abs and relative-L2 error per case and
 // device; exits 1 on any failure. Also runs the streaming temporal attention over a KV ring
 // (one call, and an 8-frame warm-up chain with Live2Diff's bookkeeping) and prints the bytes it
-// moves against the cache size. Without a GPU it prints "no GPU" and exits 77; L2D_TEST_SELF=1 runs
+// moves against the cache size. The packed ops of the one QKV projection (self_attention on
+// qkv [B, L, 3C], stream_temporal_attention_qkv) run at the same real shapes, on the four devices
+// and on a fifth with L2D_FUSE=none (the default: slices + the unpacked op). Without a GPU it
+// prints "no GPU" and exits 77; L2D_TEST_SELF=1 runs
 // the "device" side on CPU contexts (checks the cases and the harness on a machine without GPU).
 // Host code only. Usage: test_cuda_attention [label-substring].
 #include <algorithm>
@@ -80,6 +83,7 @@ struct Ctx {
   const char* name;
   const char* attention;  // L2D_ATTENTION at context creation
   bool fp16;
+  const char* fuse = nullptr;  // L2D_FUSE at context creation (null: unset, every fusion on)
   l2d_context* ctx = nullptr;
   l2d_model* model = nullptr;
 };
@@ -336,9 +340,80 @@ void run_temporal(const TemporalCase& t, Ctx& cpu, std::vector<Ctx>& devs, Rng& 
   }
 }
 
+// ---- the packed ops: q, k, v as the column blocks of one projection [.., 3C] ----
+
+struct PackedCase {
+  std::string label;
+  int64_t B, L, heads, D;
+  bool causal;
+};
+
+// Self-attention of the UNet (attn1, T = 2 denoising rows at 512x512), MiDaS ViT and CLIP text.
+std::vector<PackedCase> packed_cases() {
+  return {
+      {"unet_l1_4096_d40", 2, 4096, 8, 40, false},  {"unet_l2_1024_d80", 2, 1024, 8, 80, false},
+      {"unet_l3_256_d160", 2, 256, 8, 160, false},  {"unet_mid_64_d160", 2, 64, 8, 160, false},
+      {"midas_vit_577_d64", 1, 577, 12, 64, false}, {"causal/clip_77_d64", 1, 77, 12, 64, true},
+      {"edge/d20_fallback", 1, 70, 4, 20, false},  // D % 8 != 0: the simple kernel on every device
+  };
+}
+
+void run_packed(const PackedCase& a, Ctx& cpu, std::vector<Ctx>& devs, Rng& rng) {
+  const int64_t C = a.heads * a.D;
+  // q in [-3, 3] (a peaky softmax), k and v in [-1, 1]: the column blocks drawn separately.
+  std::vector<float> qkv(size_t(a.B * a.L * 3 * C));
+  for (int64_t t = 0; t < a.B * a.L; ++t)
+    for (int64_t c = 0; c < 3 * C; ++c)
+      qkv[size_t(t * 3 * C + c)] = c < C ? rng.uniform(-3.f, 3.f) : rng.uniform(-1.f, 1.f);
+  const std::vector<Input> in = {f_in("qkv", {a.B, a.L, 3 * C}, qkv), i_in("params", {2}, {a.heads, a.causal ? 1 : 0})};
+  const std::string label = "packed/" + a.label;
+  std::vector<std::vector<float>> want, got;
+  if (!run(cpu, label.c_str(), "self_attention", in, {"y"}, want)) return;
+  for (Ctx& d : devs)
+    if (run(d, label.c_str(), "self_attention", in, {"y"}, got)) compare(label.c_str(), d, "y", want[0], got[0]);
+}
+
+// The motion modules' temporal attention at every UNet level (512x512), one call in the rolling
+// state of the 16-slot window, q/k/v read from the packed projection.
+std::vector<TemporalCase> packed_temporal_cases() {
+  return {
+      {"l1_4096_c320_d40_r2", 2, 4096, 8, 40, false},
+      {"l2_1024_c640_d80_r2", 2, 1024, 8, 80, false},
+      {"l3_256_c1280_d160_r2", 2, 256, 8, 160, false},
+      {"l4_64_c1280_d160_r3", 3, 64, 8, 160, false},
+  };
+}
+
+void run_packed_temporal(const TemporalCase& t, Ctx& cpu, std::vector<Ctx>& devs, Rng& rng) {
+  const int64_t C = t.heads * t.D;
+  Bookkeeping bk(int(t.R), kWindow, kSink);
+  for (int f = 0; f < 12; ++f) bk.advance();  // all slots valid, PEs rolling
+  std::vector<Input> in = temporal_inputs(t, bk, {}, rng);
+  // Replace q, k, v (inputs 0..2) by one packed tensor whose column blocks are they.
+  std::vector<float> qkv(size_t(t.R * t.P * 3 * C));
+  for (int64_t row = 0; row < t.R * t.P; ++row)
+    for (int j = 0; j < 3; ++j)
+      std::copy_n(in[size_t(j)].f.begin() + row * C, C, qkv.begin() + row * 3 * C + j * C);
+  in.erase(in.begin(), in.begin() + 3);
+  in.insert(in.begin(), f_in("qkv", {t.R, t.P, 3 * C}, std::move(qkv)));
+  std::vector<float>& cache = in[1].f;  // "cache"
+  cache.resize(size_t(numel({t.R, 2, t.P, kWindow, C})));
+  for (float& v : cache) v = rng.uniform(-1.f, 1.f);
+  const std::string label = "packed_temporal/" + t.label;
+  std::vector<std::vector<float>> want, got;
+  if (!run(cpu, label.c_str(), "stream_temporal_attention_qkv", in, {"y", "cache_out"}, want)) return;
+  for (Ctx& d : devs) {
+    if (!run(d, label.c_str(), "stream_temporal_attention_qkv", in, {"y", "cache_out"}, got)) continue;
+    compare(label.c_str(), d, "y", want[0], got[0]);
+    compare(label.c_str(), d, "cache_out", want[1], got[1]);
+  }
+}
+
 bool open_ctx(Ctx& c, const char* kind, const char* options) {
   if (c.attention) setenv("L2D_ATTENTION", c.attention, 1);
   else unsetenv("L2D_ATTENTION");
+  if (c.fuse) setenv("L2D_FUSE", c.fuse, 1);
+  else unsetenv("L2D_FUSE");
   if (l2d_context_create(kind, options, &c.ctx) != L2D_OK) {
     std::printf("cannot create %s context: %s\n", c.name, l2d_last_error());
     return false;
@@ -371,10 +446,16 @@ int main(int argc, char** argv) {
                         {"cuda-fp32-tc", "tc", false},
                         {"cuda-fp16-simple", "simple", true},
                         {"cuda-fp16-tc", "tc", true}};
+  // The packed ops also run with the qkv fusion off (the default composition on the device).
+  Ctx unfused{"cuda-fp16-tc-nofuse", "tc", true, "none"};
   if (!open_ctx(cpu, "cpu", nullptr)) return 1;
   for (Ctx& d : devs)
     if (!open_ctx(d, kind, d.fp16 ? "{\"precision\":\"fp16\"}" : "{\"precision\":\"fp32\"}")) return 1;
+  if (!open_ctx(unfused, kind, "{\"precision\":\"fp16\"}")) return 1;
   unsetenv("L2D_ATTENTION");
+  unsetenv("L2D_FUSE");
+  std::vector<Ctx> packed_devs = devs;  // shallow copies of the handles (freed once, below)
+  packed_devs.push_back(unfused);
 
   // A bad L2D_ATTENTION value is a clear error at context creation, not a silent default.
   if (!self) {
@@ -393,7 +474,13 @@ int main(int argc, char** argv) {
     if (!filter || ("attention/" + a.label).find(filter) != std::string::npos) run_attention(a, cpu, devs, rng);
   for (const TemporalCase& t : temporal_cases())
     if (!filter || ("temporal/" + t.label).find(filter) != std::string::npos) run_temporal(t, cpu, devs, rng);
+  for (const PackedCase& a : packed_cases())
+    if (!filter || ("packed/" + a.label).find(filter) != std::string::npos) run_packed(a, cpu, packed_devs, rng);
+  for (const TemporalCase& t : packed_temporal_cases())
+    if (!filter || ("packed_temporal/" + t.label).find(filter) != std::string::npos)
+      run_packed_temporal(t, cpu, packed_devs, rng);
 
+  devs.push_back(unfused);
   for (Ctx& c : devs) {
     l2d_model_free(c.model);
     l2d_context_free(c.ctx);

@@ -107,6 +107,11 @@ class MockImpl : public Backend {
                                    const Tensor&, const Tensor&, const Tensor&, const Tensor&, int) override {
     return rec("stream_temporal_attention");
   }
+  Tensor self_attention(const Tensor&, int, AttnMask) override { return rec("self_attention"); }
+  Tensor stream_temporal_attention_qkv(const Tensor&, Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                       const Tensor&, const Tensor&, const Tensor&, int) override {
+    return rec("stream_temporal_attention_qkv");
+  }
   Tensor unary(const Tensor&, Unary, float, float) override { return rec("unary"); }
   Tensor binary(const Tensor&, const Tensor&, Binary) override { return rec("binary"); }
   Tensor geglu(const Tensor&) override { return rec("geglu"); }
@@ -196,6 +201,8 @@ void call_everything(Backend& be, const Tensor& x) {
       [&] { be.layer_norm(x, x, x, 1e-5f); },
       [&] { be.attention(x, x, x, 1, AttnMask::None); },
       [&] { be.stream_temporal_attention(x, x, x, cache, x, x, x, x, x, x, 1); },
+      [&] { be.self_attention(x, 1, AttnMask::None); },
+      [&] { be.stream_temporal_attention_qkv(x, cache, x, x, x, x, x, x, 1); },
       [&] { be.unary(x, Unary::Silu); },
       [&] { be.binary(x, x, Binary::Add); },
       [&] { be.geglu(x); },

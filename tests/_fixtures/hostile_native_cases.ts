@@ -352,6 +352,26 @@ export const HOSTILE_CASES: readonly HostileCase[] = [
     fragments: ["heads"],
   },
   {
+    name: "ops self_attention 0 heads",
+    target: "ops",
+    method: "self_attention",
+    inputs: { qkv: { f32: Array(24).fill(1), shape: [1, 2, 12] }, params: { i64: [0, 0], shape: [2] } },
+    code: "INVALID_ARGUMENT",
+    fragments: ["heads"],
+  },
+  {
+    name: "ops stream_temporal_attention_qkv qkv not 3C",
+    target: "ops",
+    method: "stream_temporal_attention_qkv",
+    inputs: {
+      qkv: { f32: Array(8).fill(1), shape: [1, 2, 4] },
+      cache: { f32: Array(2 * 2 * 16 * 4).fill(0), shape: [1, 2, 2, 16, 4] },
+      heads: { i64: [1], shape: [1] },
+    },
+    code: "INVALID_ARGUMENT",
+    fragments: ["3C"],
+  },
+  {
     name: "ops conv2d stride 0",
     target: "ops",
     method: "conv2d",

@@ -57,6 +57,29 @@ Tensor Backend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bia
   return y;
 }
 
+// The three column blocks of packed projections [.., 3C] as contiguous [.., C] tensors.
+static void split_qkv(Backend& be, const Tensor& qkv, Tensor& q, Tensor& k, Tensor& v) {
+  L2D_ASSERT(qkv.ndim() == 3 && qkv.dim(2) % 3 == 0);
+  const int64_t C = qkv.dim(2) / 3;
+  q = be.slice(qkv, 2, 0, C);
+  k = be.slice(qkv, 2, C, 2 * C);
+  v = be.slice(qkv, 2, 2 * C, 3 * C);
+}
+
+Tensor Backend::self_attention(const Tensor& qkv, int heads, AttnMask mask) {
+  Tensor q, k, v;
+  split_qkv(*this, qkv, q, k, v);
+  return attention(q, k, v, heads, mask);
+}
+
+Tensor Backend::stream_temporal_attention_qkv(const Tensor& qkv, Tensor& cache, const Tensor& qpe, const Tensor& kpe,
+                                              const Tensor& vpe, const Tensor& pe_idx, const Tensor& update_idx,
+                                              const Tensor& bias, int heads) {
+  Tensor q, k, v;
+  split_qkv(*this, qkv, q, k, v);
+  return stream_temporal_attention(q, k, v, cache, qpe, kpe, vpe, pe_idx, update_idx, bias, heads);
+}
+
 Tensor Backend::image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
                                   int64_t out_w) {
   check_fit_args(host, h, w, channels, out_h, out_w);

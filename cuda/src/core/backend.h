@@ -130,6 +130,19 @@ class Backend {
                                            const Tensor& pe_idx, const Tensor& update_idx, const Tensor& bias,
                                            int heads) = 0;
 
+  // ---- attention on packed projections (one QKV projection: x @ [W_q; W_k; W_v]^T) ----
+  // Self-attention whose q, k, v are the three column blocks of one tensor qkv [B, L, 3C]
+  // (C = H*D): q = qkv[..., 0:C], k = qkv[..., C:2C], v = qkv[..., 2C:3C]. -> [B, L, C], exactly
+  // attention(q, k, v, heads, mask) of those slices (the default slices and calls it; a backend
+  // may instead read the rows with a stride of 3C and save the three copies).
+  virtual Tensor self_attention(const Tensor& qkv, int heads, AttnMask mask);
+  // stream_temporal_attention with q, k, v the three column blocks of qkv [R, P, 3C] as above;
+  // cache, qpe/kpe/vpe, pe_idx, update_idx, bias and heads as there (the cache written in place:
+  // slot update_idx[r] of row r gets the k and v blocks). -> [R, P, C].
+  virtual Tensor stream_temporal_attention_qkv(const Tensor& qkv, Tensor& cache, const Tensor& qpe, const Tensor& kpe,
+                                               const Tensor& vpe, const Tensor& pe_idx, const Tensor& update_idx,
+                                               const Tensor& bias, int heads);
+
   // ---- elementwise ----
   virtual Tensor unary(const Tensor& x, Unary op, float a = 0.f, float b = 0.f) = 0;
   // NumPy broadcasting (shapes aligned at the right).

@@ -103,6 +103,18 @@ Tensor CountingBackend::stream_temporal_attention(const Tensor& q, const Tensor&
   return in_.stream_temporal_attention(q, k, v, cache, qpe, kpe, vpe, pe_idx, update_idx, bias, heads);
 }
 
+Tensor CountingBackend::self_attention(const Tensor& qkv, int heads, AttnMask mask) {
+  count("self_attention");
+  return in_.self_attention(qkv, heads, mask);
+}
+
+Tensor CountingBackend::stream_temporal_attention_qkv(const Tensor& qkv, Tensor& cache, const Tensor& qpe,
+                                                      const Tensor& kpe, const Tensor& vpe, const Tensor& pe_idx,
+                                                      const Tensor& update_idx, const Tensor& bias, int heads) {
+  count("stream_temporal_attention_qkv");
+  return in_.stream_temporal_attention_qkv(qkv, cache, qpe, kpe, vpe, pe_idx, update_idx, bias, heads);
+}
+
 Tensor CountingBackend::unary(const Tensor& x, Unary op, float a, float b) {
   count("unary");
   return in_.unary(x, op, a, b);

@@ -43,6 +43,10 @@ class CpuBackend final : public Backend {
   Tensor stream_temporal_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& cache,
                                    const Tensor& qpe, const Tensor& kpe, const Tensor& vpe, const Tensor& pe_idx,
                                    const Tensor& update_idx, const Tensor& bias, int heads) override;
+  Tensor self_attention(const Tensor& qkv, int heads, AttnMask mask) override;
+  Tensor stream_temporal_attention_qkv(const Tensor& qkv, Tensor& cache, const Tensor& qpe, const Tensor& kpe,
+                                       const Tensor& vpe, const Tensor& pe_idx, const Tensor& update_idx,
+                                       const Tensor& bias, int heads) override;
   Tensor unary(const Tensor& x, Unary op, float a, float b) override;
   Tensor binary(const Tensor& a, const Tensor& b, Binary op) override;
   Tensor geglu(const Tensor& x) override;
@@ -85,6 +89,17 @@ class CpuBackend final : public Backend {
   // conv2d (image_bias and residual null) and conv2d_fused (ops_dense.cpp).
   Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
                      const Tensor* residual, const Conv2dParams& p);
+  // The attention ops on operands read with a row stride (ld, in floats): the unpacked ops pass
+  // H*D, the packed ones (self_attention, stream_temporal_attention_qkv) 3 H*D, with no copies.
+  struct AttnRows {
+    const float* p;
+    int64_t ld;
+  };
+  Tensor attention_impl(AttnRows q, AttnRows k, AttnRows v, int64_t B, int64_t Lq, int64_t Lk, int64_t Bk, int64_t HD,
+                        int heads, AttnMask mask);
+  Tensor stream_temporal_impl(AttnRows q, AttnRows k, AttnRows v, int64_t R, int64_t P, int64_t C, Tensor& cache,
+                              const Tensor& qpe, const Tensor& kpe, const Tensor& vpe, const Tensor& pe_idx,
+                              const Tensor& update_idx, const Tensor& bias, int heads);
   // Inside an audited region on this thread: a host-side op throws (see capture()).
   void audit_host_op(const char* op) const;
   void audit_alloc(size_t bytes) { audit_value("allocation", bytes); }

@@ -194,7 +194,22 @@ Tensor CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, 
   const int64_t B = q.dim(0), Lq = q.dim(1), HD = q.dim(2), Lk = k.dim(1);
   const int64_t Bk = k.dim(0);
   L2D_ASSERT(k.dim(2) == HD && v.dim(2) == HD && v.dim(1) == Lk && (Bk == B || Bk == 1) && v.dim(0) == Bk);
-  L2D_ASSERT(HD % heads == 0);
+  return attention_impl({q.ptr<float>(), HD}, {k.ptr<float>(), HD}, {v.ptr<float>(), HD}, B, Lq, Lk, Bk, HD, heads,
+                        mask);
+}
+
+// q, k, v read in place from the packed rows (stride 3C): the GEMMs pack their operands, so the
+// result is bit-identical to attention() on the three slices, without copying them.
+Tensor CpuBackend::self_attention(const Tensor& qkv, int heads, AttnMask mask) {
+  L2D_ASSERT(qkv.ndim() == 3 && qkv.dim(2) % 3 == 0);
+  const int64_t B = qkv.dim(0), L = qkv.dim(1), ld = qkv.dim(2), C = ld / 3;
+  const float* p = qkv.ptr<float>();
+  return attention_impl({p, ld}, {p + C, ld}, {p + 2 * C, ld}, B, L, L, B, C, heads, mask);
+}
+
+Tensor CpuBackend::attention_impl(AttnRows q, AttnRows k, AttnRows v, int64_t B, int64_t Lq, int64_t Lk, int64_t Bk,
+                                  int64_t HD, int heads, AttnMask mask) {
+  L2D_ASSERT(heads > 0 && HD % heads == 0);
   const int64_t D = HD / heads;
   const float scale = 1.f / std::sqrt(float(D));
   Tensor y = empty({B, Lq, HD});
@@ -206,10 +221,11 @@ Tensor CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, 
     for (int64_t job = j0; job < j1; ++job) {
       const int64_t b = job / (heads * qblocks), h = (job / qblocks) % heads, qb = job % qblocks;
       const int64_t i0 = qb * QB, rows = std::min(QB, Lq - i0);
-      const float* qp = q.ptr<float>() + (b * Lq + i0) * HD + h * D;
-      const float* kp = k.ptr<float>() + (Bk == 1 ? 0 : b) * Lk * HD + h * D;
-      const float* vp = v.ptr<float>() + (Bk == 1 ? 0 : b) * Lk * HD + h * D;
-      gemm({rows, Lk, D, qp, HD, false, kp, HD, true, s.data(), Lk, false}, nullptr);
+      const int64_t bk = Bk == 1 ? 0 : b;
+      const float* qp = q.p + (b * Lq + i0) * q.ld + h * D;
+      const float* kp = k.p + bk * Lk * k.ld + h * D;
+      const float* vp = v.p + bk * Lk * v.ld + h * D;
+      gemm({rows, Lk, D, qp, q.ld, false, kp, k.ld, true, s.data(), Lk, false}, nullptr);
       for (int64_t r = 0; r < rows; ++r) {
         float* row = s.data() + r * Lk;
         const int64_t valid = mask == AttnMask::Causal ? std::min(Lk, i0 + r + 1) : Lk;
@@ -224,7 +240,7 @@ Tensor CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, 
         for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
         for (int64_t j = valid; j < Lk; ++j) row[j] = 0.f;
       }
-      gemm({rows, D, Lk, s.data(), Lk, false, vp, HD, false, y.ptr<float>() + (b * Lq + i0) * HD + h * D, HD, false},
+      gemm({rows, D, Lk, s.data(), Lk, false, vp, v.ld, false, y.ptr<float>() + (b * Lq + i0) * HD + h * D, HD, false},
            nullptr);
     }
   });
@@ -235,11 +251,35 @@ Tensor CpuBackend::stream_temporal_attention(const Tensor& q, const Tensor& k, c
                                              const Tensor& qpe, const Tensor& kpe, const Tensor& vpe,
                                              const Tensor& pe_idx, const Tensor& update_idx, const Tensor& bias,
                                              int heads) {
-  L2D_ASSERT(q.ndim() == 3 && cache.ndim() == 5);
-  const int64_t R = q.dim(0), P = q.dim(1), C = q.dim(2), Wn = cache.dim(3), max_len = qpe.dim(0);
+  L2D_ASSERT(q.ndim() == 3 && k.shape() == q.shape() && v.shape() == q.shape());
+  const int64_t C = q.dim(2);
+  return stream_temporal_impl({q.ptr<float>(), C}, {k.ptr<float>(), C}, {v.ptr<float>(), C}, q.dim(0), q.dim(1), C,
+                              cache, qpe, kpe, vpe, pe_idx, update_idx, bias, heads);
+}
+
+// q, k, v read in place from the packed rows (stride 3C); the same arithmetic as the unpacked op.
+Tensor CpuBackend::stream_temporal_attention_qkv(const Tensor& qkv, Tensor& cache, const Tensor& qpe,
+                                                 const Tensor& kpe, const Tensor& vpe, const Tensor& pe_idx,
+                                                 const Tensor& update_idx, const Tensor& bias, int heads) {
+  L2D_ASSERT(qkv.ndim() == 3 && qkv.dim(2) % 3 == 0);
+  const int64_t ld = qkv.dim(2), C = ld / 3;
+  const float* p = qkv.ptr<float>();
+  return stream_temporal_impl({p, ld}, {p + C, ld}, {p + 2 * C, ld}, qkv.dim(0), qkv.dim(1), C, cache, qpe, kpe, vpe,
+                              pe_idx, update_idx, bias, heads);
+}
+
+Tensor CpuBackend::stream_temporal_impl(AttnRows q, AttnRows k, AttnRows v, int64_t R, int64_t P, int64_t C,
+                                        Tensor& cache, const Tensor& qpe, const Tensor& kpe, const Tensor& vpe,
+                                        const Tensor& pe_idx, const Tensor& update_idx, const Tensor& bias,
+                                        int heads) {
+  L2D_ASSERT(cache.ndim() == 5);
+  const int64_t Wn = cache.dim(3), max_len = qpe.dim(0);
   L2D_ASSERT(cache.dim(0) == R && cache.dim(1) == 2 && cache.dim(2) == P && cache.dim(4) == C);
   L2D_ASSERT(pe_idx.dtype() == DType::I32 && update_idx.dtype() == DType::I32);
-  L2D_ASSERT(pe_idx.dim(0) == R && pe_idx.dim(1) == Wn && bias.dim(0) == R && bias.dim(1) == Wn);
+  L2D_ASSERT(pe_idx.ndim() == 2 && pe_idx.dim(0) == R && pe_idx.dim(1) == Wn && update_idx.numel() == R);
+  L2D_ASSERT(bias.ndim() == 2 && bias.dim(0) == R && bias.dim(1) == Wn && bias.dtype() == DType::F32);
+  L2D_ASSERT(qpe.ndim() == 2 && qpe.dim(1) == C && kpe.shape() == qpe.shape() && vpe.shape() == qpe.shape());
+  L2D_ASSERT(heads > 0 && C % heads == 0);
   const int32_t* pidx = pe_idx.ptr<int32_t>();
   const int32_t* uidx = update_idx.ptr<int32_t>();
   for (int64_t r = 0; r < R; ++r) {
@@ -260,9 +300,9 @@ Tensor CpuBackend::stream_temporal_attention(const Tensor& q, const Tensor& k, c
       float* ck = cp + ((r * 2 + 0) * P + p) * Wn * C;  // [W, C]
       float* cv = cp + ((r * 2 + 1) * P + p) * Wn * C;
       const int64_t slot = uidx[r];
-      std::memcpy(ck + slot * C, k.ptr<float>() + job * C, size_t(C) * 4);
-      std::memcpy(cv + slot * C, v.ptr<float>() + job * C, size_t(C) * 4);
-      const float* qrow = q.ptr<float>() + job * C;
+      std::memcpy(ck + slot * C, k.p + job * k.ld, size_t(C) * 4);
+      std::memcpy(cv + slot * C, v.p + job * v.ld, size_t(C) * 4);
+      const float* qrow = q.p + job * q.ld;
       const float* qpe_row = qpe.ptr<float>() + int64_t(pidx[r * Wn + slot]) * C;
       float* out = y.ptr<float>() + job * C;
       for (int h = 0; h < heads; ++h) {

@@ -83,6 +83,10 @@ class CudaBackend : public Backend {
   Tensor stream_temporal_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& cache,
                                    const Tensor& qpe, const Tensor& kpe, const Tensor& vpe, const Tensor& pe_idx,
                                    const Tensor& update_idx, const Tensor& bias, int heads) override;
+  Tensor self_attention(const Tensor& qkv, int heads, AttnMask mask) override;
+  Tensor stream_temporal_attention_qkv(const Tensor& qkv, Tensor& cache, const Tensor& qpe, const Tensor& kpe,
+                                       const Tensor& vpe, const Tensor& pe_idx, const Tensor& update_idx,
+                                       const Tensor& bias, int heads) override;
   Tensor unary(const Tensor& x, Unary op, float a, float b) override;
   Tensor binary(const Tensor& a, const Tensor& b, Binary op) override;
   Tensor geglu(const Tensor& x) override;

@@ -172,6 +172,19 @@ class Guarded final : public Impl {
                 return Impl::stream_temporal_attention(q, k, v, cache, qpe, kpe, vpe, pe_idx, update_idx, bias, heads);
               });
   }
+  Tensor self_attention(const Tensor& qkv, int heads, AttnMask mask) override {
+    return op("self_attention", {{"qkv", &qkv}}, [&] { return Impl::self_attention(qkv, heads, mask); });
+  }
+  Tensor stream_temporal_attention_qkv(const Tensor& qkv, Tensor& cache, const Tensor& qpe, const Tensor& kpe,
+                                       const Tensor& vpe, const Tensor& pe_idx, const Tensor& update_idx,
+                                       const Tensor& bias, int heads) override {
+    return op("stream_temporal_attention_qkv",
+              {{"qkv", &qkv}, {"cache", &cache}, {"qpe", &qpe}, {"pe_idx", &pe_idx}, {"update_idx", &update_idx},
+               {"bias", &bias}},
+              [&] {
+                return Impl::stream_temporal_attention_qkv(qkv, cache, qpe, kpe, vpe, pe_idx, update_idx, bias, heads);
+              });
+  }
   Tensor unary(const Tensor& x, Unary u, float a = 0.f, float b = 0.f) override {
     return op("unary", {{"x", &x}}, [&] { return Impl::unary(x, u, a, b); });
   }

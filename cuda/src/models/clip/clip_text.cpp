@@ -49,12 +49,11 @@ ClipTextEncoder::ClipTextEncoder(Backend& be, const Json& config, WeightLoader& 
     l.ln1_b = w.get(p + "layer_norm1.bias", {C});
     l.ln2_w = w.get(p + "layer_norm2.weight", {C});
     l.ln2_b = w.get(p + "layer_norm2.bias", {C});
-    l.q_w = w.get(p + "self_attn.q_proj.weight", {C, C});
-    l.q_b = w.get(p + "self_attn.q_proj.bias", {C});
-    l.k_w = w.get(p + "self_attn.k_proj.weight", {C, C});
-    l.k_b = w.get(p + "self_attn.k_proj.bias", {C});
-    l.v_w = w.get(p + "self_attn.v_proj.weight", {C, C});
-    l.v_b = w.get(p + "self_attn.v_proj.bias", {C});
+    // One QKV projection: the three HF linears packed into one [3C, C] weight and [3C] bias.
+    const auto proj = [&](const char* name) { return w.get(p + "self_attn." + name + ".weight", {C, C}); };
+    const auto bias = [&](const char* name) { return w.get(p + "self_attn." + name + ".bias", {C}); };
+    l.qkv_w = be_.concat({proj("q_proj"), proj("k_proj"), proj("v_proj")}, 0);
+    l.qkv_b = be_.concat({bias("q_proj"), bias("k_proj"), bias("v_proj")}, 0);
     l.o_w = w.get(p + "self_attn.out_proj.weight", {C, C});
     l.o_b = w.get(p + "self_attn.out_proj.bias", {C});
     l.fc1_w = w.get(p + "mlp.fc1.weight", {inter, C});
@@ -85,10 +84,7 @@ ClipTextOutputs ClipTextEncoder::forward(const HostTensor& ids_host) const {
   out.hidden_states.push_back(h);
   for (const Layer& l : layers_) {
     const Tensor x = be_.layer_norm(h, l.ln1_w, l.ln1_b, eps_);
-    const Tensor q = be_.linear(x, l.q_w, &l.q_b);
-    const Tensor k = be_.linear(x, l.k_w, &l.k_b);
-    const Tensor v = be_.linear(x, l.v_w, &l.v_b);
-    const Tensor a = be_.attention(q, k, v, heads_, AttnMask::Causal);
+    const Tensor a = be_.self_attention(be_.linear(x, l.qkv_w, &l.qkv_b), heads_, AttnMask::Causal);
     h = be_.binary(h, be_.linear(a, l.o_w, &l.o_b), Binary::Add);
     const Tensor m = be_.unary(be_.linear(be_.layer_norm(h, l.ln2_w, l.ln2_b, eps_), l.fc1_w, &l.fc1_b), act_);
     h = be_.binary(h, be_.linear(m, l.fc2_w, &l.fc2_b), Binary::Add);

@@ -45,7 +45,7 @@ class ClipTextEncoder {
  private:
   struct Layer {
     Tensor ln1_w, ln1_b, ln2_w, ln2_b;
-    Tensor q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b;
+    Tensor qkv_w, qkv_b, o_w, o_b;  // qkv: [q_proj; k_proj; v_proj] [3C, C] (+ bias), packed at load
     Tensor fc1_w, fc1_b, fc2_w, fc2_b;
   };
 

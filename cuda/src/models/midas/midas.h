@@ -88,7 +88,7 @@ class Vit {
 
  private:
   struct Block {
-    Tensor n1g, n1b, wq, bq, wk, bk, wv, bv, proj_w, proj_b, n2g, n2b, fc1_w, fc1_b, fc2_w, fc2_b;
+    Tensor n1g, n1b, qkv_w, qkv_b, proj_w, proj_b, n2g, n2b, fc1_w, fc1_b, fc2_w, fc2_b;  // qkv: timm's [3C, C]
   };
   Tensor pos_embed(int gh, int gw) const;
   Tensor block(const Tensor& x, const Block& b) const;

@@ -47,15 +47,10 @@ Vit::Vit(Backend& be, WeightLoader& w, const std::string& prefix, int in_channel
     Block b;
     b.n1g = w.get(bp + "norm1.weight", {C});
     b.n1b = w.get(bp + "norm1.bias", {C});
-    // qkv Linear(C -> 3C), rows [q; k; v], each split by heads: three separate linears.
-    const std::vector<float> qkv_w = w.get_host(bp + "attn.qkv.weight", {3 * C, C});
-    const std::vector<float> qkv_b = w.get_host(bp + "attn.qkv.bias", {3 * C});
-    Tensor* ws[3] = {&b.wq, &b.wk, &b.wv};
-    Tensor* bs[3] = {&b.bq, &b.bk, &b.bv};
-    for (int j = 0; j < 3; ++j) {
-      *ws[j] = be_.from_host(HostTensor::from_f32({C, C}, qkv_w.data() + j * C * C));
-      *bs[j] = be_.from_host(HostTensor::from_f32({C}, qkv_b.data() + j * C));
-    }
+    // qkv Linear(C -> 3C), rows [q; k; v], each split by heads: one GEMM, and self_attention
+    // reads the three column blocks of its output.
+    b.qkv_w = w.get(bp + "attn.qkv.weight", {3 * C, C});
+    b.qkv_b = w.get(bp + "attn.qkv.bias", {3 * C});
     b.proj_w = w.get(bp + "attn.proj.weight", {C, C});
     b.proj_b = w.get(bp + "attn.proj.bias", {C});
     b.n2g = w.get(bp + "norm2.weight", {C});
@@ -84,8 +79,7 @@ Tensor Vit::pos_embed(int gh, int gw) const {
 
 Tensor Vit::block(const Tensor& x, const Block& b) const {
   Tensor h = be_.layer_norm(x, b.n1g, b.n1b, kLayerNormEps);
-  const Tensor q = be_.linear(h, b.wq, &b.bq), k = be_.linear(h, b.wk, &b.bk), v = be_.linear(h, b.wv, &b.bv);
-  h = be_.linear(be_.attention(q, k, v, heads_, AttnMask::None), b.proj_w, &b.proj_b);
+  h = be_.linear(be_.self_attention(be_.linear(h, b.qkv_w, &b.qkv_b), heads_, AttnMask::None), b.proj_w, &b.proj_b);
   const Tensor x1 = be_.binary(x, h, Binary::Add);
   h = be_.layer_norm(x1, b.n2g, b.n2b, kLayerNormEps);
   h = be_.unary(be_.linear(h, b.fc1_w, &b.fc1_b), Unary::GeluErf);

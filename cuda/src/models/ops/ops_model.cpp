@@ -179,6 +179,32 @@ class OpsModel final : public Model {
       y = be_.stream_temporal_attention(q, in("k"), in("v"), cache, in("qpe"), in("kpe"), in("vpe"), in("pe_idx"),
                                         in("update_idx"), in("bias"), heads);
       io.put("cache_out", be_.to_host(cache));
+    } else if (method == "self_attention") {  // attention of the three column blocks of qkv
+      const auto p = ints("params", 2);       // [heads, causal]
+      const Tensor qkv = in("qkv");
+      require_rank(qkv, 3, 3, "qkv");
+      L2D_REQUIRE(qkv.dim(2) % 3 == 0, "ops self_attention: \"qkv\" must have 3C channels, got ", qkv.dim(2));
+      const int heads = checked(p[0], 1, qkv.dim(2) / 3, "heads");
+      L2D_REQUIRE((qkv.dim(2) / 3) % heads == 0, "ops self_attention: ", qkv.dim(2) / 3,
+                  " channels are not divisible by ", heads, " heads");
+      y = be_.self_attention(qkv, heads, p[1] ? AttnMask::Causal : AttnMask::None);
+    } else if (method == "stream_temporal_attention_qkv") {
+      Tensor cache = in("cache");
+      const Tensor qkv = in("qkv");
+      require_rank(qkv, 3, 3, "qkv");
+      require_rank(cache, 5, 5, "cache");
+      L2D_REQUIRE(qkv.dim(2) % 3 == 0, "ops stream_temporal_attention_qkv: \"qkv\" must have 3C channels, got ",
+                  qkv.dim(2));
+      const int64_t C = qkv.dim(2) / 3;
+      const int heads = checked(ints("heads", 1)[0], 1, C, "heads");
+      L2D_REQUIRE(C % heads == 0, "ops stream_temporal_attention_qkv: ", C, " channels are not divisible by ", heads,
+                  " heads");
+      const Shape want = {qkv.dim(0), 2, qkv.dim(1), cache.dim(3), C};
+      L2D_REQUIRE(cache.shape() == want, "ops stream_temporal_attention_qkv: \"cache\" must be ", shape_str(want),
+                  ", got ", shape_str(cache.shape()));
+      y = be_.stream_temporal_attention_qkv(qkv, cache, in("qpe"), in("kpe"), in("vpe"), in("pe_idx"),
+                                            in("update_idx"), in("bias"), heads);
+      io.put("cache_out", be_.to_host(cache));
     } else if (method == "unary") {
       const auto p = scalars("params", 3);  // [op, a, b]
       y = be_.unary(in("x"), Unary(checked(as_int(p[0]), 0, int(Unary::Clamp), "unary op")), p[1], p[2]);

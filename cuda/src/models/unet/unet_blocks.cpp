@@ -104,12 +104,24 @@ Tensor Resnet::operator()(RunCtx& c, const Tensor& x) const {
 
 // ---- spatial transformer ----
 
-void Attention::load(Loader& L, const std::string& p, int64_t dim, int64_t context_dim, int heads_) {
+// [W_q; W_k; W_v] as one weight [3C, C] on the weights' backend; the three are released by the
+// caller (so a model holds each weight once; the load peak grows by one layer's three weights).
+static Linear pack_qkv(const Linear& q, const Linear& k, const Linear& v) {
+  L2D_ASSERT(q.w.shape() == k.w.shape() && q.w.shape() == v.w.shape() && !q.b.defined());
+  return Linear{q.w.backend()->concat({q.w, k.w, v.w}, 0), Tensor()};
+}
+
+void Attention::load(Loader& L, const std::string& p, int64_t dim, int64_t context_dim, int heads_, bool packed_qkv) {
   heads = heads_;
   q = L.linear(p + ".to_q", dim, dim, false);
   k = L.linear(p + ".to_k", dim, context_dim, false);
   v = L.linear(p + ".to_v", dim, context_dim, false);
   out = L.linear(p + ".to_out.0", dim, dim, true);
+  if (packed_qkv) {
+    L2D_ASSERT(dim == context_dim);
+    qkv = pack_qkv(q, k, v);
+    q = k = v = Linear{};
+  }
 }
 
 void SpatialTransformer::load(Loader& L, const std::string& p, int64_t ch, int64_t context_dim, int heads, int groups_,
@@ -122,7 +134,7 @@ void SpatialTransformer::load(Loader& L, const std::string& p, int64_t ch, int64
   else proj_in_conv = L.conv(p + ".proj_in", ch, ch, 1, 1, 0);
   const std::string b = p + ".transformer_blocks.0";
   norm1 = L.norm(b + ".norm1", ch);
-  attn1.load(L, b + ".attn1", ch, ch, heads);
+  attn1.load(L, b + ".attn1", ch, ch, heads, /*packed_qkv=*/true);
   norm2 = L.norm(b + ".norm2", ch);
   attn2.load(L, b + ".attn2", ch, context_dim, heads);
   norm3 = L.norm(b + ".norm3", ch);
@@ -141,7 +153,7 @@ Tensor SpatialTransformer::operator()(RunCtx& c, const Tensor& x) const {
   if (linear_proj) h = proj_in_lin(be, h);
 
   Tensor n = be.layer_norm(h, norm1.g, norm1.b, 1e-5f);
-  Tensor a = be.attention(attn1.q(be, n), attn1.k(be, n), attn1.v(be, n), attn1.heads, AttnMask::None);
+  Tensor a = be.self_attention(attn1.qkv(be, n), attn1.heads, AttnMask::None);
   h = attn1.out.add(be, a, h);
 
   n = be.layer_norm(h, norm2.g, norm2.b, 1e-5f);
@@ -188,18 +200,19 @@ void MotionModule::load(Loader& L, const std::string& p, int64_t ch, const Motio
       const std::string a = b + ".attention_blocks." + std::to_string(ai);
       TemporalAttention ta;
       ta.heads = m.heads;
-      ta.q = L.linear(a + ".to_q", inner, inner, false);
-      ta.k = L.linear(a + ".to_k", inner, inner, false);
-      ta.v = L.linear(a + ".to_v", inner, inner, false);
+      const Linear q = L.linear(a + ".to_q", inner, inner, false);
+      const Linear k = L.linear(a + ".to_k", inner, inner, false);
+      const Linear v = L.linear(a + ".to_v", inner, inner, false);
       ta.out = L.linear(a + ".to_out.0", inner, inner, true);
       // The sinusoidal buffer: the checkpoint's copy when it has one (shape-checked), else computed.
       Tensor pe;
       const std::string pe_name = a + ".pos_encoder.pe";
       if (L.raw().has(pe_name)) pe = L.raw().get(pe_name, {1, m.max_len, inner}).reshape({m.max_len, inner});
       else pe = backend.from_host(HostTensor::from_f32({m.max_len, inner}, pe_host.data()));
-      ta.qpe = backend.linear(pe, ta.q.w, nullptr);
-      ta.kpe = backend.linear(pe, ta.k.w, nullptr);
-      ta.vpe = backend.linear(pe, ta.v.w, nullptr);
+      ta.qpe = backend.linear(pe, q.w, nullptr);
+      ta.kpe = backend.linear(pe, k.w, nullptr);
+      ta.vpe = backend.linear(pe, v.w, nullptr);
+      ta.qkv = pack_qkv(q, k, v);  // q, k, v are released at the end of this scope
       ta.cache_layer = next_cache++;
       blk.norms.push_back(L.norm(b + ".norms." + std::to_string(ai), inner));
       blk.attn.push_back(std::move(ta));
@@ -227,7 +240,9 @@ Tensor MotionModule::operator()(RunCtx& c, const Tensor& x) const {
         // Every pixel is a sequence over the F frames: [(b d), f, c] with b = 1.
         L2D_ASSERT(c.B == 1);
         Tensor seq = be.permute(n, {0, 2, 1, 3}).reshape({P, c.F, inner});
-        Tensor q = ta.q(be, seq), k = ta.k(be, seq), v = ta.v(be, seq);
+        const Tensor qkv = ta.qkv(be, seq);  // [P, F, 3 inner]
+        Tensor q = be.slice(qkv, 2, 0, inner), k = be.slice(qkv, 2, inner, 2 * inner);
+        Tensor v = be.slice(qkv, 2, 2 * inner, 3 * inner);
         c.cache->write_frames(ta.cache_layer, c.warmup_row, k, v);  // PE-free K/V -> slots 0..F-1
         q = be.binary(q, be.slice(ta.qpe, 0, 0, c.F), Binary::Add);
         k = be.binary(k, be.slice(ta.kpe, 0, 0, c.F), Binary::Add);
@@ -238,9 +253,9 @@ Tensor MotionModule::operator()(RunCtx& c, const Tensor& x) const {
       } else {
         L2D_ASSERT(c.F == 1 && c.state != nullptr);
         Tensor rows = n.reshape({c.B, P, inner});
-        Tensor q = ta.q(be, rows), k = ta.k(be, rows), v = ta.v(be, rows);
-        Tensor o = be.stream_temporal_attention(q, k, v, c.cache->cache(ta.cache_layer), ta.qpe, ta.kpe, ta.vpe,
-                                                c.state->pe_idx, c.state->update_idx, c.state->bias, ta.heads);
+        Tensor o = be.stream_temporal_attention_qkv(ta.qkv(be, rows), c.cache->cache(ta.cache_layer), ta.qpe,
+                                                    ta.kpe, ta.vpe, c.state->pe_idx, c.state->update_idx,
+                                                    c.state->bias, ta.heads);
         h = ta.out.add(be, o, h.reshape({c.B, P, inner})).reshape({c.B, 1, P, inner});
       }
     }

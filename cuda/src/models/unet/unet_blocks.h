@@ -92,9 +92,13 @@ struct Resnet {
 };
 
 struct Attention {
-  Linear q, k, v, out;
+  // Cross-attention (attn2): q, k, v. Self-attention (attn1, loaded with packed_qkv): qkv holds
+  // [W_q; W_k; W_v] [3 dim, dim], packed at load (one GEMM per call, Backend::self_attention reads
+  // its column blocks), and q, k, v stay empty.
+  Linear q, k, v, qkv, out;
   int heads = 8;
-  void load(Loader& L, const std::string& prefix, int64_t dim, int64_t context_dim, int heads);
+  void load(Loader& L, const std::string& prefix, int64_t dim, int64_t context_dim, int heads,
+            bool packed_qkv = false);
 };
 
 // Transformer3DModel: GroupNorm -> proj_in -> BasicTransformerBlock -> proj_out -> + residual.
@@ -116,7 +120,7 @@ struct SpatialTransformer {
 };
 
 struct TemporalAttention {
-  Linear q, k, v, out;
+  Linear qkv, out;       // qkv: [W_q; W_k; W_v] [3C, C], packed at load (no bias)
   Tensor qpe, kpe, vpe;  // [max_len, C]: W_q/k/v applied to the sinusoidal PE table
   int heads = 8;
   size_t cache_layer = 0;

@@ -38,7 +38,7 @@ inline size_t attn_smem_bytes(int D) {
 template <typename T, int DC>  // DC = ceil(D / 32) output dims per lane
 static __global__ void __launch_bounds__(kWarps * 32, 2)
     attention_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ y,
-                     int Lq, int Lk, int Bk, int heads, int D, bool causal, float scale) {
+                     int Lq, int Lk, int Bk, int heads, int D, AttnLd ld, bool causal, float scale) {
   extern __shared__ __align__(16) float smem[];
   float* sQ = smem;
   float* sK = sQ + kWarps * D * kQPerWarp;
@@ -49,18 +49,18 @@ static __global__ void __launch_bounds__(kWarps * 32, 2)
   const int b = blockIdx.z, h = blockIdx.y;
   const int q_block0 = blockIdx.x * kQTile;
   const int q0 = q_block0 + warp * kQPerWarp;  // this warp's first query
-  const int64_t HD = int64_t(heads) * D;
-  const T* qb = q + (int64_t(b) * Lq) * HD + int64_t(h) * D;
+  const int64_t HD = int64_t(heads) * D;  // y rows
+  const T* qb = q + (int64_t(b) * Lq) * ld.q + int64_t(h) * D;
   const int bk = Bk == 1 ? 0 : b;
-  const T* kb = k + (int64_t(bk) * Lk) * HD + int64_t(h) * D;
-  const T* vb = v + (int64_t(bk) * Lk) * HD + int64_t(h) * D;
+  const T* kb = k + (int64_t(bk) * Lk) * ld.kv + int64_t(h) * D;
+  const T* vb = v + (int64_t(bk) * Lk) * ld.kv + int64_t(h) * D;
 
   // Stage this warp's queries (0 past Lq; those rows are computed but never stored).
   float* sQw = sQ + warp * D * kQPerWarp;
   for (int e = lane; e < D * kQPerWarp; e += 32) {
     const int d = e / kQPerWarp, i = e % kQPerWarp;
     const int qi = q0 + i;
-    sQw[e] = qi < Lq ? to_f(qb[int64_t(qi) * HD + d]) : 0.f;
+    sQw[e] = qi < Lq ? to_f(qb[int64_t(qi) * ld.q + d]) : 0.f;
   }
 
   float m[kQPerWarp], l[kQPerWarp], o[kQPerWarp][DC];
@@ -83,8 +83,8 @@ static __global__ void __launch_bounds__(kWarps * 32, 2)
       const int kk = t0 + j;
       float kv = 0.f, vv = 0.f;
       if (kk < Lk) {
-        kv = to_f(kb[int64_t(kk) * HD + d]);
-        vv = to_f(vb[int64_t(kk) * HD + d]);
+        kv = to_f(kb[int64_t(kk) * ld.kv + d]);
+        vv = to_f(vb[int64_t(kk) * ld.kv + d]);
       }
       sK[j * (D + 1) + d] = kv;
       sV[j * D + d] = vv;
@@ -162,7 +162,7 @@ static __global__ void __launch_bounds__(kWarps * 32, 2)
 
 template <typename T, int DC>
 void launch_attn(const void* q, const void* k, const void* v, void* y, int B, int Lq, int Lk, int Bk, int heads, int D,
-                 bool causal, cudaStream_t s) {
+                 AttnLd ld, bool causal, cudaStream_t s) {
   const size_t smem = attn_smem_bytes(D);
   // Above 48 KB a kernel must opt in, once per device (the attribute call is idempotent, so the
   // race between two threads setting the same bit is benign).
@@ -178,18 +178,18 @@ void launch_attn(const void* q, const void* k, const void* v, void* y, int B, in
   const dim3 grid(unsigned(CEIL_DIV(Lq, kQTile)), unsigned(heads), unsigned(B));
   attention_kernel<T, DC><<<grid, kWarps * 32, smem, s>>>(static_cast<const T*>(q), static_cast<const T*>(k),
                                                           static_cast<const T*>(v), static_cast<T*>(y), Lq, Lk, Bk,
-                                                          heads, D, causal, 1.f / sqrtf(float(D)));
+                                                          heads, D, ld, causal, 1.f / sqrtf(float(D)));
 }
 
 template <typename T>
 void attn_t(const void* q, const void* k, const void* v, void* y, int B, int Lq, int Lk, int Bk, int heads, int D,
-            bool causal, cudaStream_t s) {
+            AttnLd ld, bool causal, cudaStream_t s) {
   switch (CEIL_DIV(D, 32)) {
-    case 1: launch_attn<T, 1>(q, k, v, y, B, Lq, Lk, Bk, heads, D, causal, s); break;
-    case 2: launch_attn<T, 2>(q, k, v, y, B, Lq, Lk, Bk, heads, D, causal, s); break;
-    case 3: launch_attn<T, 3>(q, k, v, y, B, Lq, Lk, Bk, heads, D, causal, s); break;
-    case 4: launch_attn<T, 4>(q, k, v, y, B, Lq, Lk, Bk, heads, D, causal, s); break;
-    default: launch_attn<T, 5>(q, k, v, y, B, Lq, Lk, Bk, heads, D, causal, s); break;
+    case 1: launch_attn<T, 1>(q, k, v, y, B, Lq, Lk, Bk, heads, D, ld, causal, s); break;
+    case 2: launch_attn<T, 2>(q, k, v, y, B, Lq, Lk, Bk, heads, D, ld, causal, s); break;
+    case 3: launch_attn<T, 3>(q, k, v, y, B, Lq, Lk, Bk, heads, D, ld, causal, s); break;
+    case 4: launch_attn<T, 4>(q, k, v, y, B, Lq, Lk, Bk, heads, D, ld, causal, s); break;
+    default: launch_attn<T, 5>(q, k, v, y, B, Lq, Lk, Bk, heads, D, ld, causal, s); break;
   }
 }
 
@@ -235,7 +235,8 @@ static __global__ void __launch_bounds__(kStreamWarps * 32) stream_temporal_kern
     return int64_t(pi) * C + int64_t(h) * D;
   };
 
-  const int64_t io = rp * C + int64_t(h) * D;
+  const int64_t io = rp * a.ld_in + int64_t(h) * D;  // q/k/v (row stride ld_in)
+  const int64_t yo = rp * C + int64_t(h) * D;        // y
   float qv[DC], kn[DC], vn[DC], acc[DC];
   {
     const int64_t qpr = pe_row(slot);
@@ -284,7 +285,7 @@ static __global__ void __launch_bounds__(kStreamWarps * 32) stream_temporal_kern
       }
     }
   }
-  T* yr = static_cast<T*>(a.y) + io;
+  T* yr = static_cast<T*>(a.y) + yo;
   const float inv = 1.f / l;  // l == 0 only if every slot is -inf: NaN, like the oracle
 #pragma unroll
   for (int c = 0; c < DC; ++c) {
@@ -311,13 +312,14 @@ void stream_t(const StreamAttnArgs& a, cudaStream_t s) {
 }  // namespace
 
 void attention_cuda(const void* q, const void* k, const void* v, void* y, int B, int Lq, int Lk, int Bk, int heads,
-                    int D, bool causal, bool fp16, cudaStream_t stream) {
+                    int D, AttnLd ld, bool causal, bool fp16, cudaStream_t stream) {
   if (B <= 0 || Lq <= 0) return;
   if (D < 1 || D > kMaxAttnHeadDim)
     fail(L2D_ERR_UNSUPPORTED, "CUDA attention supports head dims 1..", kMaxAttnHeadDim, ", got ", D);
   L2D_ASSERT(Lk > 0 && heads <= 65535 && B <= 65535);
-  if (fp16) attn_t<__half>(q, k, v, y, B, Lq, Lk, Bk, heads, D, causal, stream);
-  else attn_t<float>(q, k, v, y, B, Lq, Lk, Bk, heads, D, causal, stream);
+  L2D_ASSERT(ld.q >= int64_t(heads) * D && ld.kv >= int64_t(heads) * D);
+  if (fp16) attn_t<__half>(q, k, v, y, B, Lq, Lk, Bk, heads, D, ld, causal, stream);
+  else attn_t<float>(q, k, v, y, B, Lq, Lk, Bk, heads, D, ld, causal, stream);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -326,7 +328,7 @@ void stream_temporal_attention_cuda(const StreamAttnArgs& a, bool fp16, cudaStre
   const int D = a.C / a.heads;
   if (D < 1 || D > kMaxAttnHeadDim)
     fail(L2D_ERR_UNSUPPORTED, "CUDA temporal attention supports head dims 1..", kMaxAttnHeadDim, ", got ", D);
-  L2D_ASSERT(a.W > 0 && a.max_len > 0);
+  L2D_ASSERT(a.W > 0 && a.max_len > 0 && a.ld_in >= a.C);
   if (fp16) stream_t<__half>(a, stream);
   else stream_t<float>(a, stream);
   CUDA_CHECK_LAUNCH();

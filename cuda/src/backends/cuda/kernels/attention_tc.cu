@@ -50,24 +50,24 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&h);
 }
 
-// rows [row0, row0 + rows) of a [*, HD] head slice -> shared [rows][kStride]; rows >= limit and
-// chunks past D are zero-filled.
+// rows [row0, row0 + rows) of a head slice whose rows are ld halves apart -> shared
+// [rows][kStride]; rows >= limit and chunks past D are zero-filled.
 template <int DP>
-__device__ __forceinline__ void load_tile(__half* dst, const __half* src, int row0, int rows, int limit, int64_t HD,
+__device__ __forceinline__ void load_tile(__half* dst, const __half* src, int row0, int rows, int limit, int64_t ld,
                                           int D) {
   using Sh = TcShape<DP>;
   for (int e = threadIdx.x; e < rows * Sh::kChunks; e += kTcThreads) {
     const int r = e / Sh::kChunks, c = e - r * Sh::kChunks;
     const bool ok = row0 + r < limit && c * 8 < D;
-    cp_async16(dst + r * Sh::kStride + c * 8, ok ? src + int64_t(row0 + r) * HD + c * 8 : src, ok);
+    cp_async16(dst + r * Sh::kStride + c * 8, ok ? src + int64_t(row0 + r) * ld + c * 8 : src, ok);
   }
 }
 
 template <int DP>
 static __global__ void __launch_bounds__(kTcThreads)
     attention_tc_kernel(const __half* __restrict__ q, const __half* __restrict__ k, const __half* __restrict__ v,
-                        __half* __restrict__ y, int Lq, int Lk, int Bk, int heads, int D, bool causal,
-                        float scale_log2) {
+                        __half* __restrict__ y, int Lq, int Lk, int Bk, int heads, int D, AttnLd ld,
+                        bool causal, float scale_log2) {
   using Sh = TcShape<DP>;
   constexpr int BC = Sh::kKTile, S = Sh::kStride;
   constexpr int KSTEPS = DP / 16;  // k-steps of Q K^T
@@ -82,17 +82,17 @@ static __global__ void __launch_bounds__(kTcThreads)
   const int g = lane >> 2, t = lane & 3;  // mma fragment row group / column pair
   const int mi = lane >> 3, mr = lane & 7;  // ldmatrix: matrix and row this lane addresses
   const int b = blockIdx.z, h = blockIdx.y, q_block0 = blockIdx.x * kTcQTile;
-  const int64_t HD = int64_t(heads) * D;
-  const __half* qb = q + int64_t(b) * Lq * HD + int64_t(h) * D;
-  const int64_t kv_off = int64_t(Bk == 1 ? 0 : b) * Lk * HD + int64_t(h) * D;
+  const int64_t HD = int64_t(heads) * D;  // y rows
+  const __half* qb = q + int64_t(b) * Lq * ld.q + int64_t(h) * D;
+  const int64_t kv_off = int64_t(Bk == 1 ? 0 : b) * Lk * ld.kv + int64_t(h) * D;
   const __half* kb = k + kv_off;
   const __half* vb = v + kv_off;
 
   const int k_end = causal ? min(Lk, q_block0 + kTcQTile) : Lk;
   const int n_tiles = CEIL_DIV(k_end, BC);
-  load_tile<DP>(sQ, qb, q_block0, kTcQTile, Lq, HD, D);
-  load_tile<DP>(sK, kb, 0, BC, Lk, HD, D);
-  load_tile<DP>(sV, vb, 0, BC, Lk, HD, D);
+  load_tile<DP>(sQ, qb, q_block0, kTcQTile, Lq, ld.q, D);
+  load_tile<DP>(sK, kb, 0, BC, Lk, ld.kv, D);
+  load_tile<DP>(sV, vb, 0, BC, Lk, ld.kv, D);
   cp_async_commit();
 
   const int qrow = q_block0 + warp * 16 + g;  // this lane's rows: qrow and qrow + 8
@@ -112,8 +112,8 @@ static __global__ void __launch_bounds__(kTcThreads)
     }
     if (j + 1 < n_tiles) {
       const int nb = (j + 1) & 1;
-      load_tile<DP>(sK + nb * BC * S, kb, (j + 1) * BC, BC, Lk, HD, D);
-      load_tile<DP>(sV + nb * BC * S, vb, (j + 1) * BC, BC, Lk, HD, D);
+      load_tile<DP>(sK + nb * BC * S, kb, (j + 1) * BC, BC, Lk, ld.kv, D);
+      load_tile<DP>(sV + nb * BC * S, vb, (j + 1) * BC, BC, Lk, ld.kv, D);
     }
     cp_async_commit();
     const __half* cK = sK + (j & 1) * BC * S;
@@ -213,7 +213,7 @@ static __global__ void __launch_bounds__(kTcThreads)
 
 template <int DP>
 void launch_tc(const void* q, const void* k, const void* v, void* y, int B, int Lq, int Lk, int Bk, int heads, int D,
-               bool causal, cudaStream_t s) {
+               AttnLd ld, bool causal, cudaStream_t s) {
   constexpr size_t smem = TcShape<DP>::kSmemBytes;
   // Above 48 KB a kernel must opt in, once per device (idempotent, so a race is benign).
   static std::atomic<uint64_t> configured{0};
@@ -228,28 +228,32 @@ void launch_tc(const void* q, const void* k, const void* v, void* y, int B, int 
   const float scale_log2 = 1.4426950408889634f / sqrtf(float(D));  // log2(e) / sqrt(D)
   attention_tc_kernel<DP><<<grid, kTcThreads, smem, s>>>(static_cast<const __half*>(q), static_cast<const __half*>(k),
                                                          static_cast<const __half*>(v), static_cast<__half*>(y), Lq, Lk,
-                                                         Bk, heads, D, causal, scale_log2);
+                                                         Bk, heads, D, ld, causal, scale_log2);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 }  // namespace
 
-bool attention_tc_supported(const void* q, const void* k, const void* v, const void* y, int D, bool fp16) {
-  return fp16 && D >= 8 && D <= 160 && D % 8 == 0 && aligned16(q) && aligned16(k) && aligned16(v) && aligned16(y);
+bool attention_tc_supported(const void* q, const void* k, const void* v, const void* y, int D, AttnLd ld,
+                            bool fp16) {
+  // Every row start must stay 16-byte aligned for cp.async: ld % 8 == 0 halves (3C qualifies when C does).
+  return fp16 && D >= 8 && D <= 160 && D % 8 == 0 && ld.q % 8 == 0 && ld.kv % 8 == 0 && aligned16(q) &&
+         aligned16(k) && aligned16(v) && aligned16(y);
 }
 
 void attention_tc_cuda(const void* q, const void* k, const void* v, void* y, int B, int Lq, int Lk, int Bk, int heads,
-                       int D, bool causal, cudaStream_t stream) {
+                       int D, AttnLd ld, bool causal, cudaStream_t stream) {
   if (B <= 0 || Lq <= 0) return;
-  L2D_ASSERT(attention_tc_supported(q, k, v, y, D, true));
+  L2D_ASSERT(attention_tc_supported(q, k, v, y, D, ld, true));
   L2D_ASSERT(Lk > 0 && heads <= 65535 && B <= 65535);
+  L2D_ASSERT(ld.q >= int64_t(heads) * D && ld.kv >= int64_t(heads) * D);
   // Padding: 40 -> 48 costs 20% more mma work but keeps every k-step full; 56/64 -> 64, 72/80 -> 80,
   // and the rare 88..160 run at 160.
-  if (D <= 48) launch_tc<48>(q, k, v, y, B, Lq, Lk, Bk, heads, D, causal, stream);
-  else if (D <= 64) launch_tc<64>(q, k, v, y, B, Lq, Lk, Bk, heads, D, causal, stream);
-  else if (D <= 80) launch_tc<80>(q, k, v, y, B, Lq, Lk, Bk, heads, D, causal, stream);
-  else launch_tc<160>(q, k, v, y, B, Lq, Lk, Bk, heads, D, causal, stream);
+  if (D <= 48) launch_tc<48>(q, k, v, y, B, Lq, Lk, Bk, heads, D, ld, causal, stream);
+  else if (D <= 64) launch_tc<64>(q, k, v, y, B, Lq, Lk, Bk, heads, D, ld, causal, stream);
+  else if (D <= 80) launch_tc<80>(q, k, v, y, B, Lq, Lk, Bk, heads, D, ld, causal, stream);
+  else launch_tc<160>(q, k, v, y, B, Lq, Lk, Bk, heads, D, ld, causal, stream);
   CUDA_CHECK_LAUNCH();
 }
 

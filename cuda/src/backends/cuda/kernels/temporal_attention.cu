@@ -15,6 +15,9 @@
 //   3. every thread reads its head's 16 scores, does the softmax in registers (bias -inf slots
 //      contribute exactly 0; all -inf gives NaN, like the oracle) and combines its V chunks.
 //
+// q/k/v rows are ld_in elements apart (C, or 3C when they are the column blocks of one packed
+// projection: the same bytes are read either way, with no copies in between).
+//
 // Bytes per call (fp16, 2 bytes a value): 2 R P (W - 1) C values read (the other slots) + 2 R P C
 // written (the new slot) + 4 R P C for q, k, v in and y out (+ the L2-resident PE tables), i.e.
 // 2 R P C (W + 2) values against a cache of 2 R P W C: (W + 2) / W = 1.125x one read of the cache
@@ -101,7 +104,8 @@ static __global__ void __launch_bounds__(kMaxChunksPerPixel) temporal_vec_kernel
   const int64_t off = int64_t(c) * VEC;  // this thread's channels within a pixel row of C
   T* ck = static_cast<T*>(a.cache) + ((int64_t(r) * 2 + 0) * a.P + p) * int64_t(kSlots) * C + off;
   T* cv = static_cast<T*>(a.cache) + ((int64_t(r) * 2 + 1) * a.P + p) * int64_t(kSlots) * C + off;
-  const int64_t io = rp * C + off;
+  const int64_t io = rp * a.ld_in + off;  // q/k/v (row stride ld_in)
+  const int64_t yo = rp * C + off;        // y
 
   // All K slot loads first (streaming: each cache value is read once per frame).
   uint4 kr[kSlots], vr[kSlots];
@@ -186,7 +190,7 @@ static __global__ void __launch_bounds__(kMaxChunksPerPixel) temporal_vec_kernel
   const float inv = 1.f / l;  // l == 0 only if every slot is -inf: NaN, like the oracle
 #pragma unroll
   for (int e = 0; e < VEC; ++e) acc[e] *= inv;
-  *reinterpret_cast<uint4*>(static_cast<T*>(a.y) + io) = pack(acc);
+  *reinterpret_cast<uint4*>(static_cast<T*>(a.y) + yo) = pack(acc);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -198,6 +202,7 @@ bool temporal_vec_supported(const StreamAttnArgs& a, bool fp16) {
   if (a.W != kSlots || a.heads <= 0 || a.C % a.heads != 0) return false;
   const int D = a.C / a.heads;
   if (D % vec != 0 || a.C / vec > kMaxChunksPerPixel) return false;
+  if (a.ld_in < a.C || a.ld_in % vec != 0) return false;  // every q/k/v row starts on a 16-byte chunk
   for (const void* p : {a.q, a.k, a.v, a.qpe, a.kpe, a.vpe, static_cast<const void*>(a.cache),
                         static_cast<const void*>(a.y)})
     if (!aligned16(p)) return false;

@@ -9,7 +9,8 @@
 namespace l2d::cuda {
 
 // True when the vectorised kernel takes this problem: a window of 16 slots (Live2Diff's), head
-// dim and channels in whole 16-byte chunks, at most 384 chunks per pixel, 16-byte aligned tensors.
+// dim, channels and the q/k/v row stride ld_in in whole 16-byte chunks, at most 384 chunks per
+// pixel, 16-byte aligned tensors.
 bool temporal_vec_supported(const StreamAttnArgs& a, bool fp16);
 
 // Same contract as stream_temporal_attention_cuda; call only when temporal_vec_supported holds.
