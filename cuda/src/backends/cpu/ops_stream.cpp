@@ -46,11 +46,15 @@ void CpuBackend::kv_advance(Tensor& bias, Tensor& pe_idx, Tensor& update_idx, in
 
 namespace {
 
-// uint8 [n, h, w, channels] -> float [n, 3, h, w] = value / 255.
-void u8_to_planar(const uint8_t* in, int64_t n, int64_t h, int64_t w, int channels, float* p) {
+// uint8 [n, h, w, channels] -> float [n, 3, h, w] = value / 255. With plane / offset: the rows
+// [h, w] go to p[plane-strided channel planes] at element `offset` (a band of a larger image).
+void u8_to_planar(const uint8_t* in, int64_t n, int64_t h, int64_t w, int channels, float* p, int64_t plane = 0,
+                  int64_t offset = 0) {
+  if (plane == 0) plane = h * w;
   for (int64_t i = 0; i < n; ++i)
     for (int64_t c = 0; c < 3; ++c)
-      for (int64_t px = 0; px < h * w; ++px) p[(i * 3 + c) * h * w + px] = float(in[(i * h * w + px) * channels + c]) / 255.f;
+      for (int64_t px = 0; px < h * w; ++px)
+        p[(i * 3 + c) * plane + offset + px] = float(in[(i * h * w + px) * channels + c]) / 255.f;
 }
 
 }  // namespace
@@ -75,8 +79,14 @@ Tensor CpuBackend::image_fit_from_bytes(const Tensor& frame, int64_t h, int64_t 
   check_fit_args(src, h, w, channels, out_h, out_w);
   L2D_ASSERT(size_t(h * w * channels) <= frame.bytes());
   Tensor y = empty({1, 3, out_h, out_w});
-  if (h == out_h && w == out_w) u8_to_planar(src, 1, h, w, channels, y.ptr<float>());
-  else fit_frame_levels(src, w, channels, fit_tables(w, h, out_w, out_h), out_w, out_h, y.ptr<float>());
+  if (h == out_h && w == out_w) {
+    // A frame at the stream size is only converted: rows in parallel (one pool loop, which the
+    // launch counters see, like the kernel the CUDA backend launches).
+    float* p = y.ptr<float>();
+    pool_.parallel_for(h, 16, [&](int64_t r0, int64_t r1) {
+      u8_to_planar(src + r0 * w * channels, 1, r1 - r0, w, channels, p, h * w, r0 * w);
+    });
+  } else fit_frame_levels(src, w, channels, fit_tables(w, h, out_w, out_h), out_w, out_h, y.ptr<float>());
   return y;
 }
 
