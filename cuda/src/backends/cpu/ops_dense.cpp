@@ -13,6 +13,7 @@ namespace l2d::cpu {
 // Convolution as im2col + GEMM per image, in chunks of output rows so the column buffer stays
 // under ~32 MB even for 512x512 TAESD layers.
 Tensor CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) {
+  L2D_CPU_OP("conv2d");
   L2D_ASSERT(x.ndim() == 4 && w.ndim() == 4 && x.dim(1) == w.dim(1));
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
   const int64_t O = w.dim(0), KH = w.dim(2), KW = w.dim(3);
@@ -80,6 +81,7 @@ Tensor CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, 
 }
 
 Tensor CpuBackend::conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride) {
+  L2D_CPU_OP("conv_transpose2d");
   L2D_ASSERT(x.ndim() == 4 && w.ndim() == 4 && x.dim(1) == w.dim(0) && w.dim(2) == stride && w.dim(3) == stride);
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), O = w.dim(1), k = stride;
   Tensor y = empty({N, O, H * k, W * k});
@@ -105,10 +107,12 @@ Tensor CpuBackend::conv_transpose2d(const Tensor& x, const Tensor& w, const Tens
 }
 
 Tensor CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  L2D_CPU_OP("linear");
   return linear_impl(x, w, bias, nullptr);
 }
 
 Tensor CpuBackend::linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) {
+  L2D_CPU_OP("linear_add");
   return linear_impl(x, w, bias, &residual);
 }
 
@@ -141,6 +145,7 @@ Tensor CpuBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor* b
 }
 
 Tensor CpuBackend::matmul(const Tensor& a, const Tensor& b) {
+  L2D_CPU_OP("matmul");
   L2D_ASSERT(a.ndim() == 3 && b.ndim() == 3 && a.dim(2) == b.dim(1));
   const int64_t Ba = a.dim(0), Bb = b.dim(0), M = a.dim(1), K = a.dim(2), N = b.dim(2);
   L2D_ASSERT(Ba == Bb || Ba == 1 || Bb == 1);
@@ -156,6 +161,7 @@ Tensor CpuBackend::matmul(const Tensor& a, const Tensor& b) {
 // Blocked exact attention: per (batch, head) and block of 64 queries, S = q k^T * scale via GEMM,
 // a numerically stable softmax in place, then O = S v via GEMM. Memory O(64 * Lk) per worker.
 Tensor CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, AttnMask mask) {
+  L2D_CPU_OP("attention");
   L2D_ASSERT(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3);
   const int64_t B = q.dim(0), Lq = q.dim(1), HD = q.dim(2), Lk = k.dim(1);
   const int64_t Bk = k.dim(0);
@@ -201,6 +207,7 @@ Tensor CpuBackend::stream_temporal_attention(const Tensor& q, const Tensor& k, c
                                              const Tensor& qpe, const Tensor& kpe, const Tensor& vpe,
                                              const Tensor& pe_idx, const Tensor& update_idx, const Tensor& bias,
                                              int heads) {
+  L2D_CPU_OP("stream_temporal_attention");
   L2D_ASSERT(q.ndim() == 3 && cache.ndim() == 5);
   const int64_t R = q.dim(0), P = q.dim(1), C = q.dim(2), Wn = cache.dim(3), max_len = qpe.dim(0);
   L2D_ASSERT(cache.dim(0) == R && cache.dim(1) == 2 && cache.dim(2) == P && cache.dim(4) == C);

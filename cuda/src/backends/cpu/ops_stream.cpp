@@ -11,6 +11,7 @@
 namespace l2d::cpu {
 
 Tensor CpuBackend::random_normal(const Shape& shape, uint32_t seed, uint32_t stream, uint32_t draw) {
+  L2D_CPU_OP("random_normal");
   // A host draw index is baked into a captured graph: a replay must see the captured one.
   audit_value("random_normal draw", draw);
   return normal_fill(shape, seed, stream, draw);
@@ -27,6 +28,7 @@ Tensor CpuBackend::normal_fill(const Shape& shape, uint32_t seed, uint32_t strea
 
 Tensor CpuBackend::random_normal_counter(const Shape& shape, uint32_t seed, uint32_t stream, const Tensor& counter,
                                          int32_t offset) {
+  L2D_CPU_OP("random_normal_counter");
   L2D_ASSERT(counter.dtype() == DType::I32 && counter.numel() == 1);
   return normal_fill(shape, seed, stream, uint32_t(counter.ptr<int32_t>()[0] + offset));
 }
@@ -75,6 +77,7 @@ void CpuBackend::upload_bytes(Tensor& dst, const uint8_t* host, size_t bytes) {
 
 Tensor CpuBackend::image_fit_from_bytes(const Tensor& frame, int64_t h, int64_t w, int channels, int64_t out_h,
                                         int64_t out_w) {
+  L2D_CPU_OP("image_fit_from_bytes");
   const auto* src = static_cast<const uint8_t*>(frame.data());
   check_fit_args(src, h, w, channels, out_h, out_w);
   L2D_ASSERT(size_t(h * w * channels) <= frame.bytes());
