@@ -269,6 +269,15 @@ export interface LaunchCounts {
   cpu_loops: number;
   /** Host waits for the device (stream / event synchronisations). */
   syncs: number;
+  /**
+   * Memory copies and fills issued eagerly, counted apart from the launches (CUDA: cudaMemcpy and
+   * cudaMemset calls; CPU: copies between caller and backend memory). Absent from older libraries.
+   */
+  copies?: number;
+  /** Memcpy / memset nodes inside the CUDA graphs launched. Absent from older libraries. */
+  graph_copies?: number;
+  /** Copies recorded into graphs while capturing (not run then). Absent from older libraries. */
+  captured_copies?: number;
 }
 
 /** `l2d_context_stats` (cuda/include/l2d.h documents every member). */

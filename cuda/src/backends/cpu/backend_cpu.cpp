@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "../../core/config.h"
+#include "../../core/device_tally.h"
 #include "../backends.h"
 
 namespace l2d {
@@ -40,6 +41,7 @@ void CpuBackend::raw_free(void* ptr, size_t bytes) {
 
 Tensor CpuBackend::from_host(const HostTensor& host) {
   audit_host_op("from_host");
+  tally_copy();
   const bool integer = host.dtype == L2D_I64 || host.dtype == L2D_I32 || host.dtype == L2D_U8 || host.dtype == L2D_BOOL;
   if (integer) {
     const std::vector<int64_t> v = host.to_i64();
@@ -59,6 +61,7 @@ Tensor CpuBackend::from_host(const HostTensor& host) {
 
 HostTensor CpuBackend::to_host(const Tensor& t) {
   audit_host_op("to_host");
+  tally_copy();
   HostTensor h;
   h.dtype = t.dtype() == DType::I32 ? L2D_I32 : L2D_F32;
   h.shape = t.shape();

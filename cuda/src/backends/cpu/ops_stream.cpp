@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../../core/device_tally.h"
 #include "../../core/frame_fit.h"
 #include "../../core/philox.h"
 #include "../../kv_cache/kv_rule.h"
@@ -63,6 +64,7 @@ void u8_to_planar(const uint8_t* in, int64_t n, int64_t h, int64_t w, int channe
 
 Tensor CpuBackend::image_from_u8(const uint8_t* host, int64_t n, int64_t h, int64_t w, int channels) {
   audit_host_op("image_from_u8");
+  tally_copy();
   L2D_REQUIRE(channels == 3 || channels == 4, "frames must have 3 (RGB) or 4 (RGBA) channels, got ", channels);
   Tensor y = empty({n, 3, h, w});
   u8_to_planar(host, n, h, w, channels, y.ptr<float>());
@@ -71,6 +73,7 @@ Tensor CpuBackend::image_from_u8(const uint8_t* host, int64_t n, int64_t h, int6
 
 void CpuBackend::upload_bytes(Tensor& dst, const uint8_t* host, size_t bytes) {
   audit_host_op("upload_bytes");
+  tally_copy();
   L2D_ASSERT(bytes <= dst.bytes());
   if (bytes) std::memcpy(dst.data(), host, bytes);
 }
@@ -105,12 +108,14 @@ void CpuBackend::image_to_u8(const Tensor& x, Tensor& out) {
 
 void CpuBackend::download_bytes(const Tensor& src, uint8_t* host, size_t bytes) {
   audit_host_op("download_bytes");
+  tally_copy();
   L2D_ASSERT(bytes <= src.bytes());
   if (bytes) std::memcpy(host, src.data(), bytes);
 }
 
 void CpuBackend::image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8) {
   audit_host_op("image_to_host");
+  tally_copy();
   L2D_ASSERT(x.ndim() == 4 && x.dim(1) == 3);
   const int64_t n = x.dim(0), hw = x.dim(2) * x.dim(3);
   const float* p = x.ptr<float>();

@@ -22,8 +22,9 @@
 #include "guarded_backend.h"
 
 // Launch accounting (the bench's launches per frame; core/device_tally.h): CUDA_CHECK_LAUNCH counts
-// every <<<>>> launch, the dense router every vendor call. CUDA-graph code reports its own work:
-//   l2d::tally_graph_launch(kernel_nodes);   // after each cudaGraphLaunch (nodes: at instantiation)
+// every <<<>>> launch, the dense router every vendor call, CUDA_COPY every cudaMemcpy*/cudaMemset*
+// (counted as copies, apart from the launches). CUDA-graph code reports its own work:
+//   l2d::tally_graph_launch(kernel_nodes, copy_nodes);  // after each cudaGraphLaunch (nodes: at instantiation)
 //   { l2d::CaptureTallyScope scope; ...capture... }  // launches recorded into a graph, not run
 
 namespace l2d::cuda {
