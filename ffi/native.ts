@@ -286,7 +286,12 @@ export interface ContextStats {
   backend: string;
   /** Device bytes allocated now. */
   bytes_in_use: number;
-  /** High-water mark of `bytes_in_use`. */
+  /**
+   * Device bytes that captured CUDA graphs hold between replays (their intermediates, no tensor
+   * holds them; not in `bytes_in_use`). 0 on the CPU; absent from older libraries.
+   */
+  graph_reserved_bytes?: number;
+  /** High-water mark of `bytes_in_use` + `graph_reserved_bytes`. */
   peak_bytes: number;
   /** Dense-kernel paths and counters (CUDA), null on the CPU; absent from older libraries. */
   kernels?: unknown;

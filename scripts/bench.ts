@@ -105,6 +105,8 @@ export interface BenchResult extends BenchConfig {
   ffi_overhead_ms: number;
   stages_ms?: StageTimes;
   backend_in_use_bytes: number;
+  /** Bytes captured CUDA graphs hold between replays (not in `backend_in_use_bytes`, in the peak). */
+  backend_graph_reserved_bytes: number;
   backend_peak_bytes: number;
   rss_bytes: number;
   /** Dense (conv / matmul) calls per pushed frame by kernel path (CUDA). */
@@ -466,6 +468,7 @@ async function streamBench(
         native_p50_ms: r2(nativeP50),
         ffi_overhead_ms: Math.round((p50 - nativeP50) * 1000) / 1000,
         backend_in_use_bytes: stats.bytes_in_use,
+        backend_graph_reserved_bytes: stats.graph_reserved_bytes ?? 0,
         backend_peak_bytes: stats.peak_bytes,
         rss_bytes: Deno.memoryUsage().rss,
         ...(kernelsAfter

@@ -55,6 +55,7 @@ Deno.test("bench --quick on the CPU: schema, finite numbers, consistent figures;
     }
     assert.ok(c.p99_ms >= c.p50_ms, `p99 ${c.p99_ms} < p50 ${c.p50_ms}`);
     assert.ok(c.backend_peak_bytes >= c.backend_in_use_bytes && c.backend_in_use_bytes > 0);
+    assert.equal(c.backend_graph_reserved_bytes, 0, "the CPU captures no graphs");
     // fps = frames / seconds of the timed public pushes (both rounded in the JSON).
     assert.ok(
       Math.abs(c.fps - c.frames / c.timed_seconds) <= 0.01 * c.fps + 0.01,
@@ -210,6 +211,7 @@ Deno.test("context stats: launches and device waits are counted per context; sta
   using other = Context.create("cpu", { threads: 2 });
   const s0 = ctx.stats();
   assert.equal(s0.stage_profiling, false);
+  assert.equal(s0.graph_reserved_bytes, 0, "reported, 0 on the CPU (no graphs)");
   assert.deepEqual(s0.stages_ms, {});
   assert.deepEqual(s0.push, { calls: 0, wall_ms: 0, device_wait_ms: 0, thread_cpu_ms: 0 });
   using model = await Model.create(ctx, "ops", {});

@@ -328,6 +328,7 @@ l2d_status l2d_context_stats(l2d_context* ctx, const char** out_json) {
     l2d::Backend& be = *ctx->ptr->backend;
     const std::string stages = be.stage_times_json();  // may synchronise (pending CUDA events)
     g_scratch_json = "{\"backend\":\"" + be.name() + "\",\"bytes_in_use\":" + std::to_string(be.bytes_in_use()) +
+                     ",\"graph_reserved_bytes\":" + std::to_string(be.graph_reserved_bytes()) +
                      ",\"peak_bytes\":" + std::to_string(be.peak_bytes()) + ",\"kernels\":" + be.kernel_info_json() +
                      "," + counters_json(ctx->ptr->counters) + ",\"stage_profiling\":" +
                      (be.stage_profiling() ? "true" : "false") + ",\"stages_ms\":" + stages + "}";

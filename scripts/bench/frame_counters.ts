@@ -62,7 +62,8 @@ export function hasFrameCounters(s: ContextStats): boolean {
 export function launchesPerFrame(before: ContextStats, after: ContextStats, frames: number): LaunchesPerFrame | null {
   const a = before.launches, b = after.launches;
   if (!a || !b || !(frames > 0)) return null;
-  const d = (k: "kernels" | "vendor_calls" | "graphs" | "graph_kernels" | "captured_kernels" | "cpu_loops") =>
+  // The counters every library with counters reports (syncs and the copies came later: optional).
+  const d = (k: Exclude<keyof LaunchCounts, "syncs" | "copies" | "graph_copies" | "captured_copies">) =>
     r3((b[k] - a[k]) / frames);
   const out = {
     kernels: d("kernels"),

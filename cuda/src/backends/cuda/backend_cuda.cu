@@ -167,8 +167,8 @@ void* CudaBackend::raw_alloc(size_t bytes) {
     if (it != graph->free.end()) {
       ptr = it->second;
       graph->free.erase(it);
-      in_use_ += size;
-      peak_ = std::max(peak_, in_use_);
+      graph_idle_ -= size;
+      in_use_ += size;  // (in_use_ + graph_idle_ unchanged: no new peak)
       return ptr;
     }
   }
@@ -213,7 +213,7 @@ void* CudaBackend::raw_alloc(size_t bytes) {
     graph_blocks_.emplace(ptr, graph);
   }
   in_use_ += size;
-  peak_ = std::max(peak_, in_use_);
+  peak_ = std::max(peak_, in_use_ + graph_idle_);
   return ptr;
 }
 
@@ -224,6 +224,7 @@ void CudaBackend::raw_free(void* ptr, size_t bytes) {
   auto owned = graph_blocks_.find(ptr);
   if (owned != graph_blocks_.end()) {  // a graph's block stays the graph's
     owned->second->free.emplace(size, ptr);
+    graph_idle_ += size;
     return;
   }
   if (CapturedGraph* graph = capture_here()) {
@@ -232,6 +233,7 @@ void CudaBackend::raw_free(void* ptr, size_t bytes) {
     graph->blocks.emplace_back(ptr, size);
     graph_blocks_.emplace(ptr, graph);
     graph->free.emplace(size, ptr);
+    graph_idle_ += size;
     return;
   }
   free_blocks_.emplace(size, ptr);  // stream-ordered reuse: later work on stream_ sees it free

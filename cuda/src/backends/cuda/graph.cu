@@ -152,7 +152,10 @@ void CudaBackend::discard_graph(std::unique_ptr<CapturedGraph> g) noexcept {
   cudaGetLastError();
   {
     std::lock_guard<std::mutex> lock(pool_mutex_);
-    for (const auto& [size, ptr] : g->free) free_blocks_.emplace(size, ptr);  // idle: back to the pool
+    for (const auto& [size, ptr] : g->free) {  // idle: back to the pool
+      free_blocks_.emplace(size, ptr);
+      graph_idle_ -= size;
+    }
     for (const auto& [ptr, size] : g->blocks) graph_blocks_.erase(ptr);  // live ones return via raw_free
   }
   g->keep.clear();  // outside the lock: freeing them takes it
