@@ -6,7 +6,7 @@
 // through a prompt change (graph kept: buffers rewritten in place), a reset (graph kept) and a new
 // frame size (graph re-captured).
 import assert from "node:assert/strict";
-import { Engine, EngineError, type Frame, type Stream } from "../mod.ts";
+import { Engine, EngineError, type Frame, type Stream, type StreamOptions } from "../mod.ts";
 import { Context, Model, TensorMap } from "../ffi/native.ts";
 import { buildPipelineFixture } from "./_fixtures/pipeline_engine.ts";
 
@@ -51,17 +51,20 @@ async function framePath(s: Stream): Promise<FramePath> {
   return { graph: get("graph"), eager: get("eager"), captures: get("captures"), replays: get("replays") };
 }
 
+// The pipeline case's stream (its prompt, size, steps and seed).
+const caseStream: StreamOptions = {
+  prompt: String(cfg.prompt),
+  applyTemplate: false,
+  width: SIZE,
+  height: SIZE,
+  tIndexList: cfg.t_index_list,
+  seed: Number(cfg.noise_seed),
+};
+
 // One scripted session: warm-up, 5 streamed frames (eager, captured, 3 replays), a prompt change
 // (same length: in place), a reset, and a camera of another size.
 async function script(engine: Engine) {
-  using s = await engine.createStream({
-    prompt: String(cfg.prompt),
-    applyTemplate: false,
-    width: SIZE,
-    height: SIZE,
-    tIndexList: cfg.t_index_list,
-    seed: Number(cfg.noise_seed),
-  });
+  using s = await engine.createStream(caseStream);
   const outs: Uint8Array[] = [];
   const push = async (f: Frame) => {
     const o = await s.push(f);
@@ -102,15 +105,7 @@ Deno.test("Stream.push(): the captured region replays bit-identically to eager s
 // Frames of another size take the host path, whose region fits the frame itself: another region,
 // so a switch between the two re-captures. Replays must match eager steps byte for byte.
 async function filteredScript(engine: Engine) {
-  using s = await engine.createStream({
-    prompt: String(cfg.prompt),
-    applyTemplate: false,
-    width: SIZE,
-    height: SIZE,
-    tIndexList: cfg.t_index_list,
-    seed: Number(cfg.noise_seed),
-    similarImageFilter: { threshold: 0.9, maxSkipFrames: 1 },
-  });
+  using s = await engine.createStream({ ...caseStream, similarImageFilter: { threshold: 0.9, maxSkipFrames: 1 } });
   const outs: (Uint8Array | null)[] = [];
   const push = async (f: Frame) => outs.push((await s.push(f))?.data.slice() ?? null);
   for (let i = 0; i < 8; i++) await push(frame(i));
