@@ -118,15 +118,15 @@ export function parseWorkerFlags(
 }
 
 if (import.meta.main) {
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    console.log(USAGE); // before any flag check or library probe
+    Deno.exit(0);
+  }
   let flags: WorkerFlags;
   try {
     flags = parseWorkerFlags(Deno.args);
   } catch (e) {
     exitWithUsage(e, USAGE);
-  }
-  if (flags.help) {
-    console.log(USAGE);
-    Deno.exit(0);
   }
   const log = flags.quiet ? undefined : (line: string) => console.error(`[worker] ${line}`);
   try {

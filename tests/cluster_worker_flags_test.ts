@@ -71,4 +71,12 @@ Deno.test("worker_main: a bad flag fails before the engine is loaded (exit 2, th
     assert.match(err, new RegExp(`error: ${flag}`), err);
     assert.doesNotMatch(err, /engine-that-would-fail/, "the engine was not opened");
   }
+  const help = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--config", config, script, "--help", "--heartbeat-ms", "5"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(help.code, 0);
+  assert.match(new TextDecoder().decode(help.stdout), /^Usage: deno task worker/);
 });
