@@ -10,6 +10,29 @@ export function natsServers(flag: string | undefined): string {
   return flag ?? Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222";
 }
 
+/**
+ * The NATS server list of `--nats` (see {@linkcode natsServers}), checked without connecting: at
+ * least one server, each `host:port` or a `nats://`/`tls://`/`ws://`/`wss://` URL with a host.
+ * A RangeError naming `--nats` otherwise.
+ */
+export function natsServerList(flag: string | undefined): string[] {
+  const text = natsServers(flag);
+  const list = text.split(",").map((s) => s.trim()).filter(Boolean);
+  if (list.length === 0) throw new RangeError(`--nats: no server given in "${text}"`);
+  for (const s of list) {
+    let url: URL | null = null;
+    try {
+      url = new URL(s.includes("://") ? s : `nats://${s}`);
+    } catch {
+      url = null;
+    }
+    if (!url || !["nats:", "tls:", "ws:", "wss:"].includes(url.protocol) || !url.hostname) {
+      throw new RangeError(`--nats: "${s}" is not host:port or a nats://, tls://, ws:// or wss:// URL`);
+    }
+  }
+  return list;
+}
+
 /** An integer flag in `min..max` (`fallback` when absent); a RangeError naming the flag otherwise. */
 export function intFlag(
   name: string,

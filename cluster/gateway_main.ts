@@ -7,7 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { exitWithUsage, intFlag, natsServers, stopOnSignals } from "./cli.ts";
+import { exitWithUsage, intFlag, natsServerList, stopOnSignals } from "./cli.ts";
 import { createGateway } from "./gateway.ts";
 
 const USAGE = `Usage: deno task gateway --nats <urls> [options]
@@ -43,7 +43,7 @@ if (import.meta.main) {
     const port = intFlag("port", values.port ?? Deno.env.get("PORT"), 8000, 0, 65535);
     const maxClients = intFlag("max-clients", values["max-clients"], 1000, 1);
     const keepMs = intFlag("keep-ms", values["keep-ms"], 1000, 50);
-    const gateway = await createGateway({ nats: natsServers(values.nats), maxClients, keepMs, id: values.id, log });
+    const gateway = await createGateway({ nats: natsServerList(values.nats), maxClients, keepMs, id: values.id, log });
     const http = Deno.serve({
       hostname: values.host ?? "127.0.0.1",
       port,

@@ -8,10 +8,10 @@
 
 import { parseArgs } from "node:util";
 import { backendAvailable } from "../ffi/native.ts";
-import { Device, DevicePool, parseDevices } from "./devices.ts";
+import { Device, DevicePool, type DeviceSpec, parseDevices } from "./devices.ts";
 import { EchoHost } from "./echo.ts";
 import { createWorker } from "./worker.ts";
-import { exitWithUsage, intFlag, natsServers, stopOnSignals } from "./cli.ts";
+import { exitWithUsage, intFlag, natsServerList, stopOnSignals } from "./cli.ts";
 import { parseSide } from "../examples/_engine.ts";
 
 const USAGE = `Usage: deno task worker --nats <urls> [options]
@@ -31,9 +31,49 @@ const USAGE = `Usage: deno task worker --nats <urls> [options]
   --drain-s <n>          seconds running sessions may go on after SIGTERM (default 30)
   --quiet                no log lines`;
 
-if (import.meta.main) {
+/** The worker's command line, every flag checked (nothing loaded or connected yet). */
+export interface WorkerFlags {
+  /** `--help` was given: print the usage, nothing else. */
+  help: boolean;
+  /** NATS servers (checked syntax; see `natsServerList`). */
+  nats: string[];
+  /** Engine file, "echo", or undefined for the default engine. */
+  engine: string | undefined;
+  /** Devices to load an engine on. */
+  devices: DeviceSpec[];
+  /** Streams per device. */
+  slots: number;
+  /** Stream width and height. */
+  size: number;
+  /** CPU threads per CPU engine (undefined: all cores). */
+  threads: number | undefined;
+  /** Worker id (undefined: a random UUID). */
+  id: string | undefined;
+  /** Metrics port (undefined: no metrics server). */
+  port: number | undefined;
+  /** Metrics address. */
+  host: string;
+  /** Heartbeat period in milliseconds. */
+  heartbeatMs: number;
+  /** Idle-session timeout in milliseconds. */
+  idleMs: number;
+  /** Drain time in milliseconds. */
+  drainMs: number;
+  /** No log lines. */
+  quiet: boolean;
+}
+
+/**
+ * Parses and checks every flag of `deno task worker` BEFORE anything is loaded: loading engines
+ * takes seconds to minutes (and GPU memory), so a typo in a NATS or timing flag must fail at once
+ * with a RangeError naming the flag, not after the engines are up.
+ */
+export function parseWorkerFlags(
+  args: string[],
+  cudaAvailable: () => boolean = () => backendAvailable("cuda"),
+): WorkerFlags {
   const { values } = parseArgs({
-    args: Deno.args,
+    args,
     options: {
       nats: { type: "string" },
       engine: { type: "string" },
@@ -51,41 +91,65 @@ if (import.meta.main) {
       help: { type: "boolean", short: "h", default: false },
     },
   });
-  if (values.help) {
-    console.log(USAGE);
+  const nats = natsServerList(values.nats);
+  const heartbeatMs = intFlag("heartbeat-ms", values["heartbeat-ms"], 1000, 50);
+  const idleMs = intFlag("idle-ms", values["idle-ms"], 10_000, 100);
+  const drainMs = intFlag("drain-s", values["drain-s"], 30, 0) * 1000;
+  const port = values.port === undefined ? undefined : intFlag("port", values.port, 0, 0, 65535);
+  const threads = values.threads ? intFlag("threads", values.threads, 0, 1) : undefined;
+  const devices = parseDevices(values.devices ?? (cudaAvailable() ? "cuda:0" : "cpu"));
+  const cuda = devices[0]!.backend === "cuda";
+  return {
+    help: values.help,
+    nats,
+    engine: values.engine ?? (Deno.env.get("LIVE2DIFF_ENGINE") || undefined),
+    devices,
+    slots: intFlag("slots", values.slots, cuda ? 8 : 4, 1),
+    size: values.size ? parseSide("size", values.size) : cuda ? 512 : 64,
+    threads,
+    id: values.id,
+    port,
+    host: values.host ?? "127.0.0.1",
+    heartbeatMs,
+    idleMs,
+    drainMs,
+    quiet: values.quiet,
+  };
+}
+
+if (import.meta.main) {
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    console.log(USAGE); // before any flag check or library probe
     Deno.exit(0);
   }
-  const log = values.quiet ? undefined : (line: string) => console.error(`[worker] ${line}`);
+  let flags: WorkerFlags;
   try {
-    const specs = parseDevices(values.devices ?? (backendAvailable("cuda") ? "cuda:0" : "cpu"));
-    const cuda = specs[0]!.backend === "cuda";
-    const slots = intFlag("slots", values.slots, cuda ? 8 : 4, 1);
-    const size = values.size ? parseSide("size", values.size) : cuda ? 512 : 64;
-    const engine = values.engine ?? (Deno.env.get("LIVE2DIFF_ENGINE") || undefined);
-    const pool = engine === "echo"
-      ? new DevicePool(specs.map((_, i) => new Device(`echo:${i}`, new EchoHost(), slots)))
-      : await DevicePool.load(specs, {
-        engine,
-        slotsPerDevice: slots,
-        threads: values.threads ? intFlag("threads", values.threads, 0, 1) : undefined,
-      });
+    flags = parseWorkerFlags(Deno.args);
+  } catch (e) {
+    exitWithUsage(e, USAGE);
+  }
+  const log = flags.quiet ? undefined : (line: string) => console.error(`[worker] ${line}`);
+  try {
+    const { slots, size } = flags;
+    const pool = flags.engine === "echo"
+      ? new DevicePool(flags.devices.map((_, i) => new Device(`echo:${i}`, new EchoHost(), slots)))
+      : await DevicePool.load(flags.devices, { engine: flags.engine, slotsPerDevice: slots, threads: flags.threads });
     const worker = await createWorker({
-      nats: natsServers(values.nats),
+      nats: flags.nats,
       pool,
       width: size,
       height: size,
-      id: values.id,
-      heartbeatMs: intFlag("heartbeat-ms", values["heartbeat-ms"], 1000, 50),
-      sessionIdleMs: intFlag("idle-ms", values["idle-ms"], 10_000, 100),
-      drainMs: intFlag("drain-s", values["drain-s"], 30, 0) * 1000,
+      id: flags.id,
+      heartbeatMs: flags.heartbeatMs,
+      sessionIdleMs: flags.idleMs,
+      drainMs: flags.drainMs,
       log,
     });
     let http: Deno.HttpServer | null = null;
-    if (values.port !== undefined) {
-      const port = intFlag("port", values.port, 0, 0, 65535);
+    if (flags.port !== undefined) {
       http = Deno.serve({
-        hostname: values.host ?? "127.0.0.1",
-        port,
+        hostname: flags.host,
+        port: flags.port,
         onListen: ({ hostname, port }) => log?.(`metrics on http://${hostname}:${port}/metrics`),
       }, (req) => worker.fetch(req));
     }

@@ -269,6 +269,15 @@ export interface LaunchCounts {
   cpu_loops: number;
   /** Host waits for the device (stream / event synchronisations). */
   syncs: number;
+  /**
+   * Memory copies and fills issued eagerly, counted apart from the launches (CUDA: cudaMemcpy and
+   * cudaMemset calls; CPU: copies between caller and backend memory). Absent from older libraries.
+   */
+  copies?: number;
+  /** Memcpy / memset nodes inside the CUDA graphs launched. Absent from older libraries. */
+  graph_copies?: number;
+  /** Copies recorded into graphs while capturing (not run then). Absent from older libraries. */
+  captured_copies?: number;
 }
 
 /** `l2d_context_stats` (cuda/include/l2d.h documents every member). */
@@ -277,7 +286,12 @@ export interface ContextStats {
   backend: string;
   /** Device bytes allocated now. */
   bytes_in_use: number;
-  /** High-water mark of `bytes_in_use`. */
+  /**
+   * Device bytes that captured CUDA graphs hold between replays (their intermediates, no tensor
+   * holds them; not in `bytes_in_use`). 0 on the CPU; absent from older libraries.
+   */
+  graph_reserved_bytes?: number;
+  /** High-water mark of `bytes_in_use` + `graph_reserved_bytes`. */
   peak_bytes: number;
   /** Dense-kernel paths and counters (CUDA), null on the CPU; absent from older libraries. */
   kernels?: unknown;

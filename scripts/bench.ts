@@ -19,6 +19,7 @@
  * From the context's counters (`l2d_context_stats`; scripts/bench/frame_counters.ts), per timed push:
  * - `launches_per_frame`: CUDA kernel launches, vendor (cuBLASLt/cuDNN) calls, CUDA-graph launches and
  *   their kernel nodes; on the CPU `cpu_loops_stand_in` counts thread-pool loops instead (no kernels);
+ *   `copies` (memcpy/memset calls, apart from the launches) and `graph_copies` (copy nodes in graphs);
  * - `push_ms`: wall time inside `l2d_stream_push`, the time it blocked waiting for the device, and
  *   `host_ms` = the difference (the host's own cost per frame), plus the thread's CPU time.
  * Then `--profile-frames` more pushes (default 10; 0: none) run with stage profiling on
@@ -104,6 +105,8 @@ export interface BenchResult extends BenchConfig {
   ffi_overhead_ms: number;
   stages_ms?: StageTimes;
   backend_in_use_bytes: number;
+  /** Bytes captured CUDA graphs hold between replays (not in `backend_in_use_bytes`, in the peak). */
+  backend_graph_reserved_bytes: number;
   backend_peak_bytes: number;
   rss_bytes: number;
   /** Dense (conv / matmul) calls per pushed frame by kernel path (CUDA). */
@@ -465,6 +468,7 @@ async function streamBench(
         native_p50_ms: r2(nativeP50),
         ffi_overhead_ms: Math.round((p50 - nativeP50) * 1000) / 1000,
         backend_in_use_bytes: stats.bytes_in_use,
+        backend_graph_reserved_bytes: stats.graph_reserved_bytes ?? 0,
         backend_peak_bytes: stats.peak_bytes,
         rss_bytes: Deno.memoryUsage().rss,
         ...(kernelsAfter
@@ -758,8 +762,10 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       : "host wall clock (the CPU backend computes synchronously)",
     launches_note: o.device === "cuda"
       ? "kernels = <<<>>> launches; vendor_calls = cuBLASLt/cuDNN calls (one or more kernels each); graphs = " +
-        "CUDA-graph launches; syncs = host waits for the device; memory copies are not counted"
-      : "CPU: no kernels; cpu_loops_stand_in = top-level thread-pool loops, a stand-in for launches",
+        "CUDA-graph launches; syncs = host waits for the device; copies = cudaMemcpy/cudaMemset calls (not " +
+        "in the launches), graph_copies = copy nodes inside the graphs"
+      : "CPU: no kernels; cpu_loops_stand_in = top-level thread-pool loops, a stand-in for launches; copies = " +
+        "copies between caller and backend memory (frame up, output down, tensors in and out)",
     ...(skipped.length ? { skipped_configs: skipped } : {}),
     ...(stagesSkipped ? { stages_skipped: stagesSkipped } : {}),
     ...(layers ? { layers } : {}),
@@ -786,6 +792,7 @@ function printTable(summary: Record<string, unknown>, log: (s: string) => void):
     "ffi ovh",
     "host ms",
     "launch/fr",
+    "copy/fr",
     "depth",
     "encode",
     "unet",
@@ -804,6 +811,7 @@ function printTable(summary: Record<string, unknown>, log: (s: string) => void):
     r.ffi_overhead_ms.toFixed(3),
     r.push_ms ? r.push_ms.host_ms.toFixed(2) : "-",
     r.launches_per_frame ? String(r.launches_per_frame.host_issued) : "-",
+    r.launches_per_frame ? String(r.launches_per_frame.copies) : "-",
     r.stages_ms?.depth_midas_384.toFixed(2) ?? "-",
     r.stages_ms?.encode.toFixed(2) ?? "-",
     r.stages_ms?.unet.toFixed(2) ?? "-",
@@ -818,7 +826,10 @@ function printTable(summary: Record<string, unknown>, log: (s: string) => void):
   log(line(head).join("  "));
   for (const row of table) log(line(row).join("  "));
   log("stage columns: medians of separate native calls at the same size (see scripts/bench.ts)");
-  log("host ms: push wall time minus device wait; launch/fr: kernels + vendor calls + graphs per push");
+  log(
+    "host ms: push wall time minus device wait; launch/fr: kernels + vendor calls + graphs per push; " +
+      "copy/fr: memory copies per push (not in launch/fr)",
+  );
   for (const r of rows) {
     if (r.stage_ms_per_frame) {
       log(

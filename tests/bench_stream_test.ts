@@ -55,6 +55,7 @@ Deno.test("bench --quick on the CPU: schema, finite numbers, consistent figures;
     }
     assert.ok(c.p99_ms >= c.p50_ms, `p99 ${c.p99_ms} < p50 ${c.p50_ms}`);
     assert.ok(c.backend_peak_bytes >= c.backend_in_use_bytes && c.backend_in_use_bytes > 0);
+    assert.equal(c.backend_graph_reserved_bytes, 0, "the CPU captures no graphs");
     // fps = frames / seconds of the timed public pushes (both rounded in the JSON).
     assert.ok(
       Math.abs(c.fps - c.frames / c.timed_seconds) <= 0.01 * c.fps + 0.01,
@@ -73,6 +74,9 @@ Deno.test("bench --quick on the CPU: schema, finite numbers, consistent figures;
       0,
     ]);
     assert.equal(l.host_issued, l.cpu_loops_stand_in);
+    // Copies apart from the launches: at least the frame up and the output down; no graphs on the CPU.
+    assert.ok(finite(l.copies, "copies") >= 1, `copies ${l.copies}`);
+    assert.deepEqual([l.graph_copies, l.captured_copies], [0, 0]);
     const p = c.push_ms;
     assert.equal(p.pushes, 4);
     assert.equal(p.device_wait_ms, 0, "the CPU backend never waits for a device");
@@ -172,6 +176,9 @@ Deno.test("bench frame counters: per-frame differences of two stats snapshots", 
       graph_kernels: 4000,
       captured_kernels: 1000,
       syncs: 8,
+      copies: 12,
+      graph_copies: 8,
+      captured_copies: 2,
     },
     push: { calls: 6, wall_ms: 30, device_wait_ms: 16, thread_cpu_ms: 29 },
     stages_ms: { unet: { calls: 6, ms: 18 }, decode: { calls: 4, ms: 2 } },
@@ -185,11 +192,15 @@ Deno.test("bench frame counters: per-frame differences of two stats snapshots", 
     cpu_loops_stand_in: 0,
     syncs: 2,
     host_issued: 1,
+    copies: 3,
+    graph_copies: 2,
+    captured_copies: 0.5,
   });
   assert.deepEqual(pushTimes(a, b), { pushes: 4, wall_ms: 5, device_wait_ms: 3, host_ms: 2, thread_cpu_ms: 5 });
   assert.deepEqual(stageMsPerFrame(a, b), { unet: 3, decode: 0.5, sum: 3.5 });
   assert.equal(stageMsPerFrame(a, a), null, "nothing timed in between");
   assert.equal(launchesPerFrame({ backend: "cpu", bytes_in_use: 0, peak_bytes: 0 }, b, 4), null, "old library");
+  assert.equal(launchesPerFrame(a, { ...a, launches: zero }, 1)!.copies, 0, "a library without copy counts: 0");
   assert.deepEqual(parseConcurrency("2, 4"), [2, 4]);
   assert.deepEqual(parseConcurrency(""), []);
   assert.throws(() => parseConcurrency("2,x"), /--concurrency/);
@@ -200,6 +211,7 @@ Deno.test("context stats: launches and device waits are counted per context; sta
   using other = Context.create("cpu", { threads: 2 });
   const s0 = ctx.stats();
   assert.equal(s0.stage_profiling, false);
+  assert.equal(s0.graph_reserved_bytes, 0, "reported, 0 on the CPU (no graphs)");
   assert.deepEqual(s0.stages_ms, {});
   assert.deepEqual(s0.push, { calls: 0, wall_ms: 0, device_wait_ms: 0, thread_cpu_ms: 0 });
   using model = await Model.create(ctx, "ops", {});
@@ -210,6 +222,7 @@ Deno.test("context stats: launches and device waits are counted per context; sta
   const s1 = ctx.stats();
   assert.ok(s1.launches!.cpu_loops > s0.launches!.cpu_loops, "a CPU op runs at least one pool loop");
   assert.equal(s1.launches!.kernels, 0);
+  assert.equal(s1.launches!.copies! - s0.launches!.copies!, 2, "x up, y down: two copies, not launches");
   assert.equal(s1.device_wait_ms, 0);
   assert.equal(other.stats().launches!.cpu_loops, 0, "the other context's counters are its own");
   ctx.profileStages(true);

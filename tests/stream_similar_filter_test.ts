@@ -7,7 +7,7 @@
 // frame's video index, at most maxSkipFrames in a row, never before the first output. A skipped push
 // repeats the last output; a kept one equals a filter-off stream fed only the kept frames.
 import assert from "node:assert/strict";
-import { Engine, type Stream } from "../mod.ts";
+import { Engine, type Stream, TensorMap } from "../mod.ts";
 import { philoxUniform } from "../ffi/philox.ts";
 import { buildPipelineFixture } from "./_fixtures/pipeline_engine.ts";
 
@@ -98,6 +98,45 @@ Deno.test("similar-image filter on the device path follows the documented rule, 
     }
   }
   assert.equal(k, kept.length);
+});
+
+/** Top-level CPU pool loops (the CPU's launch counter) that one push runs, and whether it ran the step. */
+async function pushLoops(s: Stream, i: number): Promise<{ loops: number; stepped: boolean }> {
+  const regions = async () => {
+    using io = new TensorMap();
+    await s.session.run("frame_path", io);
+    const get = (n: string) => new Int32Array(io.get(n).data.slice().buffer)[0]!;
+    return get("eager") + get("captures") + get("replays");
+  };
+  const r0 = await regions(), l0 = engine.stats().launches!.cpu_loops;
+  await s.push(frame(Math.min(i, N - 1)));
+  return { loops: engine.stats().launches!.cpu_loops - l0, stepped: (await regions()) > r0 };
+}
+
+Deno.test("similar-image filter: a kept frame is fitted once (the step reuses the filter's fitted image)", async () => {
+  // The CPU fits a frame at the stream size in one pool loop; the similarity and the copy into the
+  // previous-frame buffer are host code and a memcpy (no pool loop). So if the step reuses the
+  // filter's fitted image, a kept push runs exactly the pool loops of an unfiltered push (whose
+  // step fits the frame itself); fitting again inside the step would add one.
+  using on = await openStream(true);
+  using off = await openStream(false);
+  for (let i = 0; i < 8; i++) {
+    await on.push(frame(i));
+    await off.push(frame(i));
+  }
+  const unfiltered = new Set<number>();
+  for (let i = 8; i < 13; i++) unfiltered.add((await pushLoops(off, i)).loops);
+  assert.equal(unfiltered.size, 1, `an unfiltered push always runs the same loops, got ${[...unfiltered]}`);
+  const [perFrame] = [...unfiltered];
+  const kept: number[] = [], skipped: number[] = [];
+  for (const i of [8, 9, 10, 10, 10, 10, 11, 11, 11, 12]) {
+    const { loops, stepped } = await pushLoops(on, i);
+    (stepped ? kept : skipped).push(loops);
+  }
+  assert.ok(skipped.length >= 2 && kept.length >= 4, `kept ${kept.length}, skipped ${skipped.length}`);
+  // A skipped push fits the frame (at least one loop) and runs no step.
+  for (const l of skipped) assert.ok(l >= 1 && l < perFrame!, `a skipped push ran ${l} loops`);
+  assert.deepEqual(kept, kept.map(() => perFrame), "a kept push runs what an unfiltered one does, no second fit");
 });
 
 Deno.test({

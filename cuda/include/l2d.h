@@ -107,13 +107,20 @@ L2D_API l2d_status l2d_context_create(const char* backend, const char* options_j
 L2D_API l2d_status l2d_context_free(l2d_context* ctx);
 /* Statistics as a JSON object; the string lives until the next call on this thread. May wait for
  * the device (pending profiling events). Members (counts are cumulative since the context was made):
- *   "backend", "bytes_in_use", "peak_bytes" (the high-water mark of bytes_in_use);
+ *   "backend", "bytes_in_use" (bytes tensors hold now), "graph_reserved_bytes" (bytes captured CUDA
+ *   graphs hold between replays: their intermediates, which no tensor holds and nothing else may
+ *   take; not in bytes_in_use; 0 on the CPU), "peak_bytes" (the high-water mark of bytes_in_use +
+ *   graph_reserved_bytes: the device memory the work needed at once);
  *   "kernels": the dense-kernel paths and counters (CUDA; null on the CPU);
  *   "launches": {"kernels" (CUDA kernel launches issued eagerly), "vendor_calls" (cuBLASLt/cuDNN
  *     calls, each one or more kernels), "graphs" (CUDA-graph launches), "graph_kernels" (kernel nodes
  *     in them), "captured_kernels" (launches recorded into graphs), "cpu_loops" (CPU backend:
  *     top-level thread-pool loops, its stand-in for kernel launches), "syncs" (host waits for the
- *     device)}, made by calls on the context and its models and sessions;
+ *     device), "copies" (memory copies and fills issued eagerly, apart from the launches: CUDA
+ *     cudaMemcpy and cudaMemset calls; CPU: copies between caller and backend memory, i.e. from/to
+ *     host tensors, frame uploads and downloads), "graph_copies" (memcpy/memset nodes in the graphs
+ *     launched), "captured_copies" (copies recorded into graphs)}, made by calls on the context and
+ *     its models and sessions;
  *   "device_wait_ms": host time those calls spent blocked waiting for the device;
  *   "push": {"calls", "wall_ms", "device_wait_ms", "thread_cpu_ms"} of l2d_stream_push (host time
  *     of the pushes = wall_ms - device_wait_ms);

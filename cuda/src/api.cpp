@@ -28,6 +28,7 @@ namespace {
 struct ContextCounters {
   std::atomic<uint64_t> kernels{0}, vendor_calls{0}, graphs{0}, graph_kernels{0}, captured_kernels{0}, syncs{0},
       device_wait_ns{0}, cpu_loops{0};
+  std::atomic<uint64_t> copies{0}, graph_copies{0}, captured_copies{0};
   std::atomic<uint64_t> pushes{0}, push_wall_ns{0}, push_wait_ns{0}, push_cpu_ns{0};
 };
 struct ContextImpl {
@@ -107,6 +108,9 @@ uint64_t attributed(ContextImpl& ctx, F&& f) {
       c.graph_kernels += now.graph_kernels - before.graph_kernels;
       c.captured_kernels += now.captured_kernels - before.captured_kernels;
       c.cpu_loops += now.cpu_loops - before.cpu_loops;
+      c.copies += now.copies - before.copies;
+      c.graph_copies += now.graph_copies - before.graph_copies;
+      c.captured_copies += now.captured_copies - before.captured_copies;
       c.syncs += now.syncs - before.syncs;
       c.device_wait_ns += now.device_wait_ns - before.device_wait_ns;
     }
@@ -141,7 +145,9 @@ std::string counters_json(const ContextCounters& c) {
          ",\"vendor_calls\":" + std::to_string(c.vendor_calls.load()) + ",\"graphs\":" + std::to_string(c.graphs.load()) +
          ",\"graph_kernels\":" + std::to_string(c.graph_kernels.load()) +
          ",\"captured_kernels\":" + std::to_string(c.captured_kernels.load()) +
-         ",\"cpu_loops\":" + std::to_string(c.cpu_loops.load()) + ",\"syncs\":" + std::to_string(c.syncs.load()) + "},\"device_wait_ms\":" + ms_str(c.device_wait_ns) +
+         ",\"cpu_loops\":" + std::to_string(c.cpu_loops.load()) + ",\"syncs\":" + std::to_string(c.syncs.load()) +
+         ",\"copies\":" + std::to_string(c.copies.load()) + ",\"graph_copies\":" + std::to_string(c.graph_copies.load()) +
+         ",\"captured_copies\":" + std::to_string(c.captured_copies.load()) + "},\"device_wait_ms\":" + ms_str(c.device_wait_ns) +
          ",\"push\":{\"calls\":" + std::to_string(c.pushes.load()) + ",\"wall_ms\":" + ms_str(c.push_wall_ns) +
          ",\"device_wait_ms\":" + ms_str(c.push_wait_ns) + ",\"thread_cpu_ms\":" + ms_str(c.push_cpu_ns) + "}";
 }
@@ -322,6 +328,7 @@ l2d_status l2d_context_stats(l2d_context* ctx, const char** out_json) {
     l2d::Backend& be = *ctx->ptr->backend;
     const std::string stages = be.stage_times_json();  // may synchronise (pending CUDA events)
     g_scratch_json = "{\"backend\":\"" + be.name() + "\",\"bytes_in_use\":" + std::to_string(be.bytes_in_use()) +
+                     ",\"graph_reserved_bytes\":" + std::to_string(be.graph_reserved_bytes()) +
                      ",\"peak_bytes\":" + std::to_string(be.peak_bytes()) + ",\"kernels\":" + be.kernel_info_json() +
                      "," + counters_json(ctx->ptr->counters) + ",\"stage_profiling\":" +
                      (be.stage_profiling() ? "true" : "false") + ",\"stages_ms\":" + stages + "}";

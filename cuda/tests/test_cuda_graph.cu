@@ -8,6 +8,8 @@
 //    region's sizes are never written by a replay (the graph's blocks stay private);
 //  - a synchronize() inside the region: the capture fails cleanly and falls back to eager with the
 //    same frames;
+//  - graph_reserved_bytes: > 0 while the graph holds the temporary's block, 0 after release, and
+//    peak_bytes covers bytes_in_use + them;
 //  - fp32 against the CPU backend (eager) for frames already at the output size: within one level.
 // "no GPU" and exit 77 without a GPU; L2D_TEST_SELF=1 runs the "cuda" side on CPU contexts (no
 // graph is made there, so only the frame comparisons apply).
@@ -24,6 +26,7 @@ namespace {
 struct Result {
   std::vector<uint8_t> u8;
   int32_t captured = -1, intact = -1;
+  int64_t reserved[3] = {-1, -1, -1};  // graph_reserved_bytes with the graph, after release, peak covers them
 };
 
 l2d_model* open_ops(const char* kind, const char* options) {
@@ -63,7 +66,8 @@ bool run(l2d_model* m, const std::vector<uint8_t>& f, int64_t n, int64_t h, int6
   r.u8.assign(size_t(n * oh * ow * 3), 0);
   ok = ok && l2d_tmap_get(io, "u8", r.u8.data(), r.u8.size()) == L2D_OK &&
        l2d_tmap_get(io, "captured", &r.captured, 4) == L2D_OK &&
-       l2d_tmap_get(io, "bystanders_intact", &r.intact, 4) == L2D_OK;
+       l2d_tmap_get(io, "bystanders_intact", &r.intact, 4) == L2D_OK &&
+       l2d_tmap_get(io, "graph_reserved_bytes", r.reserved, sizeof r.reserved) == L2D_OK;
   l2d_tmap_free(io);
   return ok;
 }
@@ -124,6 +128,13 @@ int main() {
         if (!sync_mode) check(on.captured == 1, tag + ": graphs on captured a graph");
         check(off.captured == 0, tag + ": L2D_CUDA_GRAPHS=0 captured nothing");
         check(failed.captured == 0, tag + ": a sync inside the region fails the capture");
+        // The region frees a temporary while capturing: the graph keeps its block, reported as
+        // graph_reserved_bytes (not in bytes_in_use, in the peak), and gives it back on release.
+        if (!sync_mode)
+          check(on.reserved[0] > 0 && on.reserved[1] == 0 && on.reserved[2] == 1,
+                tag + ": graph_reserved_bytes " + std::to_string(on.reserved[0]) + " with the graph, " +
+                    std::to_string(on.reserved[1]) + " after release, in the peak");
+        check(off.reserved[0] == 0 && off.reserved[1] == 0, tag + ": no graph, no graph_reserved_bytes");
       }
       check(on.intact == 1, tag + ": blocks of the graph were never handed out");
       check(max_diff(on.u8, off.u8) == 0, tag + ": replays == eager frames (max diff " +

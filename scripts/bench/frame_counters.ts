@@ -26,6 +26,15 @@ export interface LaunchesPerFrame {
   syncs: number;
   /** What the host issued per frame: kernels + vendor_calls + graphs (+ cpu_loops on the CPU). */
   host_issued: number;
+  /**
+   * Memory copies and fills the host issued per frame, apart from the launches (the frame up, the
+   * output down, ...; the goal per frame is "1 graph launch + the copies"). 0 from older libraries.
+   */
+  copies: number;
+  /** Memcpy / memset nodes inside the graphs launched, per frame. */
+  graph_copies: number;
+  /** Copies recorded into graphs (capture), not run. */
+  captured_copies: number;
 }
 
 /** Host time of the pushes between two snapshots, per push. */
@@ -53,7 +62,9 @@ export function hasFrameCounters(s: ContextStats): boolean {
 export function launchesPerFrame(before: ContextStats, after: ContextStats, frames: number): LaunchesPerFrame | null {
   const a = before.launches, b = after.launches;
   if (!a || !b || !(frames > 0)) return null;
-  const d = (k: keyof LaunchCounts) => r3((b[k] - a[k]) / frames);
+  // The counters every library with counters reports (syncs and the copies came later: optional).
+  const d = (k: Exclude<keyof LaunchCounts, "syncs" | "copies" | "graph_copies" | "captured_copies">) =>
+    r3((b[k] - a[k]) / frames);
   const out = {
     kernels: d("kernels"),
     vendor_calls: d("vendor_calls"),
@@ -63,7 +74,14 @@ export function launchesPerFrame(before: ContextStats, after: ContextStats, fram
     cpu_loops_stand_in: d("cpu_loops"),
     syncs: b.syncs === undefined ? 0 : r3((b.syncs - (a.syncs ?? 0)) / frames),
   };
-  return { ...out, host_issued: r3(out.kernels + out.vendor_calls + out.graphs + out.cpu_loops_stand_in) };
+  const opt = (k: "copies" | "graph_copies" | "captured_copies") => r3(((b[k] ?? 0) - (a[k] ?? 0)) / frames);
+  return {
+    ...out,
+    host_issued: r3(out.kernels + out.vendor_calls + out.graphs + out.cpu_loops_stand_in),
+    copies: opt("copies"),
+    graph_copies: opt("graph_copies"),
+    captured_copies: opt("captured_copies"),
+  };
 }
 
 /** Push times per push between two snapshots; null without counters or pushes. */

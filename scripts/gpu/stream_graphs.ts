@@ -22,7 +22,8 @@ import { buildFromStyleConfig } from "../../engines/build.ts";
 import type { EngineTarget } from "../../engines/format.ts";
 import { Engine, type Stream } from "../../mod.ts";
 import { openSafetensors } from "../../ffi/formats/mod.ts";
-import { TensorMap } from "../../ffi/native.ts";
+import { type ContextStats, TensorMap } from "../../ffi/native.ts";
+import { launchesPerFrame } from "../bench/frame_counters.ts";
 import { goldenPath } from "../../tests/_fixtures/golden_root.ts";
 
 const { values } = parseArgs({
@@ -99,7 +100,10 @@ for (const mode of values.modes.split(",")) {
     seed: Number(cfg.noise_seed),
   });
   const outs: Uint8Array[] = [], ms: number[] = [];
+  // Launches and copies per frame over the last 3 pushes (replays in graph mode).
+  let before: ContextStats | null = null;
   for (let i = 0; i < N; i++) {
+    if (i === N - 3) before = engine.stats();
     const t0 = performance.now();
     const o = await stream.push({
       data: video.data.subarray(i * size, (i + 1) * size),
@@ -117,6 +121,14 @@ for (const mode of values.modes.split(",")) {
     worst = Math.max(worst, relL2(o, golden.data.subarray(k * size, (k + 1) * size)));
   });
   const path = await framePath(stream);
+  const stats = engine.stats();
+  const perFrame = launchesPerFrame(before!, stats, 3);
+  // Memory: the graph's idle intermediates are reported apart (graph_reserved_bytes) and in the peak.
+  const memory = {
+    bytes_in_use: stats.bytes_in_use,
+    graph_reserved_bytes: stats.graph_reserved_bytes ?? null,
+    peak_bytes: stats.peak_bytes,
+  };
   const sorted = ms.slice(2).sort((a, b) => a - b); // after the eager and the capturing frame
   report[`graphs_${mode}`] = {
     path,
@@ -124,7 +136,21 @@ for (const mode of values.modes.split(",")) {
     golden_rel_l2_max: worst,
     host_ms_p50: sorted[Math.floor(sorted.length / 2)] ?? null,
     host_ms_p99: sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] ?? null,
+    per_frame: perFrame, // goal with graphs: graphs 1, kernels 0, copies = frame up + output down (+ error word)
+    memory,
   };
+  if (device === "cuda" && mode === "1" && Number(path.replays) > 0) {
+    if (perFrame?.graphs !== 1) failures.push(`graphs=1: ${perFrame?.graphs} graph launches per replayed frame`);
+    if (!((memory.graph_reserved_bytes ?? 0) > 0)) {
+      failures.push(`graphs=1: graph_reserved_bytes ${memory.graph_reserved_bytes}`);
+    }
+    if (stats.peak_bytes < stats.bytes_in_use + (memory.graph_reserved_bytes ?? 0)) {
+      failures.push(`peak_bytes ${stats.peak_bytes} < in use + graph reserved ${JSON.stringify(memory)}`);
+    }
+  }
+  if (mode === "0" && (memory.graph_reserved_bytes ?? 0) !== 0) {
+    failures.push(`graphs=0: graph_reserved_bytes ${memory.graph_reserved_bytes}`);
+  }
   if (outs.length !== N - 8 - latency) failures.push(`graphs=${mode}: ${outs.length} outputs`);
   if (!(worst <= BOUND)) failures.push(`graphs=${mode}: golden rel-L2 ${worst} > ${BOUND}`);
   if (mode === "1" && !(Number(path.replays) > 0)) failures.push(`graphs=1 did not replay: ${JSON.stringify(path)}`);

@@ -60,6 +60,9 @@ class Backend {
   // Bytes currently allocated and the high-water mark.
   virtual size_t bytes_in_use() const = 0;
   virtual size_t peak_bytes() const = 0;
+  // Bytes held by captured graphs that no tensor holds between replays (their intermediates):
+  // not in bytes_in_use, but in peak_bytes. 0 where nothing is captured (the CPU).
+  virtual size_t graph_reserved_bytes() const { return 0; }
   // JSON describing which kernels run the dense ops (CUDA: path per layer class, vendor libraries);
   // "null" where there is no choice. May synchronise.
   virtual std::string kernel_info_json() { return "null"; }

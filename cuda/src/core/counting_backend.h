@@ -34,6 +34,7 @@ class CountingBackend final : public Backend {
   void raw_free(void* ptr, size_t bytes) override { in_.raw_free(ptr, bytes); }
   size_t bytes_in_use() const override { return in_.bytes_in_use(); }
   size_t peak_bytes() const override { return in_.peak_bytes(); }
+  size_t graph_reserved_bytes() const override { return in_.graph_reserved_bytes(); }
   std::string kernel_info_json() override { return in_.kernel_info_json(); }
 
   Tensor from_host(const HostTensor& host) override;

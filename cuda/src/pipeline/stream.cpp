@@ -343,8 +343,10 @@ bool LiveStream::similar_on_device(const Tensor& fitted, int channels) {
   } else {
     sim_skipped_ = 0;
     if (!sim_prev_fitted_.defined() || sim_prev_fitted_.shape() != fitted.shape() ||
-        sim_prev_fitted_.dtype() != fitted.dtype())
+        sim_prev_fitted_.dtype() != fitted.dtype()) {
+      drop_capture();  // before the old buffer goes: a prefitted region reads it
       sim_prev_fitted_ = be_.zeros(fitted.shape(), fitted.dtype());
+    }
     be_.write_slice(sim_prev_fitted_, fitted, {0, 0, 0, 0});
     sim_prev_channels_ = channels;
   }
@@ -353,13 +355,14 @@ bool LiveStream::similar_on_device(const Tensor& fitted, int channels) {
 
 void LiveStream::frame_region() {
   const Geometry& g = region_geom_;
-  const Tensor image01 = be_.image_fit_from_bytes(frame_in_, g.h, g.w, g.channels, height_, width_);
+  const Tensor image01 =
+      g.prefitted ? sim_prev_fitted_ : be_.image_fit_from_bytes(frame_in_, g.h, g.w, g.channels, height_, width_);
   be_.image_to_u8(step_device(image01, nullptr), frame_out_);
 }
 
 void LiveStream::fixed_addresses(std::vector<const void*>& a) {
   a.clear();
-  for (const Tensor* t : {&frame_in_, &frame_out_, &sample_, &depth_in_, &prompt_rows_, &frame_counter_})
+  for (const Tensor* t : {&frame_in_, &frame_out_, &sample_, &depth_in_, &prompt_rows_, &frame_counter_, &sim_prev_fitted_})
     a.push_back(t->data());
   const KvCache::DeviceState st = cache_.upload_state();
   for (const Tensor* t : {&st.pe_idx, &st.update_idx, &st.bias}) a.push_back(t->data());
@@ -384,10 +387,10 @@ bool LiveStream::stream_frame(const FrameView& f, uint8_t* out_rgb) {
   return run_staged_frame(out_rgb);
 }
 
-void LiveStream::stage_frame(const FrameView& f) {
+void LiveStream::stage_frame(const FrameView& f, bool prefitted) {
   L2D_ASSERT(warmed_up_);
   const size_t in_bytes = size_t(f.width * f.height * f.channels), out_bytes = size_t(width_ * height_ * 3);
-  const Geometry g{f.height, f.width, f.channels};
+  const Geometry g{f.height, f.width, f.channels, prefitted};
   if (!frame_in_.defined() || frame_in_.bytes() < in_bytes) {
     drop_capture();  // before the old buffer goes: the graph reads it
     frame_in_ = Tensor(&be_, DType::I32, {int64_t((in_bytes + 3) / 4)});
@@ -451,13 +454,14 @@ bool LiveStream::push_frame(const FrameView& in, uint8_t* out_rgb) {
   if (warmed_up_ && (be_.fits_frames_on_device() || (filter && at_size))) {
     if (!filter) return stream_frame(in, out_rgb);
     if (at_size) fit_frame(in, width_, height_, fit_scratch_);  // checks the frame (no copy at size)
-    stage_frame(in);
+    stage_frame(in, /*prefitted=*/true);
     const Tensor fitted = be_.image_fit_from_bytes(frame_in_, in.height, in.width, in.channels, height_, width_);
     if (similar_on_device(fitted, in.channels)) {
       // A skipped frame costs no UNet work: the last output is repeated from the host.
       std::copy(last_rgb_.begin(), last_rgb_.end(), out_rgb);
       return true;
     }
+    // Kept: similar_on_device wrote the fitted image into sim_prev_fitted_, which the region reads.
     return run_staged_frame(out_rgb);
   }
   const uint8_t* frame = fit_frame(in, width_, height_, fit_scratch_);

@@ -79,10 +79,13 @@ class LiveStream final : public Session {
   // stream_frame in two halves, so the similar-image filter can decide in between: stage_frame
   // sizes the fixed buffers for the frame's geometry and uploads it into frame_in_;
   // run_staged_frame runs (or replays) the region and downloads the output bytes.
-  void stage_frame(const FrameView& frame);
+  // prefitted: the region reads the image the similar-image filter already fitted (in
+  // sim_prev_fitted_) instead of fitting frame_in_ again.
+  void stage_frame(const FrameView& frame, bool prefitted = false);
   bool run_staged_frame(uint8_t* out_rgb);
-  // Everything between the uploaded frame and the output bytes (frame_out_): fit, encodes, MiDaS,
-  // UNet, x0, re-noising, decode, uint8 conversion. Reads only fixed buffers and region_geom_.
+  // Everything between the uploaded frame and the output bytes (frame_out_): fit (unless
+  // region_geom_.prefitted), encodes, MiDaS, UNet, x0, re-noising, decode, uint8 conversion.
+  // Reads only fixed buffers and region_geom_.
   void frame_region();
   void drop_capture();
   // The addresses of the buffers a captured step reads and writes in place (frame in/out, UNet
@@ -133,7 +136,10 @@ class LiveStream final : public Session {
   double sim_threshold_ = 1.0;
   int sim_max_skip_ = 10, sim_skipped_ = 0;
   std::vector<uint8_t> sim_prev_;  // host path: the previous kept frame's fitted bytes
-  Tensor sim_prev_fitted_;         // device path: the previous kept fitted image [1, 3, H, W]
+  // Device path: the last kept frame's fitted image [1, 3, H, W], a fixed buffer written in place:
+  // the similarity reads it as the previous frame, and the region of the frame just kept reads it
+  // as its input (so a kept frame is fitted once, not again inside the region).
+  Tensor sim_prev_fitted_;
   int sim_prev_channels_ = 0;      // ... and its channel count (0: none kept)
   std::vector<uint8_t> last_rgb_;  // last output frame (similar-image filter only)
   // The per-frame path's fixed buffers: the raw uploaded frame (grown, never shrunk, so its
@@ -142,7 +148,10 @@ class LiveStream final : public Session {
   struct Geometry {
     int64_t h = 0, w = 0;
     int channels = 0;
-    bool operator==(const Geometry& o) const { return h == o.h && w == o.w && channels == o.channels; }
+    bool prefitted = false;  // the region starts from sim_prev_fitted_ (similar-image filter, device path)
+    bool operator==(const Geometry& o) const {
+      return h == o.h && w == o.w && channels == o.channels && prefitted == o.prefitted;
+    }
   };
   Geometry region_geom_;        // the frame geometry frame_region() is set up (and captured) for
   int64_t graph_ = 0;           // the captured region (0: none)

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "../../core/config.h"
+#include "../../core/device_tally.h"
 #include "../backends.h"
 
 namespace l2d {
@@ -40,6 +41,7 @@ void CpuBackend::raw_free(void* ptr, size_t bytes) {
 
 Tensor CpuBackend::from_host(const HostTensor& host) {
   audit_host_op("from_host");
+  tally_copy();
   const bool integer = host.dtype == L2D_I64 || host.dtype == L2D_I32 || host.dtype == L2D_U8 || host.dtype == L2D_BOOL;
   if (integer) {
     const std::vector<int64_t> v = host.to_i64();
@@ -59,6 +61,7 @@ Tensor CpuBackend::from_host(const HostTensor& host) {
 
 HostTensor CpuBackend::to_host(const Tensor& t) {
   audit_host_op("to_host");
+  tally_copy();
   HostTensor h;
   h.dtype = t.dtype() == DType::I32 ? L2D_I32 : L2D_F32;
   h.shape = t.shape();
@@ -68,6 +71,7 @@ HostTensor CpuBackend::to_host(const Tensor& t) {
 }
 
 Tensor CpuBackend::zeros(const Shape& shape, DType dtype) {
+  L2D_CPU_OP("zeros");
   Tensor t(this, dtype, shape);
   if (t.bytes()) std::memset(t.data(), 0, t.bytes());
   return t;
@@ -96,6 +100,7 @@ static inline float apply_unary(float x, Unary op, float a, float b) {
 }
 
 Tensor CpuBackend::unary(const Tensor& x, Unary op, float a, float b) {
+  L2D_CPU_OP("unary");
   Tensor y = empty(x.shape());
   const float* xp = x.ptr<float>();
   float* yp = y.ptr<float>();
@@ -141,6 +146,7 @@ static inline float apply_binary(float x, float y, Binary op) {
 }
 
 Tensor CpuBackend::binary(const Tensor& a, const Tensor& b, Binary op) {
+  L2D_CPU_OP("binary");
   std::vector<int64_t> sa, sb;
   const Shape out_shape = broadcast_shape(a.shape(), b.shape(), sa, sb);
   Tensor y = empty(out_shape);
@@ -175,6 +181,7 @@ Tensor CpuBackend::binary(const Tensor& a, const Tensor& b, Binary op) {
 }
 
 Tensor CpuBackend::geglu(const Tensor& x) {
+  L2D_CPU_OP("geglu");
   const int64_t c2 = x.dim(-1);
   L2D_ASSERT(c2 % 2 == 0);
   const int64_t c = c2 / 2, rows = x.numel() / c2;
@@ -196,6 +203,7 @@ Tensor CpuBackend::geglu(const Tensor& x) {
 // ---- layout ----
 
 Tensor CpuBackend::permute(const Tensor& x, const std::vector<int>& perm) {
+  L2D_CPU_OP("permute");
   const int nd = x.ndim();
   L2D_ASSERT(int(perm.size()) == nd);
   Shape out(static_cast<size_t>(nd));
@@ -266,6 +274,7 @@ void CpuBackend::write_slice(Tensor& dst, const Tensor& src, const std::vector<i
 }
 
 Tensor CpuBackend::slice(const Tensor& x, int dim, int64_t start, int64_t end, int64_t step) {
+  L2D_CPU_OP("slice");
   const int nd = x.ndim();
   if (dim < 0) dim += nd;
   L2D_ASSERT(step >= 1 && start >= 0 && end <= x.dim(dim) && start <= end);

@@ -12,6 +12,26 @@
 
 namespace l2d::cpu {
 
+// The CPU op running on this thread (nullptr: none), so a capture-audit message can say which op
+// made the allocation or passed the host argument that differs from the captured region's. Set by
+// L2D_CPU_OP at the entry of every op that allocates or takes host scalars; nested ops (a default
+// composition calling CPU ops) name the innermost one, and the outer name comes back on return.
+class CpuOpScope {
+ public:
+  explicit CpuOpScope(const char* op) noexcept : prev_(current()) { current() = op; }
+  ~CpuOpScope() { current() = prev_; }
+  CpuOpScope(const CpuOpScope&) = delete;
+  CpuOpScope& operator=(const CpuOpScope&) = delete;
+  static const char*& current() noexcept {
+    thread_local const char* op = nullptr;
+    return op;
+  }
+
+ private:
+  const char* prev_;
+};
+#define L2D_CPU_OP(name) const ::l2d::cpu::CpuOpScope l2d_cpu_op_scope_(name)
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads) : pool_(threads), audit_captures_(capture_audit_from_env()) {}
@@ -100,6 +120,7 @@ class CpuBackend final : public Backend {
   Tensor stream_temporal_impl(AttnRows q, AttnRows k, AttnRows v, int64_t R, int64_t P, int64_t C, Tensor& cache,
                               const Tensor& qpe, const Tensor& kpe, const Tensor& vpe, const Tensor& pe_idx,
                               const Tensor& update_idx, const Tensor& bias, int heads);
+  struct Recorded;
   // Inside an audited region on this thread: a host-side op throws (see capture()).
   void audit_host_op(const char* op) const;
   void audit_alloc(size_t bytes) { audit_value("allocation", bytes); }
@@ -107,8 +128,7 @@ class CpuBackend final : public Backend {
   // see the same sequence.
   void audit_value(const char* what, uint64_t value);
   Tensor normal_fill(const Shape& shape, uint32_t seed, uint32_t stream, uint32_t draw);
-  void run_audited(const std::function<void()>& region, std::vector<uint64_t>* record,
-                   const std::vector<uint64_t>* expect);
+  void run_audited(const std::function<void()>& region, Recorded* record, const Recorded* expect);
 
   ThreadPool pool_;
   std::atomic<size_t> in_use_{0}, peak_{0};
@@ -116,6 +136,7 @@ class CpuBackend final : public Backend {
   struct Recorded {
     std::function<void()> region;
     std::vector<uint64_t> values;  // audit_value() sequence
+    std::vector<const char*> ops;  // ... and the op that made each (CpuOpScope; nullptr: none)
   };
   std::mutex recorded_mutex_;
   std::map<int64_t, Recorded> recorded_;

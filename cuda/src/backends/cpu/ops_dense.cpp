@@ -11,11 +11,13 @@
 namespace l2d::cpu {
 
 Tensor CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p) {
+  L2D_CPU_OP("conv2d");
   return conv2d_impl(x, w, bias, nullptr, nullptr, p);
 }
 
 Tensor CpuBackend::conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
                                 const Tensor* residual, const Conv2dParams& p) {
+  L2D_CPU_OP("conv2d_fused");
   return conv2d_impl(x, w, bias, image_bias, residual, p);
 }
 
@@ -114,6 +116,7 @@ Tensor CpuBackend::conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* b
 }
 
 Tensor CpuBackend::conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride) {
+  L2D_CPU_OP("conv_transpose2d");
   L2D_ASSERT(x.ndim() == 4 && w.ndim() == 4 && x.dim(1) == w.dim(0) && w.dim(2) == stride && w.dim(3) == stride);
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), O = w.dim(1), k = stride;
   Tensor y = empty({N, O, H * k, W * k});
@@ -139,10 +142,12 @@ Tensor CpuBackend::conv_transpose2d(const Tensor& x, const Tensor& w, const Tens
 }
 
 Tensor CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  L2D_CPU_OP("linear");
   return linear_impl(x, w, bias, nullptr);
 }
 
 Tensor CpuBackend::linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) {
+  L2D_CPU_OP("linear_add");
   return linear_impl(x, w, bias, &residual);
 }
 
@@ -175,6 +180,7 @@ Tensor CpuBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor* b
 }
 
 Tensor CpuBackend::matmul(const Tensor& a, const Tensor& b) {
+  L2D_CPU_OP("matmul");
   L2D_ASSERT(a.ndim() == 3 && b.ndim() == 3 && a.dim(2) == b.dim(1));
   const int64_t Ba = a.dim(0), Bb = b.dim(0), M = a.dim(1), K = a.dim(2), N = b.dim(2);
   L2D_ASSERT(Ba == Bb || Ba == 1 || Bb == 1);
@@ -190,6 +196,7 @@ Tensor CpuBackend::matmul(const Tensor& a, const Tensor& b) {
 // Blocked exact attention: per (batch, head) and block of 64 queries, S = q k^T * scale via GEMM,
 // a numerically stable softmax in place, then O = S v via GEMM. Memory O(64 * Lk) per worker.
 Tensor CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, AttnMask mask) {
+  L2D_CPU_OP("attention");
   L2D_ASSERT(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3);
   const int64_t B = q.dim(0), Lq = q.dim(1), HD = q.dim(2), Lk = k.dim(1);
   const int64_t Bk = k.dim(0);
@@ -201,6 +208,7 @@ Tensor CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, 
 // q, k, v read in place from the packed rows (stride 3C): the GEMMs pack their operands, so the
 // result is bit-identical to attention() on the three slices, without copying them.
 Tensor CpuBackend::self_attention(const Tensor& qkv, int heads, AttnMask mask) {
+  L2D_CPU_OP("self_attention");
   L2D_ASSERT(qkv.ndim() == 3 && qkv.dim(2) % 3 == 0);
   const int64_t B = qkv.dim(0), L = qkv.dim(1), ld = qkv.dim(2), C = ld / 3;
   const float* p = qkv.ptr<float>();
@@ -251,6 +259,7 @@ Tensor CpuBackend::stream_temporal_attention(const Tensor& q, const Tensor& k, c
                                              const Tensor& qpe, const Tensor& kpe, const Tensor& vpe,
                                              const Tensor& pe_idx, const Tensor& update_idx, const Tensor& bias,
                                              int heads) {
+  L2D_CPU_OP("stream_temporal_attention");
   L2D_ASSERT(q.ndim() == 3 && k.shape() == q.shape() && v.shape() == q.shape());
   const int64_t C = q.dim(2);
   return stream_temporal_impl({q.ptr<float>(), C}, {k.ptr<float>(), C}, {v.ptr<float>(), C}, q.dim(0), q.dim(1), C,
@@ -261,6 +270,7 @@ Tensor CpuBackend::stream_temporal_attention(const Tensor& q, const Tensor& k, c
 Tensor CpuBackend::stream_temporal_attention_qkv(const Tensor& qkv, Tensor& cache, const Tensor& qpe,
                                                  const Tensor& kpe, const Tensor& vpe, const Tensor& pe_idx,
                                                  const Tensor& update_idx, const Tensor& bias, int heads) {
+  L2D_CPU_OP("stream_temporal_attention_qkv");
   L2D_ASSERT(qkv.ndim() == 3 && qkv.dim(2) % 3 == 0);
   const int64_t ld = qkv.dim(2), C = ld / 3;
   const float* p = qkv.ptr<float>();

@@ -10,6 +10,7 @@ namespace l2d::cpu {
 
 Tensor CpuBackend::group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                               bool fuse_silu) {
+  L2D_CPU_OP("group_norm");
   L2D_ASSERT(x.ndim() >= 2);
   const int64_t N = x.dim(0), C = x.dim(1);
   L2D_ASSERT(C % groups == 0 && gamma.numel() == C && beta.numel() == C);
@@ -47,6 +48,7 @@ Tensor CpuBackend::group_norm(const Tensor& x, int groups, const Tensor& gamma, 
 }
 
 Tensor CpuBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+  L2D_CPU_OP("layer_norm");
   const int64_t C = x.dim(-1), rows = x.numel() / C;
   L2D_ASSERT(gamma.numel() == C && beta.numel() == C);
   Tensor y = empty(x.shape());
@@ -71,6 +73,7 @@ Tensor CpuBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor
 }
 
 Tensor CpuBackend::upsample_nearest(const Tensor& x, int out_h, int out_w) {
+  L2D_CPU_OP("upsample_nearest");
   L2D_ASSERT(x.ndim() == 4);
   const int64_t NC = x.dim(0) * x.dim(1), H = x.dim(2), W = x.dim(3);
   Tensor y = empty({x.dim(0), x.dim(1), out_h, out_w});
@@ -98,6 +101,7 @@ static inline float source_coord(int64_t dst, int64_t in, int64_t out, bool alig
 }
 
 Tensor CpuBackend::resize_bilinear(const Tensor& x, int out_h, int out_w, bool align_corners) {
+  L2D_CPU_OP("resize_bilinear");
   L2D_ASSERT(x.ndim() == 4);
   const int64_t NC = x.dim(0) * x.dim(1), H = x.dim(2), W = x.dim(3);
   Tensor y = empty({x.dim(0), x.dim(1), out_h, out_w});
@@ -124,6 +128,7 @@ Tensor CpuBackend::resize_bilinear(const Tensor& x, int out_h, int out_w, bool a
 }
 
 Tensor CpuBackend::max_pool2d(const Tensor& x, int kernel, const Conv2dParams& p) {
+  L2D_CPU_OP("max_pool2d");
   L2D_ASSERT(x.ndim() == 4);
   const int64_t NC = x.dim(0) * x.dim(1), H = x.dim(2), W = x.dim(3);
   const int64_t Ho = (H + p.pad_top + p.pad_bottom - kernel) / p.stride_h + 1;
@@ -148,6 +153,7 @@ Tensor CpuBackend::max_pool2d(const Tensor& x, int kernel, const Conv2dParams& p
 }
 
 Tensor CpuBackend::embedding(const Tensor& ids, const Tensor& table) {
+  L2D_CPU_OP("embedding");
   L2D_ASSERT(ids.dtype() == DType::I32 && table.ndim() == 2);
   const int64_t V = table.dim(0), D = table.dim(1), n = ids.numel();
   Shape out = ids.shape();
@@ -162,6 +168,7 @@ Tensor CpuBackend::embedding(const Tensor& ids, const Tensor& table) {
 }
 
 Tensor CpuBackend::minmax_normalize(const Tensor& x) {
+  L2D_CPU_OP("minmax_normalize");
   const float* xp = x.ptr<float>();
   const int64_t n = x.numel();
   L2D_ASSERT(n > 0);

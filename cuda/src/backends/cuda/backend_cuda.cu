@@ -110,7 +110,7 @@ CudaBackend::CudaBackend(int device, bool fp16) : device_(device), fp16_(fp16) {
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   CUDA_CHECK(cudaMalloc(&dev_error_, sizeof(DeviceError)));
   CUDA_CHECK(cudaMallocHost(&host_error_, sizeof(DeviceError)));
-  CUDA_CHECK(cudaMemsetAsync(dev_error_, 0, sizeof(DeviceError), stream_));
+  CUDA_COPY(cudaMemsetAsync(dev_error_, 0, sizeof(DeviceError), stream_));
   *host_error_ = DeviceError{};
   CUDA_CHECK(cudaEventCreateWithFlags(&upload_.done, cudaEventDisableTiming));
   CUDA_CHECK(cudaEventCreateWithFlags(&download_.done, cudaEventDisableTiming));
@@ -167,8 +167,8 @@ void* CudaBackend::raw_alloc(size_t bytes) {
     if (it != graph->free.end()) {
       ptr = it->second;
       graph->free.erase(it);
-      in_use_ += size;
-      peak_ = std::max(peak_, in_use_);
+      graph_idle_ -= size;
+      in_use_ += size;  // (in_use_ + graph_idle_ unchanged: no new peak)
       return ptr;
     }
   }
@@ -213,7 +213,7 @@ void* CudaBackend::raw_alloc(size_t bytes) {
     graph_blocks_.emplace(ptr, graph);
   }
   in_use_ += size;
-  peak_ = std::max(peak_, in_use_);
+  peak_ = std::max(peak_, in_use_ + graph_idle_);
   return ptr;
 }
 
@@ -224,6 +224,7 @@ void CudaBackend::raw_free(void* ptr, size_t bytes) {
   auto owned = graph_blocks_.find(ptr);
   if (owned != graph_blocks_.end()) {  // a graph's block stays the graph's
     owned->second->free.emplace(size, ptr);
+    graph_idle_ += size;
     return;
   }
   if (CapturedGraph* graph = capture_here()) {
@@ -232,6 +233,7 @@ void CudaBackend::raw_free(void* ptr, size_t bytes) {
     graph->blocks.emplace_back(ptr, size);
     graph_blocks_.emplace(ptr, graph);
     graph->free.emplace(size, ptr);
+    graph_idle_ += size;
     return;
   }
   free_blocks_.emplace(size, ptr);  // stream-ordered reuse: later work on stream_ sees it free
@@ -241,7 +243,7 @@ void CudaBackend::raw_free(void* ptr, size_t bytes) {
 // (an out-of-range token id or KV-cache index: the kernel clamped it and went on), so the error
 // surfaces at the next synchronize()/to_host()/from_host() after the op that met it.
 void CudaBackend::synchronize() {
-  CUDA_CHECK(cudaMemcpyAsync(host_error_, dev_error_, sizeof(DeviceError), cudaMemcpyDeviceToHost, stream_));
+  CUDA_COPY(cudaMemcpyAsync(host_error_, dev_error_, sizeof(DeviceError), cudaMemcpyDeviceToHost, stream_));
   CUDA_STREAM_WAIT(stream_);
   const DeviceError e = *host_error_;
   if (e.code == kErrNone) return;
@@ -250,7 +252,7 @@ void CudaBackend::synchronize() {
 }
 
 void CudaBackend::report_device_error(const DeviceError& e) {
-  CUDA_CHECK(cudaMemsetAsync(dev_error_, 0, sizeof(DeviceError), stream_));
+  CUDA_COPY(cudaMemsetAsync(dev_error_, 0, sizeof(DeviceError), stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   switch (e.code) {
     case kErrEmbeddingId:
@@ -274,14 +276,14 @@ Tensor CudaBackend::from_host(const HostTensor& host) {
       v32[i] = int32_t(v[i]);
     }
     Tensor t(this, DType::I32, host.shape);
-    CUDA_CHECK(cudaMemcpyAsync(t.data(), v32.data(), t.bytes(), cudaMemcpyHostToDevice, stream_));
+    CUDA_COPY(cudaMemcpyAsync(t.data(), v32.data(), t.bytes(), cudaMemcpyHostToDevice, stream_));
     synchronize();  // v32 dies here; off the hot path
     return t;
   }
   Tensor t(this, float_dtype(), host.shape);
   if ((fp16_ && host.dtype == L2D_F16) || (!fp16_ && host.dtype == L2D_F32)) {
     // Already in the storage type (fp16 engines on the fp16 path): one copy, no conversion.
-    CUDA_CHECK(cudaMemcpyAsync(t.data(), host.bytes.data(), t.bytes(), cudaMemcpyHostToDevice, stream_));
+    CUDA_COPY(cudaMemcpyAsync(t.data(), host.bytes.data(), t.bytes(), cudaMemcpyHostToDevice, stream_));
     synchronize();
     return t;
   }
@@ -289,10 +291,10 @@ Tensor CudaBackend::from_host(const HostTensor& host) {
   if (fp16_) {
     std::vector<uint16_t> h(f.size());
     for (size_t i = 0; i < f.size(); ++i) h[i] = float_to_half(f[i]);
-    CUDA_CHECK(cudaMemcpyAsync(t.data(), h.data(), t.bytes(), cudaMemcpyHostToDevice, stream_));
+    CUDA_COPY(cudaMemcpyAsync(t.data(), h.data(), t.bytes(), cudaMemcpyHostToDevice, stream_));
     synchronize();
   } else {
-    CUDA_CHECK(cudaMemcpyAsync(t.data(), f.data(), t.bytes(), cudaMemcpyHostToDevice, stream_));
+    CUDA_COPY(cudaMemcpyAsync(t.data(), f.data(), t.bytes(), cudaMemcpyHostToDevice, stream_));
     synchronize();
   }
   return t;
@@ -303,7 +305,7 @@ HostTensor CudaBackend::to_host(const Tensor& t) {
   h.shape = t.shape();
   if (t.dtype() == DType::F16) {
     std::vector<uint16_t> raw(size_t(t.numel()));
-    CUDA_CHECK(cudaMemcpyAsync(raw.data(), t.data(), t.bytes(), cudaMemcpyDeviceToHost, stream_));
+    CUDA_COPY(cudaMemcpyAsync(raw.data(), t.data(), t.bytes(), cudaMemcpyDeviceToHost, stream_));
     synchronize();
     std::vector<float> f(raw.size());
     for (size_t i = 0; i < raw.size(); ++i) f[i] = half_to_float(raw[i]);
@@ -311,14 +313,14 @@ HostTensor CudaBackend::to_host(const Tensor& t) {
   }
   h.dtype = t.dtype() == DType::I32 ? L2D_I32 : L2D_F32;
   h.bytes.resize(t.bytes());
-  CUDA_CHECK(cudaMemcpyAsync(h.bytes.data(), t.data(), t.bytes(), cudaMemcpyDeviceToHost, stream_));
+  CUDA_COPY(cudaMemcpyAsync(h.bytes.data(), t.data(), t.bytes(), cudaMemcpyDeviceToHost, stream_));
   synchronize();
   return h;
 }
 
 Tensor CudaBackend::zeros(const Shape& shape, DType dtype) {
   Tensor t(this, dtype, shape);
-  CUDA_CHECK(cudaMemsetAsync(t.data(), 0, t.bytes(), stream_));
+  CUDA_COPY(cudaMemsetAsync(t.data(), 0, t.bytes(), stream_));
   return t;
 }
 

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <atomic>
 #include <unordered_map>
 #include <vector>
 
@@ -22,8 +23,9 @@
 #include "guarded_backend.h"
 
 // Launch accounting (the bench's launches per frame; core/device_tally.h): CUDA_CHECK_LAUNCH counts
-// every <<<>>> launch, the dense router every vendor call. CUDA-graph code reports its own work:
-//   l2d::tally_graph_launch(kernel_nodes);   // after each cudaGraphLaunch (nodes: at instantiation)
+// every <<<>>> launch, the dense router every vendor call, CUDA_COPY every cudaMemcpy*/cudaMemset*
+// (counted as copies, apart from the launches). CUDA-graph code reports its own work:
+//   l2d::tally_graph_launch(kernel_nodes, copy_nodes);  // after each cudaGraphLaunch (nodes: at instantiation)
 //   { l2d::CaptureTallyScope scope; ...capture... }  // launches recorded into a graph, not run
 
 namespace l2d::cuda {
@@ -60,6 +62,7 @@ class CudaBackend : public Backend {
   void raw_free(void* ptr, size_t bytes) override;
   size_t bytes_in_use() const override { return in_use_; }
   size_t peak_bytes() const override { return peak_; }
+  size_t graph_reserved_bytes() const override { return graph_idle_; }
   std::string kernel_info_json() override;
 
   Tensor from_host(const HostTensor& host) override;
@@ -156,7 +159,11 @@ class CudaBackend : public Backend {
   cudaStream_t stream_ = nullptr;
   std::mutex pool_mutex_;
   std::multimap<size_t, void*> free_blocks_;  // rounded size -> block
+  // in_use_: blocks tensors hold; graph_idle_: blocks in the graphs' free lists (a replay writes
+  // them, nothing else may take them); peak_: the high-water mark of the two together (what work
+  // needs at once); reserved_: everything cudaMalloc'ed (with the shared pool's free blocks).
   size_t in_use_ = 0, peak_ = 0, reserved_ = 0;
+  std::atomic<size_t> graph_idle_{0};  // written under pool_mutex_, read by stats without it
   DeviceError* dev_error_ = nullptr;   // device word written by kernels
   DeviceError* host_error_ = nullptr;  // pinned copy read after each synchronize()
   std::unique_ptr<DenseRouter> dense_;  // conv / GEMM path choice (L2D_KERNELS), vendor libraries

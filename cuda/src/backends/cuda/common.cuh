@@ -26,6 +26,14 @@
     CUDA_CHECK(cudaGetLastError());          \
   } while (0)
 
+// A cudaMemcpy*/cudaMemset* call: checked, and counted as one copy in the thread's tally (the
+// launch counters report copies apart from kernels: "1 graph launch + the copies" per frame).
+#define CUDA_COPY(expr)        \
+  do {                         \
+    CUDA_CHECK(expr);          \
+    ::l2d::tally_copy();       \
+  } while (0)
+
 // cudaStreamSynchronize, with the time blocked added to the thread's device-wait tally (the bench
 // reports host milliseconds per frame = push time minus this).
 #define CUDA_STREAM_WAIT(stream) CUDA_CHECK(::l2d::timed_device_wait([&] { return cudaStreamSynchronize(stream); }))

@@ -25,18 +25,24 @@ std::string cuda_failure(const char* call, cudaError_t e) {
   return std::string(call) + ": " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e);
 }
 
-// Kernel nodes of a captured graph (vendor libraries may add several per call); 0 if unknown.
-uint64_t count_kernel_nodes(cudaGraph_t graph) {
+// Kernel nodes and memcpy/memset nodes of a captured graph (vendor libraries may add several
+// kernels per call); 0 and 0 if unknown.
+struct NodeCounts {
+  uint64_t kernels = 0, copies = 0;
+};
+NodeCounts count_nodes(cudaGraph_t graph) {
+  NodeCounts c;
   size_t n = 0;
-  if (cudaGraphGetNodes(graph, nullptr, &n) != cudaSuccess || n == 0) return 0;
+  if (cudaGraphGetNodes(graph, nullptr, &n) != cudaSuccess || n == 0) return c;
   std::vector<cudaGraphNode_t> nodes(n);
-  if (cudaGraphGetNodes(graph, nodes.data(), &n) != cudaSuccess) return 0;
-  uint64_t kernels = 0;
+  if (cudaGraphGetNodes(graph, nodes.data(), &n) != cudaSuccess) return c;
   for (size_t i = 0; i < n; ++i) {
     cudaGraphNodeType type;
-    if (cudaGraphNodeGetType(nodes[i], &type) == cudaSuccess && type == cudaGraphNodeTypeKernel) ++kernels;
+    if (cudaGraphNodeGetType(nodes[i], &type) != cudaSuccess) continue;
+    if (type == cudaGraphNodeTypeKernel) ++c.kernels;
+    if (type == cudaGraphNodeTypeMemcpy || type == cudaGraphNodeTypeMemset) ++c.copies;
   }
-  return kernels;
+  return c;
 }
 
 }  // namespace
@@ -78,7 +84,11 @@ int64_t CudaBackend::capture(const std::function<void()>& region, std::string* w
       e = cudaGraphInstantiate(&g->exec, graph, 0);
       if (e != cudaSuccess) failure = cuda_failure("cudaGraphInstantiate", e);
     }
-    if (failure.empty()) g->kernel_nodes = count_kernel_nodes(graph);
+    if (failure.empty()) {
+      const NodeCounts nodes = count_nodes(graph);
+      g->kernel_nodes = nodes.kernels;
+      g->copy_nodes = nodes.copies;
+    }
     if (graph) cudaGraphDestroy(graph);
   }
   cudaGetLastError();  // capture errors are not sticky; leave no stale error for later checks
@@ -95,7 +105,7 @@ int64_t CudaBackend::capture(const std::function<void()>& region, std::string* w
     return 0;
   }
   const cudaGraphExec_t exec = g->exec;
-  const uint64_t kernel_nodes = g->kernel_nodes;
+  const uint64_t kernel_nodes = g->kernel_nodes, copy_nodes = g->copy_nodes;
   int64_t handle = 0;
   {
     std::lock_guard<std::mutex> lock(pool_mutex_);
@@ -103,22 +113,23 @@ int64_t CudaBackend::capture(const std::function<void()>& region, std::string* w
     graphs_.emplace(handle, std::move(g));
   }
   CUDA_CHECK(cudaGraphLaunch(exec, stream_));  // the frame being captured
-  tally_graph_launch(kernel_nodes);
+  tally_graph_launch(kernel_nodes, copy_nodes);
   return handle;
 }
 
 void CudaBackend::replay(int64_t handle) {
   cudaGraphExec_t exec = nullptr;
-  uint64_t kernel_nodes = 0;
+  uint64_t kernel_nodes = 0, copy_nodes = 0;
   {
     std::lock_guard<std::mutex> lock(pool_mutex_);
     auto it = graphs_.find(handle);
     if (it == graphs_.end()) fail(L2D_ERR_INTERNAL, "replay(", handle, "): no such graph");
     exec = it->second->exec;
     kernel_nodes = it->second->kernel_nodes;
+    copy_nodes = it->second->copy_nodes;
   }
   CUDA_CHECK(cudaGraphLaunch(exec, stream_));
-  tally_graph_launch(kernel_nodes);
+  tally_graph_launch(kernel_nodes, copy_nodes);
 }
 
 void CudaBackend::release_capture(int64_t handle) noexcept {
@@ -141,7 +152,10 @@ void CudaBackend::discard_graph(std::unique_ptr<CapturedGraph> g) noexcept {
   cudaGetLastError();
   {
     std::lock_guard<std::mutex> lock(pool_mutex_);
-    for (const auto& [size, ptr] : g->free) free_blocks_.emplace(size, ptr);  // idle: back to the pool
+    for (const auto& [size, ptr] : g->free) {  // idle: back to the pool
+      free_blocks_.emplace(size, ptr);
+      graph_idle_ -= size;
+    }
     for (const auto& [ptr, size] : g->blocks) graph_blocks_.erase(ptr);  // live ones return via raw_free
   }
   g->keep.clear();  // outside the lock: freeing them takes it

@@ -22,6 +22,7 @@ namespace l2d::cuda {
 struct CapturedGraph {
   cudaGraphExec_t exec = nullptr;
   uint64_t kernel_nodes = 0;  // kernels in the graph (the bench's launch counters)
+  uint64_t copy_nodes = 0;    // memcpy / memset nodes in it (its "copies")
   std::vector<std::pair<void*, size_t>> blocks;  // every block it owns (pointer, bucket size)
   std::multimap<size_t, void*> free;             // owned blocks no tensor holds now
   std::vector<Tensor> keep;  // tensors made before the capture that it reads (frame-fit tables)

@@ -37,7 +37,7 @@ void CudaBackend::upload_bytes(Tensor& dst, const uint8_t* host, size_t bytes) {
   CUDA_CHECK(cudaEventSynchronize(upload_.done));
   reserve(upload_, bytes);
   std::memcpy(upload_.host, host, bytes);
-  CUDA_CHECK(cudaMemcpyAsync(dst.data(), upload_.host, bytes, cudaMemcpyHostToDevice, stream_));
+  CUDA_COPY(cudaMemcpyAsync(dst.data(), upload_.host, bytes, cudaMemcpyHostToDevice, stream_));
   CUDA_CHECK(cudaEventRecord(upload_.done, stream_));
 }
 
@@ -47,8 +47,8 @@ void CudaBackend::download_bytes(const Tensor& src, uint8_t* host, size_t bytes)
   const size_t err_at = (bytes + kErrorOffsetAlign - 1) / kErrorOffsetAlign * kErrorOffsetAlign;
   reserve(download_, err_at + sizeof(DeviceError));
   auto* err = reinterpret_cast<DeviceError*>(download_.host + err_at);
-  if (bytes) CUDA_CHECK(cudaMemcpyAsync(download_.host, src.data(), bytes, cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK(cudaMemcpyAsync(err, dev_error_, sizeof(DeviceError), cudaMemcpyDeviceToHost, stream_));
+  if (bytes) CUDA_COPY(cudaMemcpyAsync(download_.host, src.data(), bytes, cudaMemcpyDeviceToHost, stream_));
+  CUDA_COPY(cudaMemcpyAsync(err, dev_error_, sizeof(DeviceError), cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaEventRecord(download_.done, stream_));
   // The frame's one wait (also surfaces faults), timed as the push's device wait.
   CUDA_CHECK(timed_device_wait([&] { return cudaEventSynchronize(download_.done); }));

@@ -64,10 +64,10 @@ Tensor CudaBackend::image_fit_from_bytes(const Tensor& frame, int64_t h, int64_t
       made.emplace_back(this, DType::F32, Shape{out_w, t.taps_x});
       made.emplace_back(this, DType::I32, Shape{out_h});
       made.emplace_back(this, DType::F32, Shape{out_h, t.taps_y});
-      CUDA_CHECK(cudaMemcpyAsync(made[0].data(), t.x_start.data(), made[0].bytes(), cudaMemcpyHostToDevice, stream_));
-      CUDA_CHECK(cudaMemcpyAsync(made[1].data(), t.x_w.data(), made[1].bytes(), cudaMemcpyHostToDevice, stream_));
-      CUDA_CHECK(cudaMemcpyAsync(made[2].data(), t.y_start.data(), made[2].bytes(), cudaMemcpyHostToDevice, stream_));
-      CUDA_CHECK(cudaMemcpyAsync(made[3].data(), t.y_w.data(), made[3].bytes(), cudaMemcpyHostToDevice, stream_));
+      CUDA_COPY(cudaMemcpyAsync(made[0].data(), t.x_start.data(), made[0].bytes(), cudaMemcpyHostToDevice, stream_));
+      CUDA_COPY(cudaMemcpyAsync(made[1].data(), t.x_w.data(), made[1].bytes(), cudaMemcpyHostToDevice, stream_));
+      CUDA_COPY(cudaMemcpyAsync(made[2].data(), t.y_start.data(), made[2].bytes(), cudaMemcpyHostToDevice, stream_));
+      CUDA_COPY(cudaMemcpyAsync(made[3].data(), t.y_w.data(), made[3].bytes(), cudaMemcpyHostToDevice, stream_));
       // The host tables die here; once per geometry, in the eager frame before any capture.
       CUDA_CHECK(cudaStreamSynchronize(stream_));
       it = fit_tables_.emplace(key, std::move(made)).first;

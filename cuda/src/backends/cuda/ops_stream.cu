@@ -74,8 +74,8 @@ void CudaBackend::image_to_host(const Tensor& x, float* out_f32, uint8_t* out_u8
   if (fp16_) image_to_hwc_kernel<<<blocks, 256, 0, stream_>>>(x.ptr<__half>(), f32.ptr<float>(), u8p, n, hw);
   else image_to_hwc_kernel<<<blocks, 256, 0, stream_>>>(x.ptr<float>(), f32.ptr<float>(), u8p, n, hw);
   CUDA_CHECK_LAUNCH();
-  if (out_f32) CUDA_CHECK(cudaMemcpyAsync(out_f32, f32.data(), size_t(total) * 4, cudaMemcpyDeviceToHost, stream_));
-  if (out_u8) CUDA_CHECK(cudaMemcpyAsync(out_u8, u8p, size_t(total), cudaMemcpyDeviceToHost, stream_));
+  if (out_f32) CUDA_COPY(cudaMemcpyAsync(out_f32, f32.data(), size_t(total) * 4, cudaMemcpyDeviceToHost, stream_));
+  if (out_u8) CUDA_COPY(cudaMemcpyAsync(out_u8, u8p, size_t(total), cudaMemcpyDeviceToHost, stream_));
   // The frame's one sync, which also reads the device error flags (a bad KV-cache or PE index met
   // by any kernel of this frame is reported here, not only at some later to_host).
   CudaBackend::synchronize();

@@ -364,7 +364,7 @@ class OpsModel final : public Model {
       // in the region, so a capture must fail and fall back to eager; vary (for the CPU capture
       // audit, which must refuse it) makes frames after the capture differ from it: 1 one more
       // allocation, 2 a random_normal draw index that changes per frame. "captured" I32 [1]: 1 when
-      // a graph was made.
+      // a graph was made. "graph_reserved_bytes": see below.
       const HostTensor& f = io.at("frames", "ops model");
       const auto size = ints("size", 2);
       const auto params = ints("params", 2);
@@ -413,7 +413,14 @@ class OpsModel final : public Model {
         }
         be_.download_bytes(out, u8.bytes.data() + size_t(k) * out_bytes, out_bytes);
       }
+      // "graph_reserved_bytes" I64 [3]: the backend's graph_reserved_bytes() while the graph
+      // exists (its freed temporary is in it), after release_capture (0), and 1 when peak_bytes
+      // covered bytes_in_use + the reserved bytes while the graph existed.
+      const size_t reserved = be_.graph_reserved_bytes();
+      const int64_t peak_covers = be_.peak_bytes() >= be_.bytes_in_use() + reserved ? 1 : 0;
       be_.release_capture(graph);
+      const int64_t reserved_stats[3] = {int64_t(reserved), int64_t(be_.graph_reserved_bytes()), peak_covers};
+      io.put("graph_reserved_bytes", HostTensor::from_i64({3}, reserved_stats));
       bool intact = true;
       for (const Tensor& b : bystanders)
         for (float v : be_.to_host(b).to_f32()) intact = intact && v == 0.25f;
