@@ -11,9 +11,6 @@ const root = fileURLToPath(new URL("../cuda/src/", import.meta.url));
 const EXEMPT: Record<string, string> = {
   // philox_normal_device: a self-test helper on its own allocation, not a context's work.
   "backends/cuda/backend_cuda.cu: const cudaError_t copy = cudaMemcpy(": "Philox self-test helper",
-  // The empty-sum GEMM's zero fill (K == 0, never in the networks); ops_dense.cu belongs to another
-  // change this session: CUDA_CHECK -> CUDA_COPY there, then drop this entry.
-  "backends/cuda/ops_dense.cu: if (y.bytes()) CUDA_CHECK(cudaMemsetAsync(": "K == 0 GEMM fill, to convert",
 };
 
 async function* sources(dir: string, rel = ""): AsyncGenerator<[string, string]> {

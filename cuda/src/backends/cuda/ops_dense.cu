@@ -167,7 +167,7 @@ Tensor CudaBackend::matmul(const Tensor& a, const Tensor& b) {
   if (B > 65535) fail(L2D_ERR_UNSUPPORTED, "CUDA matmul supports batches up to 65535, got ", B);
   Tensor y = empty({B, M, N});
   if (K == 0) {  // empty sum
-    if (y.bytes()) CUDA_CHECK(cudaMemsetAsync(y.data(), 0, y.bytes(), stream_));
+    if (y.bytes()) CUDA_COPY(cudaMemsetAsync(y.data(), 0, y.bytes(), stream_));
     return y;
   }
   GemmParams g;
