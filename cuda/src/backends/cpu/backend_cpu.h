@@ -37,6 +37,10 @@ class CpuBackend final : public Backend {
   Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                     bool fuse_silu) override;
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
+  Tensor group_norm_tokens(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                           bool fuse_silu) override;
+  Tensor linear_to_image(const Tensor& t, const Tensor& w, const Tensor* bias, const Tensor* residual, int64_t height,
+                         int64_t width) override;
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, AttnMask mask) override;
   Tensor stream_temporal_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& cache,
                                    const Tensor& qpe, const Tensor& kpe, const Tensor& vpe, const Tensor& pe_idx,
@@ -80,6 +84,9 @@ class CpuBackend final : public Backend {
  private:
   // linear, plus the residual (when non-null) added in the bias pass.
   Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual);
+  // group_norm, written NCHW or (tokens) as [N, S, C].
+  Tensor group_norm_impl(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                         bool fuse_silu, bool tokens);
   // Inside an audited region on this thread: a host-side op throws (see capture()).
   void audit_host_op(const char* op) const;
   void audit_alloc(size_t bytes) { audit_value("allocation", bytes); }

@@ -140,6 +140,38 @@ Tensor CpuBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor* b
   return y;
 }
 
+// Per image, y_n [O, P] = w [O, K] @ t_n^T (t_n [P, K] as a transposed B), then (y + bias[o]) +
+// residual in one pass. gemm() sums every output element over k in the same order whatever the
+// operands' roles, so this is bit-identical to linear, permute and binary Add.
+Tensor CpuBackend::linear_to_image(const Tensor& t, const Tensor& w, const Tensor* bias, const Tensor* residual,
+                                   int64_t height, int64_t width) {
+  L2D_ASSERT(t.ndim() == 3 && w.ndim() == 2 && t.dim(2) == w.dim(1) && t.dim(1) == height * width);
+  const int64_t N = t.dim(0), P = t.dim(1), K = t.dim(2), O = w.dim(0);
+  if (bias) L2D_ASSERT(bias->numel() == O);
+  Tensor y = empty({N, O, height, width});
+  if (residual) L2D_ASSERT(residual->shape() == y.shape());
+  float* yp = y.ptr<float>();
+  for (int64_t n = 0; n < N; ++n)
+    gemm({O, P, K, w.ptr<float>(), K, false, t.ptr<float>() + n * P * K, K, true, yp + n * O * P, P, false}, &pool_);
+  if (!bias && !residual) return y;
+  const float* bp = bias ? bias->ptr<float>() : nullptr;
+  const float* rp = residual ? residual->ptr<float>() : nullptr;
+  pool_.parallel_for(N * O, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* row = yp + r * P;
+      const float b = bp ? bp[r % O] : 0.f;
+      if (bp && rp) {
+        for (int64_t i = 0; i < P; ++i) row[i] = (row[i] + b) + rp[r * P + i];
+      } else if (bp) {
+        for (int64_t i = 0; i < P; ++i) row[i] += b;
+      } else {
+        for (int64_t i = 0; i < P; ++i) row[i] += rp[r * P + i];
+      }
+    }
+  });
+  return y;
+}
+
 Tensor CpuBackend::matmul(const Tensor& a, const Tensor& b) {
   L2D_ASSERT(a.ndim() == 3 && b.ndim() == 3 && a.dim(2) == b.dim(1));
   const int64_t Ba = a.dim(0), Bb = b.dim(0), M = a.dim(1), K = a.dim(2), N = b.dim(2);

@@ -10,11 +10,24 @@ namespace l2d::cpu {
 
 Tensor CpuBackend::group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                               bool fuse_silu) {
-  L2D_ASSERT(x.ndim() >= 2);
+  return group_norm_impl(x, groups, gamma, beta, eps, fuse_silu, false);
+}
+
+// The same values as group_norm, written at [n, i, ch] instead of [n, ch, i]: no permute pass.
+Tensor CpuBackend::group_norm_tokens(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                                     bool fuse_silu) {
+  return group_norm_impl(x, groups, gamma, beta, eps, fuse_silu, true);
+}
+
+Tensor CpuBackend::group_norm_impl(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                                   bool fuse_silu, bool tokens) {
+  L2D_ASSERT(x.ndim() >= 2 && groups > 0);
   const int64_t N = x.dim(0), C = x.dim(1);
   L2D_ASSERT(C % groups == 0 && gamma.numel() == C && beta.numel() == C);
-  const int64_t S = x.numel() / (N * C), cg = C / groups;
-  Tensor y = empty(x.shape());
+  const int64_t S = N > 0 && C > 0 ? x.numel() / (N * C) : 0, cg = C / groups;
+  Tensor y = empty(tokens ? Shape{N, S, C} : x.shape());
+  // Element (ch, i) of image n goes to dst_n + ch * ch_stride + i * pos_stride.
+  const int64_t ch_stride = tokens ? 1 : S, pos_stride = tokens ? C : 1;
   const float* xp = x.ptr<float>();
   float* yp = y.ptr<float>();
   const float* g = gamma.ptr<float>();
@@ -34,11 +47,11 @@ Tensor CpuBackend::group_norm(const Tensor& x, int groups, const Tensor& gamma, 
       for (int64_t c = 0; c < cg; ++c) {
         const int64_t ch = grp * cg + c;
         const float* src = base + c * S;
-        float* dst = yp + (n * C + ch) * S;
+        float* dst = yp + n * C * S + ch * ch_stride;
         for (int64_t i = 0; i < S; ++i) {
           float v = float((src[i] - mean) * rstd) * g[ch] + b[ch];
           if (fuse_silu) v = v / (1.f + std::exp(-v));
-          dst[i] = v;
+          dst[i * pos_stride] = v;
         }
       }
     }

@@ -139,6 +139,11 @@ class Guarded final : public Impl {
     return op("linear_add", {{"x", &x}, {"w", &w}, {"bias", bias}, {"residual", &residual}},
               [&] { return Impl::linear_add(x, w, bias, residual); });
   }
+  Tensor linear_to_image(const Tensor& t, const Tensor& w, const Tensor* bias, const Tensor* residual, int64_t height,
+                         int64_t width) override {
+    return op("linear_to_image", {{"t", &t}, {"w", &w}, {"bias", bias}, {"residual", residual}},
+              [&] { return Impl::linear_to_image(t, w, bias, residual, height, width); });
+  }
   Tensor matmul(const Tensor& a, const Tensor& b) override {
     return op("matmul", {{"a", &a}, {"b", &b}}, [&] { return Impl::matmul(a, b); });
   }
@@ -146,6 +151,11 @@ class Guarded final : public Impl {
                     bool fuse_silu) override {
     return op("group_norm", {{"x", &x}, {"gamma", &gamma}, {"beta", &beta}},
               [&] { return Impl::group_norm(x, groups, gamma, beta, eps, fuse_silu); });
+  }
+  Tensor group_norm_tokens(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                           bool fuse_silu) override {
+    return op("group_norm_tokens", {{"x", &x}, {"gamma", &gamma}, {"beta", &beta}},
+              [&] { return Impl::group_norm_tokens(x, groups, gamma, beta, eps, fuse_silu); });
   }
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override {
     return op("layer_norm", {{"x", &x}, {"gamma", &gamma}, {"beta", &beta}},
