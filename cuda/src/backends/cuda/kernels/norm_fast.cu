@@ -208,6 +208,79 @@ __global__ void __launch_bounds__(kGnThreads)
                       int(slab % groups) * cg, stat[0], stat[1], silu);
 }
 
+// Tokens output (Backend::group_norm_tokens): y [N, S, C]. A CTA owns the tile of kTokS positions x
+// kTokC channels of image blockIdx.z: it merges the chunk statistics of the groups the tile touches
+// (one warp per group), reads the tile from NCHW (each warp a channel row of kTokS positions,
+// coalesced), normalises it into shared memory, and writes it back transposed (each warp one
+// position's kTokC channels, coalesced). Padding the rows to kTokS + 1 keeps both accesses free of
+// bank conflicts.
+constexpr int kTokS = 32, kTokC = 64;
+
+template <typename T>
+__global__ void __launch_bounds__(kGnThreads)
+    gn_apply_tokens_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
+                           T* __restrict__ y, const float* __restrict__ partial, int64_t S, int C, int cg, int groups,
+                           int64_t slab_elems, int64_t chunk_vecs, int64_t chunks, int vec, float eps, bool silu) {
+  __shared__ float tile[kTokC][kTokS + 1];
+  __shared__ float grp_mean[kTokC], grp_rstd[kTokC];  // per group touched (at most kTokC)
+  __shared__ float ch_mean[kTokC], ch_scale[kTokC], ch_shift[kTokC];
+  const int64_t n = blockIdx.z, s0 = int64_t(blockIdx.x) * kTokS;
+  const int c0 = int(blockIdx.y) * kTokC, c_end = c0 + kTokC < C ? c0 + kTokC : C;
+  const int g0 = c0 / cg, ng = (c_end - 1) / cg - g0 + 1;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t slab_vecs = slab_elems / vec;
+  for (int gi = warp; gi < ng; gi += kGnThreads / 32) {
+    const int64_t slab = n * groups + g0 + gi;
+    Stats st{0.f, 0.f, 0.f};
+    for (int64_t k = lane; k < chunks; k += 32) {
+      const int64_t left = slab_vecs - k * chunk_vecs;
+      const float cnt = float((left < chunk_vecs ? left : chunk_vecs) * vec);
+      merge(st, cnt, partial[2 * (slab * chunks + k)], partial[2 * (slab * chunks + k) + 1]);
+    }
+    st = warp_merge(st);
+    if (lane == 0) {
+      grp_mean[gi] = st.mean;
+      grp_rstd[gi] = rstd_of(st, slab_elems, eps);
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < kTokC && c0 + int(threadIdx.x) < c_end) {
+    const int c = c0 + int(threadIdx.x), gi = c / cg - g0;
+    ch_mean[threadIdx.x] = grp_mean[gi];
+    ch_scale[threadIdx.x] = grp_rstd[gi] * to_f(gamma[c]);
+    ch_shift[threadIdx.x] = to_f(beta[c]);
+  }
+  __syncthreads();
+  const int64_t s = s0 + lane;
+  for (int r = warp; r < kTokC; r += kGnThreads / 32) {
+    if (c0 + r < c_end && s < S) {
+      float o = (to_f(x[(n * C + c0 + r) * S + s]) - ch_mean[r]) * ch_scale[r] + ch_shift[r];
+      if (silu) o = o / (1.f + expf(-o));
+      tile[r][lane] = o;
+    }
+  }
+  __syncthreads();
+  for (int p = warp; p < kTokS; p += kGnThreads / 32) {
+    if (s0 + p >= S) break;  // uniform per warp
+    T* row = y + (n * S + s0 + p) * C;
+    for (int r = lane; r < kTokC; r += 32)
+      if (c0 + r < c_end) row[c0 + r] = from_f<T>(tile[r][p]);
+  }
+}
+
+template <typename T, int VEC>
+void gn_tokens_launch(const GroupNormPlan& p, const void* x, const void* g, const void* b, void* y, int64_t N,
+                      int64_t C, int64_t S, int groups, float eps, bool silu, float* scratch, cudaStream_t s) {
+  const unsigned ctas = unsigned(p.slabs * p.chunks);
+  gn_chunk_stats_kernel<T, VEC><<<ctas, kGnThreads, 0, s>>>(static_cast<const T*>(x), p.slab_elems, p.chunk_vecs,
+                                                            p.chunks, scratch);
+  const dim3 grid(unsigned(CEIL_DIV(S, int64_t(kTokS))), unsigned(CEIL_DIV(C, int64_t(kTokC))), unsigned(N));
+  gn_apply_tokens_kernel<T><<<grid, kGnThreads, 0, s>>>(static_cast<const T*>(x), static_cast<const T*>(g),
+                                                        static_cast<const T*>(b), static_cast<T*>(y), scratch, S,
+                                                        int(C), int(C / groups), groups, p.slab_elems, p.chunk_vecs,
+                                                        p.chunks, VEC, eps, silu);
+}
+
 template <typename T, int VEC>
 void gn_launch(const GroupNormPlan& p, const void* x, const void* g, const void* b, void* y, int64_t C, int64_t S,
                int groups, float eps, bool silu, float* scratch, cudaStream_t s) {
@@ -345,6 +418,24 @@ void group_norm_fast_cuda(const GroupNormPlan& plan, const void* x, const void* 
   } else {
     if (plan.vec == 4) gn_launch<float, 4>(plan, x, gamma, beta, y, C, S, groups, eps, silu, scratch, stream);
     else gn_launch<float, 1>(plan, x, gamma, beta, y, C, S, groups, eps, silu, scratch, stream);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+void group_norm_tokens_fast_cuda(const GroupNormPlan& plan, const void* x, const void* gamma, const void* beta,
+                                 void* y, int64_t N, int64_t C, int64_t S, int groups, float eps, bool silu, bool fp16,
+                                 float* scratch, cudaStream_t stream) {
+  if (plan.empty()) return;
+  L2D_ASSERT(scratch != nullptr && plan.slabs == N * groups);
+  if (N > 65535 || CEIL_DIV(C, int64_t(kTokC)) > 65535 || CEIL_DIV(S, int64_t(kTokS)) >= (int64_t(1) << 31) ||
+      C >= (int64_t(1) << 31))
+    fail(L2D_ERR_UNSUPPORTED, "group_norm_tokens: [", N, ", ", C, ", ", S, "] is too large for the CUDA kernels");
+  if (fp16) {
+    if (plan.vec == 8) gn_tokens_launch<__half, 8>(plan, x, gamma, beta, y, N, C, S, groups, eps, silu, scratch, stream);
+    else gn_tokens_launch<__half, 1>(plan, x, gamma, beta, y, N, C, S, groups, eps, silu, scratch, stream);
+  } else {
+    if (plan.vec == 4) gn_tokens_launch<float, 4>(plan, x, gamma, beta, y, N, C, S, groups, eps, silu, scratch, stream);
+    else gn_tokens_launch<float, 1>(plan, x, gamma, beta, y, N, C, S, groups, eps, silu, scratch, stream);
   }
   CUDA_CHECK_LAUNCH();
 }
