@@ -84,9 +84,6 @@ class CpuBackend final : public Backend {
  private:
   // linear, plus the residual (when non-null) added in the bias pass.
   Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual);
-  // group_norm, written NCHW or (tokens) as [N, S, C].
-  Tensor group_norm_impl(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
-                         bool fuse_silu, bool tokens);
   // Inside an audited region on this thread: a host-side op throws (see capture()).
   void audit_host_op(const char* op) const;
   void audit_alloc(size_t bytes) { audit_value("allocation", bytes); }
