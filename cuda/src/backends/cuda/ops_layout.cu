@@ -20,8 +20,10 @@ Tensor CudaBackend::linear_to_image(const Tensor& t, const Tensor& w, const Tens
                                     int64_t height, int64_t width) {
   L2D_ASSERT(t.ndim() == 3 && w.ndim() == 2 && t.dim(2) == w.dim(1) && t.dim(1) == height * width);
   const int64_t N = t.dim(0), P = t.dim(1), K = t.dim(2), O = w.dim(0);
-  // Batches past the kernels' grid limit and empty sums take the composition (linear handles both).
-  if (!fusions_.layout || N > 65535 || K == 0) return Backend::linear_to_image(t, w, bias, residual, height, width);
+  // Past the kernels' grid limits (batch, the simple kernel's P tiles, the own kernel's O tiles) and
+  // for empty sums: the composition, whose linear has the limits of any other linear.
+  if (!fusions_.layout || N > 65535 || P > int64_t(65535) * 64 || O > int64_t(65535) * 128 || K == 0)
+    return Backend::linear_to_image(t, w, bias, residual, height, width);
   L2D_ASSERT(t.dtype() == float_dtype() && w.dtype() == float_dtype());
   if (bias) L2D_ASSERT(bias->numel() == O && bias->dtype() == float_dtype());
   Tensor y = empty({N, O, height, width});
