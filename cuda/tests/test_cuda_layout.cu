@@ -17,6 +17,7 @@
 // Host code only.
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -71,9 +72,12 @@ int main(int argc, char** argv) {
   // Fused: our kernels on every path (exact). Unfused: as test_cuda_dense (vendor may run the linear).
   const bool exact32 = fused || (path != "vendor" && path != "tune");
   const bool exact16 = fused || path == "simple" || path == "own";
-  std::printf("test_cuda_layout: L2D_KERNELS=%s, layout fusion %s (fp32 %s, fp16 %s)\n", path.c_str(),
-              fused ? "on" : "off", exact32 ? "exact" : "default bounds",
-              exact16 ? "within 0.5 ulp" : "default bounds");
+  bool listing = false;  // --list / --help print the table only (a header line would break its parsers)
+  for (int a = 1; a < argc; ++a) listing |= std::strcmp(argv[a], "--list") == 0 || std::strcmp(argv[a], "--help") == 0;
+  if (!listing)
+    std::printf("test_cuda_layout: L2D_KERNELS=%s, layout fusion %s (fp32 %s, fp16 %s)\n", path.c_str(),
+                fused ? "on" : "off", exact32 ? "exact" : "default bounds",
+                exact16 ? "within 0.5 ulp" : "default bounds");
 
   std::vector<Case> cases;
   // proj_out of the spatial transformers and motion modules (both [C, C] in SD1.5 + AnimateDiff):
