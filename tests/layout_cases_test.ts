@@ -65,6 +65,10 @@ Deno.test("test_cuda_layout covers every proj_out shape of the UNet (--list, no 
       );
     }
   }
+  assert.ok(
+    rows.some((r) => r.dims.every((v, i) => v === [1, 576, 768, 768, 768, 1, 768, 24, 24][i])),
+    "no case for the MiDaS readout at 384x384",
+  );
   for (const what of ["nobias", "noresidual", "plain", "odd"]) {
     assert.ok(rows.some((r) => r.label.includes(what)), `no ${what} case`);
   }

@@ -3,8 +3,8 @@
 // against the CPU oracle, through the shared harness (op_test_harness.h), at every proj_out shape of
 // the SD1.5 UNet at a 64x64 latent with T = 2 and 3 rows (spatial transformers and motion modules,
 // both [C, C] at 320@64x64, 640@32x32, 1280@16x16, 1280@8x8), the motion modules' 16-frame warm-up,
-// and small shapes for the other paths (no bias / no residual, K % 8 != 0 where the own kernel
-// declines, odd sizes at every tile edge). The input norms' token output (group_norm_tokens) is in
+// MiDaS DPT-Hybrid's readout projections at 384x384, and small shapes for the other paths (no bias /
+// no residual, K % 8 != 0 where the own kernel declines, odd sizes at every tile edge). The input norms' token output (group_norm_tokens) is in
 // test_cuda_norm.
 //
 // The kernel path is L2D_KERNELS (simple | own | vendor | tune | auto, read at context creation), so
@@ -92,6 +92,10 @@ int main(int argc, char** argv) {
     }
   cases.push_back(make_case("l2i/unet_warmup16_c1280_8x8", {16, 64, 1280, 1280, 8, 8}, true, true,
                             "motion-module proj_out over 16 warm-up frames", true));
+  // MiDaS DPT-Hybrid at 384x384: the readout projections of reassemble 3 and 4 (24x24 patches, ViT-B
+  // width 768), bias, no residual (the cls term is added afterwards, broadcast).
+  cases.push_back(make_case("l2i/midas_readout_768_24x24", {1, 576, 768, 768, 24, 24}, true, false,
+                            "MiDaS readout (reassemble 3, 4)", true));
   // Other paths, small: without bias / residual, K % 8 != 0 (the own kernel declines: simple),
   // sizes off every tile edge, one image, a non-square image.
   cases.push_back(make_case("l2i/small_nobias", {2, 64, 64, 48, 8, 8}, false, true, "residual only", false));
