@@ -79,12 +79,19 @@ Deno.test("ops group_norm_tokens is group_norm written as tokens [N, HW, C]", as
 Deno.test("ops linear_to_image is linear on tokens written as NCHW, plus the residual", async () => {
   using ctx = Context.create("cpu");
   using model = await Model.create(ctx, "ops", {});
-  // Odd sizes: edges of the GEMM tiles in both roles.
-  const [N, H, W, K, O] = [2, 5, 7, 37, 45], P = H * W;
+  // Odd sizes (edges of the GEMM tiles in both roles), with few pixels and with many (the CPU's two
+  // forms: linear's GEMM + a transposing pass, or the weight as A writing NCHW in place).
+  for (const [N, H, W, K, O] of [[2, 5, 7, 37, 45], [2, 24, 25, 21, 19]]) {
+    await checkLinearToImage(model, N, H, W, K, O);
+  }
+});
+
+async function checkLinearToImage(model: Model, N: number, H: number, W: number, K: number, O: number) {
+  const P = H * W;
   const t = await philox(model, [N, P, K], 4), w = await philox(model, [O, K], 5);
   const b = await philox(model, [O], 6), r = await philox(model, [N, O, H, W], 7);
   for (const [bias, residual] of [[true, true], [true, false], [false, true], [false, false]]) {
-    const what = `bias ${bias}, residual ${residual}`;
+    const what = `[${N}, ${O}, ${H}, ${W}] K=${K}, bias ${bias}, residual ${residual}`;
     const y = await run(model, "linear_to_image", (io) => {
       io.setF32("t", t, [N, P, K]);
       io.setF32("w", w, [O, K]);
@@ -124,7 +131,7 @@ Deno.test("ops linear_to_image is linear on tokens written as NCHW, plus the res
     }
     assert.deepEqual(y, composed, `bit for bit against linear, permute, Add (${what})`);
   }
-});
+}
 
 Deno.test("ops group_norm_tokens and linear_to_image refuse bad arguments with typed errors", async () => {
   using ctx = Context.create("cpu");
