@@ -1,8 +1,8 @@
 // Runs the native test programs CMake builds next to the library: the plain-C compile of l2d.h with
 // the status/error contract (test_abi_c), Philox known answers in C++ (test_philox), the own
 // tensor-core GEMM's index formulas through an emulation of ldmatrix / mma.sync
-// (test_gemm_tc_layout), the CUDA backend's device guard over a mock runtime (test_device_guard),
-// and the CUDA op test (test_cuda_ops): on a machine where CUDA cannot start it must exit 77 with
+// (test_gemm_tc_layout), the fast GroupNorm's tokens-output tiles (test_norm_tokens_tile), the CUDA
+// backend's device guard over a mock runtime (test_device_guard), and the CUDA op test (test_cuda_ops): on a machine where CUDA cannot start it must exit 77 with
 // the reason (never 0), its case table (`--list`, no GPU needed) must cover the shapes the networks
 // run, and the harness itself is checked with the CPU standing in for the device
 // (L2D_TEST_SELF=1 --small).
@@ -28,7 +28,7 @@ async function run(name: string, args: string[] = [], env: Record<string, string
   return { code, text: new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr) };
 }
 
-for (const name of ["test_abi_c", "test_philox", "test_gemm_tc_layout", "test_device_guard"]) {
+for (const name of ["test_abi_c", "test_philox", "test_gemm_tc_layout", "test_norm_tokens_tile", "test_device_guard"]) {
   Deno.test(`native program ${name} passes`, async () => {
     const { code, text } = await run(name);
     assert.equal(code, 0, text);

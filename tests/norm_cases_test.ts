@@ -83,6 +83,12 @@ Deno.test("test_cuda_norm covers every norm shape of the networks (--list, no GP
   ];
   for (const t of [2, 3]) {
     for (const [c, h] of unet) for (const silu of [true, false]) gn([t, c, h, h], silu);
+    for (const [c, h] of [[320, 64], [640, 32], [1280, 16], [1280, 8]]) {
+      has(
+        `group_norm_tokens [${t},${c},${h},${h}]`,
+        (r) => r.method === "group_norm_tokens" && same(r.dims, [t, c, h, h]),
+      );
+    }
     for (const [c, p] of [[320, 4096], [640, 1024], [1280, 256], [1280, 64]]) {
       has(`layer_norm [${t},${p},${c}]`, (r) => r.method === "layer_norm" && same(r.dims, [t, p, c]));
     }

@@ -5,7 +5,8 @@
 // ViT LayerNorms; DPT-Large's C = 1024 too), CLIP at 77 tokens; each GroupNorm shape with and
 // without SiLU. TAESD has no norm layers. Plus the shapes that take the kernels' other paths
 // (scalar fallback, many chunks per group, a LayerNorm row too wide for registers) and fp16 range
-// stress (|x| up to 1e4, means of 1e3..1e4, one outlier per group).
+// stress (|x| up to 1e4, means of 1e3..1e4, one outlier per group). GroupNorm written as tokens
+// (group_norm_tokens, the transformer / motion-module input norms) at those shapes too.
 // Which kernels run is the context's L2D_NORM (simple | fast, read at context creation): the GPU
 // check runs this binary under both. Bounds are the harness defaults (the ones test_cuda_ops uses).
 // `--list` prints the cases without a GPU; without one the binary exits 77. Host code only.
@@ -128,6 +129,46 @@ void group_norm_cases(Table& t) {
   add_gn(t, "gn/many_slabs", {64, 32, 4, 4}, 32, 1e-5f, false, "2048 groups of 16 elements", false);
 }
 
+// ---- GroupNorm written as tokens (group_norm_tokens): x [N, C, H, W] -> y [N, H*W, C] ----
+
+void add_gn_tokens(Table& t, const std::string& label, const std::vector<int64_t>& shape, int groups, float eps,
+                   bool silu, const std::string& note, bool big) {
+  const int64_t C = shape[1];
+  t.add(label, "group_norm_tokens", dims_str(shape) + " G=" + std::to_string(groups) + " " + mb(numel(shape)), note,
+        big, [shape, C, groups, eps, silu](Rng& r) {
+          return In{fin("x", shape, r, -2, 3), fin("gamma", {C}, r), fin("beta", {C}, r), gn_params(groups, eps, silu)};
+        });
+}
+
+void group_norm_tokens_cases(Table& t) {
+  // The spatial transformers' and motion modules' input norms (eps 1e-6, no SiLU; the motion
+  // modules stream one frame per row, so both see N = T) at the 64/32/16/8 levels of a 64x64 latent.
+  const int64_t levels[][2] = {{320, 64}, {640, 32}, {1280, 16}, {1280, 8}};
+  for (const int64_t T : {2, 3})
+    for (const auto& s : levels)
+      add_gn_tokens(t,
+                    "gnt/unet_T" + std::to_string(T) + "_c" + std::to_string(s[0]) + "_" + std::to_string(s[1]) + "x" +
+                        std::to_string(s[1]),
+                    {T, s[0], s[1], s[1]}, 32, 1e-6f, false, "UNet transformer + motion-module norm, as tokens", true);
+  // The motion modules' warm-up: the frames of one row in the batch (16 at the 8x8 level).
+  add_gn_tokens(t, "gnt/unet_warmup16_c1280_8x8", {16, 1280, 8, 8}, 32, 1e-6f, false,
+                "motion-module norm over 16 warm-up frames", false);
+  // The tiled transpose's edges and the fast kernels' other paths, small: partial position and
+  // channel tiles, tiles spanning many groups (cg = 3), the scalar path (S % 4 != 0), split groups,
+  // SiLU, a 5-D input.
+  add_gn_tokens(t, "gnt/small_edges", {2, 200, 6, 6}, 40, 1e-5f, true, "C % 64 != 0, S % 32 != 0, cg = 5", false);
+  add_gn_tokens(t, "gnt/small_cg3", {3, 12, 5, 7}, 4, 1e-6f, false, "S = 35: scalar path, 4 groups in one tile", false);
+  add_gn_tokens(t, "gnt/small_vec", {2, 320, 8, 8}, 32, 1e-6f, false, "8x8 UNet level at N=2, 16-byte vectors", false);
+  add_gn_tokens(t, "gnt/split_odd_spatial", {1, 64, 45, 45}, 32, 1e-5f, true, "S % 4 != 0: scalar path, split groups",
+                false);
+  add_gn_tokens(t, "gnt/small_3d", {2, 64, 3, 5, 8}, 8, 1e-5f, false, "5-D input (S = 3*5*8)", false);
+  t.add("stress/gnt_mean1e4_small", "group_norm_tokens", "[2,64,8,8] G=32", "mean 1e4, as tokens", false, [](Rng& r) {
+    Input x = fgrid("x", {2, 64, 8, 8}, r, -3, 40.f);
+    for (float& v : x.f) v += 1e4f;
+    return In{x, fin("gamma", {64}, r), fin("beta", {64}, r), gn_params(32, 1e-5f, false)};
+  });
+}
+
 // ---- LayerNorm: x [..., C], eps [1] ----
 
 void add_ln(Table& t, const std::string& label, const std::vector<int64_t>& shape, float eps, const std::string& note,
@@ -221,6 +262,7 @@ int main(int argc, char** argv) {
   Harness h("test_cuda_norm", argc, argv);
   Table t;
   group_norm_cases(t);
+  group_norm_tokens_cases(t);
   layer_norm_cases(t);
   stress_cases(t);
   bool listing = false;

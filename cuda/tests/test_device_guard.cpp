@@ -100,6 +100,12 @@ class MockImpl : public Backend {
   Tensor linear_add(const Tensor&, const Tensor&, const Tensor*, const Tensor&) override { return rec("linear_add"); }
   Tensor linear_geglu(const Tensor&, const Tensor&, const Tensor*) override { return rec("linear_geglu"); }
   Tensor matmul(const Tensor&, const Tensor&) override { return rec("matmul"); }
+  Tensor linear_to_image(const Tensor&, const Tensor&, const Tensor*, const Tensor*, int64_t, int64_t) override {
+    return rec("linear_to_image");
+  }
+  Tensor group_norm_tokens(const Tensor&, int, const Tensor&, const Tensor&, float, bool) override {
+    return rec("group_norm_tokens");
+  }
   Tensor group_norm(const Tensor&, int, const Tensor&, const Tensor&, float, bool) override { return rec("group_norm"); }
   Tensor layer_norm(const Tensor&, const Tensor&, const Tensor&, float) override { return rec("layer_norm"); }
   Tensor attention(const Tensor&, const Tensor&, const Tensor&, int, AttnMask) override { return rec("attention"); }
@@ -197,6 +203,8 @@ void call_everything(Backend& be, const Tensor& x) {
       [&] { be.linear_add(x, x, &x, x); },
       [&] { be.linear_geglu(x, x, &x); },
       [&] { be.matmul(x, x); },
+      [&] { be.linear_to_image(x, x, &x, &x, 1, 1); },
+      [&] { be.group_norm_tokens(x, 1, x, x, 1e-5f, false); },
       [&] { be.group_norm(x, 1, x, x, 1e-5f, false); },
       [&] { be.layer_norm(x, x, x, 1e-5f); },
       [&] { be.attention(x, x, x, 1, AttnMask::None); },

@@ -80,6 +80,23 @@ Tensor Backend::stream_temporal_attention_qkv(const Tensor& qkv, Tensor& cache, 
   return stream_temporal_attention(q, k, v, cache, qpe, kpe, vpe, pe_idx, update_idx, bias, heads);
 }
 
+Tensor Backend::linear_to_image(const Tensor& t, const Tensor& w, const Tensor* bias, const Tensor* residual,
+                                int64_t height, int64_t width) {
+  L2D_ASSERT(t.ndim() == 3 && w.ndim() == 2 && t.dim(1) == height * width);
+  const int64_t N = t.dim(0), O = w.dim(0);
+  Tensor y = permute(linear(t, w, bias).reshape({N, height, width, O}), {0, 3, 1, 2});
+  if (!residual) return y;
+  L2D_ASSERT(residual->shape() == y.shape());
+  return binary(y, *residual, Binary::Add);
+}
+
+Tensor Backend::group_norm_tokens(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                                  bool fuse_silu) {
+  L2D_ASSERT(x.ndim() >= 2);
+  const int64_t N = x.dim(0), C = x.dim(1), S = N > 0 && C > 0 ? x.numel() / (N * C) : 0;
+  return permute(group_norm(x, groups, gamma, beta, eps, fuse_silu).reshape({N, C, S}), {0, 2, 1});
+}
+
 Tensor Backend::image_fit_from_u8(const uint8_t* host, int64_t h, int64_t w, int channels, int64_t out_h,
                                   int64_t out_w) {
   check_fit_args(host, h, w, channels, out_h, out_w);

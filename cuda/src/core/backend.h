@@ -106,12 +106,24 @@ class Backend {
   // them in its bias pass, bit for bit the same).
   virtual Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* image_bias,
                               const Tensor* residual, const Conv2dParams& p);
+  // t [N, P, K] (tokens, P = height * width), w [O, K], bias [O] or null, residual (the output's
+  // shape) or null -> [N, O, height, width] = linear(t, w, bias) viewed as [N, height, width, O],
+  // permuted to NCHW (+ residual): a transformer's output projection back to the image layout with
+  // its residual connection. A GEMM with the roles swapped (w as A, the tokens as a [P, K] B, bias
+  // per output row) writes NCHW directly: no permute, no separate add. Default: the composition.
+  virtual Tensor linear_to_image(const Tensor& t, const Tensor& w, const Tensor* bias, const Tensor* residual,
+                                 int64_t height, int64_t width);
 
   // ---- normalisation ----
   // x [N, C, *spatial]: statistics per (n, group) over C/groups channels and all spatial
   // positions (biased variance); gamma/beta [C]; optional fused SiLU.
   virtual Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                             bool fuse_silu) = 0;
+  // group_norm(x, ..) written as tokens: x [N, C, *spatial] -> [N, S, C] (S = the spatial size),
+  // i.e. permute(group_norm(..)) without the permute pass: a transformer's input layout. The
+  // default is the composition.
+  virtual Tensor group_norm_tokens(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                                   bool fuse_silu);
   // x [..., C]: normalised over the last dimension; gamma/beta [C].
   virtual Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) = 0;
 

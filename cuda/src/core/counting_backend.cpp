@@ -79,6 +79,20 @@ Tensor CountingBackend::matmul(const Tensor& a, const Tensor& b) {
   return in_.matmul(a, b);
 }
 
+Tensor CountingBackend::linear_to_image(const Tensor& t, const Tensor& w, const Tensor* bias, const Tensor* residual,
+                                        int64_t height, int64_t width) {
+  count("linear_to_image");
+  const double K = double(t.dim(-1)), M = double(t.numel()) / K, N = double(w.dim(0));
+  gemm_flops_ += 2 * M * N * K;
+  return in_.linear_to_image(t, w, bias, residual, height, width);
+}
+
+Tensor CountingBackend::group_norm_tokens(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta,
+                                          float eps, bool fuse_silu) {
+  count("group_norm_tokens");
+  return in_.group_norm_tokens(x, groups, gamma, beta, eps, fuse_silu);
+}
+
 Tensor CountingBackend::group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                                    bool fuse_silu) {
   count("group_norm");

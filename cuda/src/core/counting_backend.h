@@ -24,7 +24,8 @@ class CountingBackend final : public Backend {
   // the ones concat makes.
   const std::map<std::string, int64_t>& counts() const { return counts_; }
   int64_t total() const;
-  // 2 * M * N * K summed over linear, linear_add, linear_geglu (N = 2C) and matmul calls (the FLOPs of the GEMMs a backend runs).
+  // 2 * M * N * K summed over linear, linear_add, linear_geglu (N = 2C), linear_to_image and matmul calls (the FLOPs
+  // of the GEMMs a backend runs).
   double gemm_flops() const { return gemm_flops_; }
   void reset();
 
@@ -51,8 +52,12 @@ class CountingBackend final : public Backend {
   Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) override;
   Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias) override;
   Tensor matmul(const Tensor& a, const Tensor& b) override;
+  Tensor linear_to_image(const Tensor& t, const Tensor& w, const Tensor* bias, const Tensor* residual, int64_t height,
+                         int64_t width) override;
   Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                     bool fuse_silu) override;
+  Tensor group_norm_tokens(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                           bool fuse_silu) override;
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, AttnMask mask) override;
   Tensor stream_temporal_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& cache, const Tensor& qpe,

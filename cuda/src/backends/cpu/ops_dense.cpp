@@ -179,6 +179,62 @@ Tensor CpuBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor* b
   return y;
 }
 
+// Two bit-identical forms (gemm() sums every output element over k in the same order whatever the
+// operands' roles; bias and residual are added per element as (y + bias) + residual, like linear,
+// permute and binary Add):
+//  - many pixels: per image y_n [O, P] = w [O, K] @ t_n^T (t_n [P, K] as a transposed B), written
+//    in place as NCHW, then one bias/residual pass: no transposing pass at all;
+//  - few pixels (the 8x8 and 16x16 levels): every thread would repack the whole [O, K] weight per
+//    image for a thin product, so run linear's GEMM [N*P, O] into scratch and fuse the transpose
+//    with the bias/residual pass (blocks of 32 channels: contiguous reads, sequential row writes).
+Tensor CpuBackend::linear_to_image(const Tensor& t, const Tensor& w, const Tensor* bias, const Tensor* residual,
+                                   int64_t height, int64_t width) {
+  L2D_CPU_OP("linear_to_image");
+  L2D_ASSERT(t.ndim() == 3 && w.ndim() == 2 && t.dim(2) == w.dim(1) && t.dim(1) == height * width);
+  const int64_t N = t.dim(0), P = t.dim(1), K = t.dim(2), O = w.dim(0);
+  if (bias) L2D_ASSERT(bias->numel() == O);
+  Tensor y = empty({N, O, height, width});
+  if (residual) L2D_ASSERT(residual->shape() == y.shape());
+  float* yp = y.ptr<float>();
+  const float* bp = bias ? bias->ptr<float>() : nullptr;
+  const float* rp = residual ? residual->ptr<float>() : nullptr;
+  // out[i] from the product's value v (out and r at the same NCHW index i).
+  const auto finish = [&](float v, int64_t o, int64_t i) {
+    if (bp) v += bp[o];
+    if (rp) v += rp[i];
+    return v;
+  };
+  constexpr int64_t kMinPixelsInPlace = 512;
+  if (P >= kMinPixelsInPlace) {
+    for (int64_t n = 0; n < N; ++n)
+      gemm({O, P, K, w.ptr<float>(), K, false, t.ptr<float>() + n * P * K, K, true, yp + n * O * P, P, false}, &pool_);
+    if (!bp && !rp) return y;
+    pool_.parallel_for(N * O, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t i = r * P; i < (r + 1) * P; ++i) yp[i] = finish(yp[i], r % O, i);
+    });
+    return y;
+  }
+  Tensor tmp = empty({N * P, O});
+  float* tp = tmp.ptr<float>();
+  gemm({N * P, O, K, t.ptr<float>(), K, false, w.ptr<float>(), K, true, tp, O, false}, &pool_);
+  constexpr int64_t kBlock = 32;
+  const int64_t blocks = (O + kBlock - 1) / kBlock;
+  pool_.parallel_for(N * blocks, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t n = k / blocks, o0 = (k % blocks) * kBlock, o1 = std::min(O, o0 + kBlock);
+      for (int64_t p = 0; p < P; ++p) {
+        const float* src = tp + (n * P + p) * O;
+        for (int64_t o = o0; o < o1; ++o) {
+          const int64_t i = (n * O + o) * P + p;
+          yp[i] = finish(src[o], o, i);
+        }
+      }
+    }
+  });
+  return y;
+}
+
 Tensor CpuBackend::matmul(const Tensor& a, const Tensor& b) {
   L2D_CPU_OP("matmul");
   L2D_ASSERT(a.ndim() == 3 && b.ndim() == 3 && a.dim(2) == b.dim(1));

@@ -79,6 +79,12 @@ class CudaBackend : public Backend {
   Tensor linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) override;
   Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias) override;  // ops_dense.cu
   Tensor matmul(const Tensor& a, const Tensor& b) override;
+  // fusions_.layout: the norm kernels write tokens directly (ops_misc.cu); else the default.
+  Tensor group_norm_tokens(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                           bool fuse_silu) override;
+  // fusions_.layout: one routed GEMM per image with w as A, writing NCHW (ops_layout.cu); else the default.
+  Tensor linear_to_image(const Tensor& t, const Tensor& w, const Tensor* bias, const Tensor* residual, int64_t height,
+                         int64_t width) override;
   Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                     bool fuse_silu) override;
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;

@@ -147,6 +147,11 @@ class Guarded final : public Impl {
   Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias) override {
     return op("linear_geglu", {{"x", &x}, {"w", &w}, {"bias", bias}}, [&] { return Impl::linear_geglu(x, w, bias); });
   }
+  Tensor linear_to_image(const Tensor& t, const Tensor& w, const Tensor* bias, const Tensor* residual, int64_t height,
+                         int64_t width) override {
+    return op("linear_to_image", {{"t", &t}, {"w", &w}, {"bias", bias}, {"residual", residual}},
+              [&] { return Impl::linear_to_image(t, w, bias, residual, height, width); });
+  }
   Tensor matmul(const Tensor& a, const Tensor& b) override {
     return op("matmul", {{"a", &a}, {"b", &b}}, [&] { return Impl::matmul(a, b); });
   }
@@ -154,6 +159,11 @@ class Guarded final : public Impl {
                     bool fuse_silu) override {
     return op("group_norm", {{"x", &x}, {"gamma", &gamma}, {"beta", &beta}},
               [&] { return Impl::group_norm(x, groups, gamma, beta, eps, fuse_silu); });
+  }
+  Tensor group_norm_tokens(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                           bool fuse_silu) override {
+    return op("group_norm_tokens", {{"x", &x}, {"gamma", &gamma}, {"beta", &beta}},
+              [&] { return Impl::group_norm_tokens(x, groups, gamma, beta, eps, fuse_silu); });
   }
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override {
     return op("layer_norm", {{"x", &x}, {"gamma", &gamma}, {"beta", &beta}},

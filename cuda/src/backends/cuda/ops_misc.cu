@@ -43,6 +43,27 @@ Tensor CudaBackend::group_norm(const Tensor& x, int groups, const Tensor& gamma,
   return y;
 }
 
+Tensor CudaBackend::group_norm_tokens(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                                      bool fuse_silu) {
+  if (!fusions_.layout) return Backend::group_norm_tokens(x, groups, gamma, beta, eps, fuse_silu);
+  L2D_ASSERT(x.ndim() >= 2 && groups > 0);
+  L2D_ASSERT(x.dtype() == float_dtype() && gamma.dtype() == float_dtype() && beta.dtype() == float_dtype());
+  const int64_t N = x.dim(0), C = x.dim(1);
+  L2D_ASSERT(C % groups == 0 && gamma.numel() == C && beta.numel() == C);
+  const int64_t S = N > 0 && C > 0 ? x.numel() / (N * C) : 0;
+  Tensor y = empty({N, S, C});
+  if (norm_kernel_ == NormKernel::Fast) {
+    const GroupNormPlan plan = group_norm_fast_plan(x.data(), y.data(), N, C, S, groups, fp16_, device_sm_count());
+    if (plan.empty()) return y;
+    Tensor partials(this, DType::F32, {plan.tokens_scratch_floats()});  // back to the pool after the launch
+    group_norm_tokens_fast_cuda(plan, x.data(), gamma.data(), beta.data(), y.data(), N, C, S, groups, eps, fuse_silu,
+                                fp16_, static_cast<float*>(partials.data()), stream_);
+    return y;
+  }
+  group_norm_tokens_cuda(x.data(), gamma.data(), beta.data(), y.data(), N, C, S, groups, eps, fuse_silu, fp16_, stream_);
+  return y;
+}
+
 Tensor CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
   L2D_ASSERT(x.dtype() == float_dtype() && gamma.dtype() == float_dtype() && beta.dtype() == float_dtype());
   const int64_t C = x.dim(-1), rows = C ? x.numel() / C : 0;

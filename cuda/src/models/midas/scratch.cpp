@@ -59,11 +59,14 @@ Tensor Scratch::reassemble(int k, const Tensor& tokens, int gh, int gw) const {
   const int64_t B = tokens.dim(0), L = tokens.dim(1);
   L2D_ASSERT(L == 1 + int64_t(gh) * gw);
   const Readout& r = k == 3 ? readout3_ : readout4_;
-  // ProjectReadout: GELU(Linear(cat(tokens, cls expanded))) = GELU(W_tok t + W_cls cls + b).
+  // ProjectReadout: GELU(Linear(cat(tokens, cls expanded))) = GELU(W_tok t + W_cls cls + b), then
+  // Transpose(1, 2) + Unflatten. linear_to_image writes W_tok t + b as the image [B, dim, gh, gw]
+  // (no permute pass; GELU is elementwise, so it commutes with the transpose), then the per-image
+  // W_cls cls is added broadcast over the pixels: the same sums in the same order as before.
   const Tensor t = be_.slice(tokens, 1, 1, L), cls = be_.slice(tokens, 1, 0, 1);
-  Tensor y = be_.binary(be_.linear(t, r.w_tok, &r.b), be_.linear(cls, r.w_cls, nullptr), Binary::Add);
+  Tensor y = be_.linear_to_image(t, r.w_tok, &r.b, nullptr, gh, gw);
+  y = be_.binary(y, be_.linear(cls, r.w_cls, nullptr).reshape({B, dim_, 1, 1}), Binary::Add);
   y = be_.unary(y, Unary::GeluErf);
-  y = be_.permute(y, {0, 2, 1}).reshape({B, dim_, gh, gw});  // Transpose(1, 2) + Unflatten
   if (k == 3) return conv(be_, y, post3_);
   return conv(be_, conv(be_, y, post4_), post4_down_);
 }

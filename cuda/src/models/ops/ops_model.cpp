@@ -154,6 +154,34 @@ class OpsModel final : public Model {
       L2D_REQUIRE(x.dim(1) % groups == 0, "ops group_norm: ", x.dim(1), " channels are not divisible by ", groups,
                   " groups");
       y = be_.group_norm(x, groups, in("gamma"), in("beta"), p[1], p[2] != 0.f);
+    } else if (method == "group_norm_tokens") {  // group_norm written as tokens [N, S, C]
+      const auto p = scalars("params", 3);        // [groups, eps, silu]
+      const Tensor x = in("x"), gamma = in("gamma"), beta = in("beta");
+      require_rank(x, 2, 8, "x");
+      const int groups = checked(as_int(p[0]), 1, x.dim(1), "groups");
+      L2D_REQUIRE(x.dim(1) % groups == 0, "ops group_norm_tokens: ", x.dim(1), " channels are not divisible by ",
+                  groups, " groups");
+      L2D_REQUIRE(gamma.numel() == x.dim(1) && beta.numel() == x.dim(1), "ops group_norm_tokens: gamma ",
+                  shape_str(gamma.shape()), " and beta ", shape_str(beta.shape()), " must have ", x.dim(1), " values");
+      y = be_.group_norm_tokens(x, groups, gamma, beta, p[1], p[2] != 0.f);
+    } else if (method == "linear_to_image") {  // permute(linear(t, w, b) as [N, h, w, O]) (+ r), NCHW
+      Tensor b = opt("b"), r = opt("r");
+      const Tensor t = in("t"), w = in("w");
+      require_rank(t, 3, 3, "t");
+      require_rank(w, 2, 2, "w");
+      const auto hw = ints("hw", 2);  // [height, width]
+      const int64_t height = checked(hw[0], 1, kMaxSide, "height"), width = checked(hw[1], 1, kMaxSide, "width");
+      L2D_REQUIRE(height * width == t.dim(1), "ops linear_to_image: ", height, " x ", width, " pixels do not match the ",
+                  t.dim(1), " tokens of t ", shape_str(t.shape()));
+      L2D_REQUIRE(w.dim(1) == t.dim(2), "ops linear_to_image: w ", shape_str(w.shape()), " does not fit t ",
+                  shape_str(t.shape()));
+      L2D_REQUIRE(!b.defined() || (b.ndim() == 1 && b.dim(0) == w.dim(0)), "ops linear_to_image: \"b\" must be [",
+                  w.dim(0), "], got ", shape_str(b.shape()));
+      const Shape out{t.dim(0), w.dim(0), height, width};
+      require_output(t.dim(0), w.dim(0), t.dim(1), "linear_to_image");
+      L2D_REQUIRE(!r.defined() || r.shape() == out, "ops linear_to_image: \"r\" must have the output shape ",
+                  shape_str(out), ", got ", shape_str(r.shape()));
+      y = be_.linear_to_image(t, w, b.defined() ? &b : nullptr, r.defined() ? &r : nullptr, height, width);
     } else if (method == "layer_norm") {
       const Tensor x = in("x");
       require_rank(x, 1, 8, "x");

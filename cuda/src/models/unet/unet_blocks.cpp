@@ -128,10 +128,14 @@ void SpatialTransformer::load(Loader& L, const std::string& p, int64_t ch, int64
                               bool linear_projection) {
   if (ch % heads != 0) fail(L2D_ERR_FORMAT, "unet: ", p, " has ", ch, " channels, not divisible by ", heads, " heads");
   groups = groups_;
-  linear_proj = linear_projection;
+  // The 1x1 convolution form as a linear layer on tokens (its weight viewed as [ch, ch]).
+  const auto projection = [&](const std::string& name) {
+    if (linear_projection) return L.linear(name, ch, ch);
+    const Conv conv = L.conv(name, ch, ch, 1, 1, 0);
+    return Linear{conv.w.reshape({ch, ch}), conv.b};
+  };
   norm = L.norm(p + ".norm", ch);
-  if (linear_proj) proj_in_lin = L.linear(p + ".proj_in", ch, ch);
-  else proj_in_conv = L.conv(p + ".proj_in", ch, ch, 1, 1, 0);
+  proj_in = projection(p + ".proj_in");
   const std::string b = p + ".transformer_blocks.0";
   norm1 = L.norm(b + ".norm1", ch);
   attn1.load(L, b + ".attn1", ch, ch, heads, /*packed_qkv=*/true);
@@ -140,17 +144,13 @@ void SpatialTransformer::load(Loader& L, const std::string& p, int64_t ch, int64
   norm3 = L.norm(b + ".norm3", ch);
   ff_in = L.linear(b + ".ff.net.0.proj", 8 * ch, ch);
   ff_out = L.linear(b + ".ff.net.2", ch, 4 * ch);
-  if (linear_proj) proj_out_lin = L.linear(p + ".proj_out", ch, ch);
-  else proj_out_conv = L.conv(p + ".proj_out", ch, ch, 1, 1, 0);
+  proj_out = projection(p + ".proj_out");
 }
 
 Tensor SpatialTransformer::operator()(RunCtx& c, const Tensor& x) const {
   Backend& be = c.be;
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
-  Tensor h = be.group_norm(x, groups, norm.g, norm.b, 1e-6f, false);
-  if (!linear_proj) h = proj_in_conv(be, h);
-  h = be.permute(h, {0, 2, 3, 1}).reshape({N, H * W, C});
-  if (linear_proj) h = proj_in_lin(be, h);
+  Tensor h = proj_in(be, be.group_norm_tokens(x, groups, norm.g, norm.b, 1e-6f, false));  // [N, HW, C]
 
   Tensor n = be.layer_norm(h, norm1.g, norm1.b, 1e-5f);
   Tensor a = be.self_attention(attn1.qkv(be, n), attn1.heads, AttnMask::None);
@@ -172,10 +172,7 @@ Tensor SpatialTransformer::operator()(RunCtx& c, const Tensor& x) const {
   n = be.layer_norm(h, norm3.g, norm3.b, 1e-5f);
   h = ff_out.add(be, be.linear_geglu(n, ff_in.w, ff_in.b.defined() ? &ff_in.b : nullptr), h);
 
-  if (linear_proj) h = proj_out_lin(be, h);
-  h = be.permute(h.reshape({N, H, W, C}), {0, 3, 1, 2});
-  if (!linear_proj) h = proj_out_conv(be, h);
-  return be.binary(h, x, Binary::Add);
+  return proj_out.to_image(be, h, x, H, W);
 }
 
 // ---- motion module ----
@@ -229,8 +226,8 @@ Tensor MotionModule::operator()(RunCtx& c, const Tensor& x) const {
   Backend& be = c.be;
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), P = H * W;
   L2D_ASSERT(N == c.B * c.F && c.cache != nullptr);
-  Tensor h = be.group_norm(x, groups, norm.g, norm.b, 1e-6f, false);
-  h = proj_in(be, be.permute(h, {0, 2, 3, 1}).reshape({c.B, c.F, P, C}));  // [B, F, P, inner]
+  Tensor h = be.group_norm_tokens(x, groups, norm.g, norm.b, 1e-6f, false);  // [N, P, C], n = b*F + f
+  h = proj_in(be, h.reshape({c.B, c.F, P, C}));                               // [B, F, P, inner]
   for (const Block& blk : blocks) {
     for (size_t ai = 0; ai < blk.attn.size(); ++ai) {
       const TemporalAttention& ta = blk.attn[ai];
@@ -262,9 +259,7 @@ Tensor MotionModule::operator()(RunCtx& c, const Tensor& x) const {
     Tensor n = be.layer_norm(h, blk.ff_norm.g, blk.ff_norm.b, 1e-5f);
     h = blk.ff_out.add(be, be.linear_geglu(n, blk.ff_in.w, blk.ff_in.b.defined() ? &blk.ff_in.b : nullptr), h);
   }
-  h = proj_out(be, h);  // [B, F, P, C]
-  h = be.permute(h.reshape({N, H, W, C}), {0, 3, 1, 2});
-  return be.binary(h, x, Binary::Add);
+  return proj_out.to_image(be, h.reshape({N, P, inner}), x, H, W);
 }
 
 // ---- depth mapping network ----

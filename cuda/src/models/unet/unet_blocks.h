@@ -26,6 +26,11 @@ struct Linear {
   Tensor add(Backend& be, const Tensor& x, const Tensor& residual) const {
     return be.linear_add(x, w, b.defined() ? &b : nullptr, residual);
   }
+  // (*this)(t) for tokens t [N, height * width, in] written as the image [N, out, height, width],
+  // + residual (that shape) as one op: a transformer's output projection back to NCHW.
+  Tensor to_image(Backend& be, const Tensor& t, const Tensor& residual, int64_t height, int64_t width) const {
+    return be.linear_to_image(t, w, b.defined() ? &b : nullptr, &residual, height, width);
+  }
 };
 
 struct Conv {
@@ -102,13 +107,15 @@ struct Attention {
 };
 
 // Transformer3DModel: GroupNorm -> proj_in -> BasicTransformerBlock -> proj_out -> + residual.
+// Runs in tokens from the norm to proj_out: group_norm_tokens writes [N, HW, C] and
+// linear_to_image writes proj_out's NCHW result with the residual added, so no permute pass.
 struct SpatialTransformer {
   Norm norm, norm1, norm2, norm3;
-  Conv proj_in_conv, proj_out_conv;  // use_linear_projection = false
-  Linear proj_in_lin, proj_out_lin;  // use_linear_projection = true
+  // Linear layers on tokens in both checkpoint forms: use_linear_projection's [C, C] weights, or the
+  // 1x1 convolutions' [C, C, 1, 1] weights viewed as [C, C] (a reshape: the same storage).
+  Linear proj_in, proj_out;
   Attention attn1, attn2;
   Linear ff_in, ff_out;
-  bool linear_proj = false;
   int groups = 32;
   size_t context_layer = 0;  // index of this block's K/V in a ContextKv (model order)
   void load(Loader& L, const std::string& prefix, int64_t channels, int64_t context_dim, int heads, int groups,
@@ -126,7 +133,8 @@ struct TemporalAttention {
   size_t cache_layer = 0;
 };
 
-// VanillaTemporalModule / TemporalTransformer3DModel with Live2Diff's two attention modes.
+// VanillaTemporalModule / TemporalTransformer3DModel with Live2Diff's two attention modes. Like the
+// spatial transformer, in tokens from group_norm_tokens to linear_to_image (proj_out + residual).
 struct MotionModule {
   struct Block {
     std::vector<Norm> norms;

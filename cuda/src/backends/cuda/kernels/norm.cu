@@ -1,6 +1,8 @@
 // Group norm: one block (512 threads) per (n, group); the group's channels are contiguous in NCHW,
 // so each pass is a flat coalesced sweep: sum -> mean, sum of squared deviations -> rstd (biased
-// variance, exact two-pass like the CPU oracle), then normalise + affine (+ SiLU).
+// variance, exact two-pass like the CPU oracle), then normalise + affine (+ SiLU). The tokens
+// variant writes each value at its transposed index [n, s, ch] (strided stores: the simple,
+// verified form; norm_fast.cu transposes through shared memory).
 // Layer norm: one warp per row, the same two passes plus the write, 8 rows per 256-thread block.
 #include "../common.cuh"
 #include "norm.cuh"
@@ -22,7 +24,8 @@ __device__ float block_sum(float v, float* red) {
   return t;
 }
 
-template <typename T>
+// TOKENS: y is [N, S, C] (element (ch, s) of image n at (n * S + s) * C + ch) instead of NCHW.
+template <typename T, bool TOKENS>
 static __global__ void __launch_bounds__(kGnThreads) group_norm_kernel(const T* __restrict__ x, const T* __restrict__ gamma,
                                                                        const T* __restrict__ beta, T* __restrict__ y,
                                                                        int64_t C, int64_t S, int groups, float eps,
@@ -32,7 +35,7 @@ static __global__ void __launch_bounds__(kGnThreads) group_norm_kernel(const T* 
   const int64_t cg = C / groups, count = cg * S;
   const int64_t base = (n * C + grp * cg) * S;
   const T* xp = x + base;
-  T* yp = y + base;
+  T* yp = TOKENS ? y + n * S * C + grp * cg : y + base;
 
   float s = 0.f;
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) s += to_f(xp[i]);
@@ -48,7 +51,8 @@ static __global__ void __launch_bounds__(kGnThreads) group_norm_kernel(const T* 
     const int64_t ch = grp * cg + i / S;
     float o = (to_f(xp[i]) - mean) * rstd * to_f(gamma[ch]) + to_f(beta[ch]);
     if (silu) o = o / (1.f + expf(-o));
-    yp[i] = from_f<T>(o);
+    if constexpr (TOKENS) yp[(i % S) * C + i / S] = from_f<T>(o);  // position i % S, channel i / S of the group
+    else yp[i] = from_f<T>(o);
   }
 }
 
@@ -73,10 +77,10 @@ static __global__ void layer_norm_kernel(const T* __restrict__ x, const T* __res
     yp[i] = from_f<T>((to_f(xp[i]) - mean) * rstd * to_f(gamma[i]) + to_f(beta[i]));
 }
 
-template <typename T>
+template <typename T, bool TOKENS>
 void gn(const void* x, const void* g, const void* b, void* y, int64_t N, int64_t C, int64_t S, int groups, float eps,
         bool silu, cudaStream_t s) {
-  group_norm_kernel<T><<<unsigned(N * groups), kGnThreads, 0, s>>>(static_cast<const T*>(x), static_cast<const T*>(g),
+  group_norm_kernel<T, TOKENS><<<unsigned(N * groups), kGnThreads, 0, s>>>(static_cast<const T*>(x), static_cast<const T*>(g),
                                                                      static_cast<const T*>(b), static_cast<T*>(y), C, S,
                                                                      groups, eps, silu);
 }
@@ -93,8 +97,17 @@ void group_norm_cuda(const void* x, const void* gamma, const void* beta, void* y
                      int groups, float eps, bool silu, bool fp16, cudaStream_t stream) {
   L2D_ASSERT(groups > 0 && C % groups == 0 && N * groups < (int64_t(1) << 31));
   if (N * C * S <= 0) return;
-  if (fp16) gn<__half>(x, gamma, beta, y, N, C, S, groups, eps, silu, stream);
-  else gn<float>(x, gamma, beta, y, N, C, S, groups, eps, silu, stream);
+  if (fp16) gn<__half, false>(x, gamma, beta, y, N, C, S, groups, eps, silu, stream);
+  else gn<float, false>(x, gamma, beta, y, N, C, S, groups, eps, silu, stream);
+  CUDA_CHECK_LAUNCH();
+}
+
+void group_norm_tokens_cuda(const void* x, const void* gamma, const void* beta, void* y, int64_t N, int64_t C,
+                            int64_t S, int groups, float eps, bool silu, bool fp16, cudaStream_t stream) {
+  L2D_ASSERT(groups > 0 && C % groups == 0 && N * groups < (int64_t(1) << 31));
+  if (N * C * S <= 0) return;
+  if (fp16) gn<__half, true>(x, gamma, beta, y, N, C, S, groups, eps, silu, stream);
+  else gn<float, true>(x, gamma, beta, y, N, C, S, groups, eps, silu, stream);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -10,6 +10,9 @@ namespace l2d::cuda {
 // x/y [N, C, S] (S = product of spatial dims); gamma/beta [C].
 void group_norm_cuda(const void* x, const void* gamma, const void* beta, void* y, int64_t N, int64_t C, int64_t S,
                      int groups, float eps, bool silu, bool fp16, cudaStream_t stream);
+// The same normalisation written as tokens: x [N, C, S] -> y [N, S, C] (Backend::group_norm_tokens).
+void group_norm_tokens_cuda(const void* x, const void* gamma, const void* beta, void* y, int64_t N, int64_t C,
+                            int64_t S, int groups, float eps, bool silu, bool fp16, cudaStream_t stream);
 // x/y [rows, C]; gamma/beta [C].
 void layer_norm_cuda(const void* x, const void* gamma, const void* beta, void* y, int64_t rows, int64_t C, float eps,
                      bool fp16, cudaStream_t stream);

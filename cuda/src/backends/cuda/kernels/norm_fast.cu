@@ -15,6 +15,7 @@
 
 #include "../common.cuh"
 #include "norm_fast.cuh"
+#include "norm_tokens_tile.h"
 
 namespace l2d::cuda {
 namespace {
@@ -208,6 +209,74 @@ __global__ void __launch_bounds__(kGnThreads)
                       int(slab % groups) * cg, stat[0], stat[1], silu);
 }
 
+// Tokens output (Backend::group_norm_tokens): y [N, S, C]. A CTA owns the tile of tok::kS positions
+// x tok::kC channels of one image (norm_tokens_tile.h, checked on the CPU by test_norm_tokens_tile):
+// it merges the chunk statistics of the groups the tile touches (one warp per group), reads the tile
+// from NCHW (each warp a channel row of kS positions, coalesced), normalises it into shared memory,
+// and writes it back transposed (each warp one position's kC channels, coalesced). Rows padded to
+// kS + 1 floats keep both shared-memory accesses free of bank conflicts.
+template <typename T>
+__global__ void __launch_bounds__(tok::kThreads)
+    gn_apply_tokens_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
+                           T* __restrict__ y, const float* __restrict__ partial, int64_t S, int C, int cg, int groups,
+                           int64_t slab_elems, int64_t chunk_vecs, int64_t chunks, int vec, float eps, bool silu) {
+  static_assert(tok::kThreads == kGnThreads && tok::kC <= tok::kThreads, "one thread per tile channel");
+  __shared__ float tile[tok::kC][tok::kS + 1];
+  __shared__ float grp_mean[tok::kC], grp_rstd[tok::kC];  // per group touched (at most kC)
+  __shared__ float ch_mean[tok::kC], ch_scale[tok::kC], ch_shift[tok::kC];
+  const tok::Tile tl = tok::tile_of(blockIdx.x, blockIdx.y, blockIdx.z, C, cg);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t slab_vecs = slab_elems / vec;
+  for (int gi = warp; gi < tl.groups; gi += tok::kWarps) {
+    const int64_t slab = tl.n * groups + tl.g0 + gi;
+    Stats st{0.f, 0.f, 0.f};
+    for (int64_t k = lane; k < chunks; k += 32) {
+      const int64_t left = slab_vecs - k * chunk_vecs;
+      const float cnt = float((left < chunk_vecs ? left : chunk_vecs) * vec);
+      merge(st, cnt, partial[2 * (slab * chunks + k)], partial[2 * (slab * chunks + k) + 1]);
+    }
+    st = warp_merge(st);
+    if (lane == 0) {
+      grp_mean[gi] = st.mean;
+      grp_rstd[gi] = rstd_of(st, slab_elems, eps);
+    }
+  }
+  __syncthreads();
+  if (int(threadIdx.x) < tl.c_end - tl.c0) {
+    const int c = tl.c0 + int(threadIdx.x), gi = c / cg - tl.g0;
+    ch_mean[threadIdx.x] = grp_mean[gi];
+    ch_scale[threadIdx.x] = grp_rstd[gi] * to_f(gamma[c]);
+    ch_shift[threadIdx.x] = to_f(beta[c]);
+  }
+  __syncthreads();
+  const int64_t s = tl.s0 + lane;
+  for (int r = warp; r < tok::kC; r += tok::kWarps) {
+    if (tl.c0 + r < tl.c_end && s < S) {
+      float o = (to_f(x[tok::src_index(tl.n, C, S, tl.c0 + r, s)]) - ch_mean[r]) * ch_scale[r] + ch_shift[r];
+      if (silu) o = o / (1.f + expf(-o));
+      tile[r][lane] = o;
+    }
+  }
+  __syncthreads();
+  for (int p = warp; p < tok::kS && tl.s0 + p < S; p += tok::kWarps)  // uniform per warp
+    for (int r = lane; r < tok::kC; r += 32)
+      if (tl.c0 + r < tl.c_end) y[tok::dst_index(tl.n, C, S, tl.c0 + r, tl.s0 + p)] = from_f<T>(tile[r][p]);
+}
+
+template <typename T, int VEC>
+void gn_tokens_launch(const GroupNormPlan& p, const void* x, const void* g, const void* b, void* y, int64_t N,
+                      int64_t C, int64_t S, int groups, float eps, bool silu, float* scratch, cudaStream_t s) {
+  const unsigned ctas = unsigned(p.slabs * p.chunks);
+  gn_chunk_stats_kernel<T, VEC><<<ctas, kGnThreads, 0, s>>>(static_cast<const T*>(x), p.slab_elems, p.chunk_vecs,
+                                                            p.chunks, scratch);
+  CUDA_CHECK_LAUNCH();  // counts this launch; the caller's check counts the apply kernel
+  const dim3 grid(unsigned(tok::position_tiles(S)), unsigned(tok::channel_tiles(C)), unsigned(N));
+  gn_apply_tokens_kernel<T><<<grid, tok::kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<const T*>(g),
+                                                           static_cast<const T*>(b), static_cast<T*>(y), scratch, S,
+                                                           int(C), int(C / groups), groups, p.slab_elems, p.chunk_vecs,
+                                                           p.chunks, VEC, eps, silu);
+}
+
 template <typename T, int VEC>
 void gn_launch(const GroupNormPlan& p, const void* x, const void* g, const void* b, void* y, int64_t C, int64_t S,
                int groups, float eps, bool silu, float* scratch, cudaStream_t s) {
@@ -222,6 +291,7 @@ void gn_launch(const GroupNormPlan& p, const void* x, const void* g, const void*
   }
   const unsigned ctas = unsigned(p.slabs * p.chunks);
   gn_chunk_stats_kernel<T, VEC><<<ctas, kGnThreads, 0, s>>>(xt, p.slab_elems, p.chunk_vecs, p.chunks, scratch);
+  CUDA_CHECK_LAUNCH();  // counts this launch; the caller's check counts the apply kernel
   gn_apply_kernel<T, VEC><<<ctas, kGnThreads, 0, s>>>(xt, gt, bt, yt, scratch, uint32_t(S), cg, groups, p.slab_elems,
                                                       p.chunk_vecs, p.chunks, eps, silu);
 }
@@ -345,6 +415,24 @@ void group_norm_fast_cuda(const GroupNormPlan& plan, const void* x, const void* 
   } else {
     if (plan.vec == 4) gn_launch<float, 4>(plan, x, gamma, beta, y, C, S, groups, eps, silu, scratch, stream);
     else gn_launch<float, 1>(plan, x, gamma, beta, y, C, S, groups, eps, silu, scratch, stream);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+void group_norm_tokens_fast_cuda(const GroupNormPlan& plan, const void* x, const void* gamma, const void* beta,
+                                 void* y, int64_t N, int64_t C, int64_t S, int groups, float eps, bool silu, bool fp16,
+                                 float* scratch, cudaStream_t stream) {
+  if (plan.empty()) return;
+  L2D_ASSERT(scratch != nullptr && plan.slabs == N * groups);
+  if (N > 65535 || tok::channel_tiles(C) > 65535 || tok::position_tiles(S) >= (int64_t(1) << 31) ||
+      C >= (int64_t(1) << 31))
+    fail(L2D_ERR_UNSUPPORTED, "group_norm_tokens: [", N, ", ", C, ", ", S, "] is too large for the CUDA kernels");
+  if (fp16) {
+    if (plan.vec == 8) gn_tokens_launch<__half, 8>(plan, x, gamma, beta, y, N, C, S, groups, eps, silu, scratch, stream);
+    else gn_tokens_launch<__half, 1>(plan, x, gamma, beta, y, N, C, S, groups, eps, silu, scratch, stream);
+  } else {
+    if (plan.vec == 4) gn_tokens_launch<float, 4>(plan, x, gamma, beta, y, N, C, S, groups, eps, silu, scratch, stream);
+    else gn_tokens_launch<float, 1>(plan, x, gamma, beta, y, N, C, S, groups, eps, silu, scratch, stream);
   }
   CUDA_CHECK_LAUNCH();
 }

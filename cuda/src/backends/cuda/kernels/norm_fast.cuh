@@ -24,6 +24,8 @@ struct GroupNormPlan {
   // Floats of device scratch the plan needs: (mean, M2) per chunk; none when a slab is one chunk
   // (then one kernel does both passes).
   int64_t scratch_floats() const { return chunks > 1 ? slabs * chunks * 2 : 0; }
+  // The same for group_norm_tokens_fast_cuda, which always runs the statistics pass.
+  int64_t tokens_scratch_floats() const { return slabs * chunks * 2; }
 };
 
 // The plan for this problem on a GPU with `sms` multiprocessors (x and y decide the vector width).
@@ -37,6 +39,15 @@ GroupNormPlan group_norm_fast_plan(const void* x, const void* y, int64_t N, int6
 void group_norm_fast_cuda(const GroupNormPlan& plan, const void* x, const void* gamma, const void* beta, void* y,
                           int64_t C, int64_t S, int groups, float eps, bool silu, bool fp16, float* scratch,
                           cudaStream_t stream);
+
+// The same normalisation written as tokens: x [N, C, S] -> y [N, S, C] (Backend::group_norm_tokens).
+// The statistics pass as above (also for slabs of one chunk), then a tiled apply pass that merges
+// the statistics it needs and transposes through shared memory, so reads and writes stay coalesced.
+// scratch: plan.tokens_scratch_floats() floats. Throws L2D_ERR_UNSUPPORTED past the grid limits
+// (N > 65535 images).
+void group_norm_tokens_fast_cuda(const GroupNormPlan& plan, const void* x, const void* gamma, const void* beta,
+                                 void* y, int64_t N, int64_t C, int64_t S, int groups, float eps, bool silu, bool fp16,
+                                 float* scratch, cudaStream_t stream);
 
 // Whether the fast layer norm takes this problem: C a multiple of the vector width (8 fp16 / 4 fp32),
 // every pointer 16-byte aligned, C <= 4096 (fp16) / 2048 (fp32) (the row lives in registers).
