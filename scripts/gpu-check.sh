@@ -15,9 +15,10 @@
 #      In the background meanwhile: compute-sanitizer memcheck (whole op test), racecheck + synccheck
 #      (attention, norm, reduce kernels, small shapes); GPU_CHECK_SANITIZE=0 skips them.
 #   4. regenerate the golden model files (Philox) into a temporary golden root
-#   5. golden cases on CUDA: the small ones fp32 then fp16, then unet_full_shapes fp16 then fp32;
-#      scripts/gpu/stream_graphs.ts (Stream.push with L2D_CUDA_GRAPHS=1 and 0, fp16), and with
-#      graphs on under compute-sanitizer memcheck
+#   5. golden cases on CUDA: the small ones fp32 then fp16, then unet_full_shapes fp16 then fp32, the
+#      pipeline with L2D_ATTENTION=tc, L2D_NORM=fast and L2D_FUSE=none; scripts/gpu/stream_graphs.ts
+#      (Stream.push with L2D_CUDA_GRAPHS=1 and 0, fp16), and with graphs on under compute-sanitizer
+#      memcheck; then the fused ops' op tests per kernel path and with L2D_FUSE=none
 #   6. deno task bench --device cuda (the synthetic sd15 engine is built in the background meanwhile)
 #   7. the bench once per switch setting (L2D_CUDA_GRAPHS=0/1, L2D_FUSE=none/all, L2D_KERNELS=simple/auto,
 #      L2D_ATTENTION=simple/tc), short runs; ratios per pair in bench_switches.json
@@ -237,6 +238,15 @@ main() {
       step sanitize_memcheck 150 "$BENCH_RESERVE" "${SAN[@]}" --tool memcheck "$BUILD/test_cuda_ops"
       step sanitize_racecheck 60 "$BENCH_RESERVE" "${SAN[@]}" --tool racecheck "$BUILD/test_cuda_ops" "${SMALL_KERNELS[@]}"
       step sanitize_synccheck 40 "$BENCH_RESERVE" "${SAN[@]}" --tool synccheck "$BUILD/test_cuda_ops" "${SMALL_KERNELS[@]}"
+      # The fused ops' kernels (packed-QKV attention, conv epilogue, layout GEMM) at small shapes.
+      [ -x "$BUILD/test_cuda_attention" ] && step sanitize_memcheck_attn_packed 60 "$BENCH_RESERVE" "${SAN[@]}" \
+        --tool memcheck "$BUILD/test_cuda_attention" causal/clip
+      [ -x "$BUILD/test_cuda_attention" ] && step sanitize_memcheck_temporal_packed 60 "$BENCH_RESERVE" "${SAN[@]}" \
+        --tool memcheck "$BUILD/test_cuda_attention" packed_temporal/l4
+      [ -x "$BUILD/test_cuda_conv_fused" ] && step sanitize_memcheck_conv_fused 60 "$BENCH_RESERVE" "${SAN[@]}" \
+        --tool memcheck "$BUILD/test_cuda_conv_fused" --small
+      [ -x "$BUILD/test_cuda_layout" ] && step sanitize_memcheck_layout 60 "$BENCH_RESERVE" "${SAN[@]}" \
+        --tool memcheck "$BUILD/test_cuda_layout" --small
     ) &
     SAN_PID=$!
     log "compute-sanitizer: memcheck, racecheck, synccheck in the background"
@@ -304,6 +314,27 @@ main() {
       step stream_graphs-memcheck 120 "$BENCH_RESERVE" compute-sanitizer --error-exitcode 86 --print-limit 30 \
         --tool memcheck "${DENO_RUN[@]}" scripts/gpu/stream_graphs.ts --precision fp16 --modes 1
     fi
+  fi
+
+  # The fused ops (L2D_FUSE, fusions.h) on the paths the op-test loop above did not take: there each
+  # test ran with the defaults (fp16 auto prefers cuBLASLt/cuDNN where they load, so the own-kernel
+  # epilogues run under L2D_KERNELS=own; the simple kernels run fp16 only under L2D_KERNELS=simple),
+  # then once with every fusion off (the composition), which must pass too.
+  # fused_paths TEST "KERNEL PATHS" [ARGS...]
+  fused_paths() {
+    local t=$1 paths=$2
+    shift 2
+    [ -x "$BUILD/$t" ] || return 0
+    for k in $paths; do step "$t-$k" 60 "$BENCH_RESERVE" env L2D_KERNELS="$k" "$BUILD/$t" "$@"; done
+    step "$t-unfused" 60 "$BENCH_RESERVE" env L2D_FUSE=none "$BUILD/$t" "$@"
+  }
+  fused_paths test_cuda_layout "own simple tune"
+  fused_paths test_cuda_conv_fused "own simple tune"
+  fused_paths test_cuda_dense "tune" --filter linear_geglu  # own and vendor: the dense step above
+  if [ -x "$BUILD/test_cuda_norm" ]; then
+    step test_cuda_norm-tokens-unfused 60 "$BENCH_RESERVE" env L2D_FUSE=none "$BUILD/test_cuda_norm" --filter gnt/
+    step test_cuda_norm-fast-tokens-unfused 60 "$BENCH_RESERVE" env L2D_NORM=fast L2D_FUSE=none "$BUILD/test_cuda_norm" \
+      --filter gnt/
   fi
 
   # ---- 6. bench ----

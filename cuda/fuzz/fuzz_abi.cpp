@@ -20,10 +20,13 @@ const char* const kKinds[] = {"unet", "taesd", "clip_text", "midas", "ops", "nop
 const char* const kOpsMethods[] = {"identity", "linear", "matmul", "conv2d", "conv_transpose2d", "group_norm",
                                    "layer_norm", "geglu", "unary", "binary", "attention", "embedding",
                                    "minmax_normalize", "permute", "slice", "concat", "upsample_nearest",
-                                   "max_pool2d", "resize_bilinear", "fit_frame", "stream_temporal_attention"};
+                                   "max_pool2d", "resize_bilinear", "fit_frame", "stream_temporal_attention",
+                                   "linear_geglu", "conv2d_fused", "group_norm_tokens", "linear_to_image",
+                                   "self_attention", "stream_temporal_attention_qkv"};
 const char* const kNames[] = {"x", "w", "b", "a", "params", "perm", "dim", "size", "op", "ids", "table",
                               "gamma", "beta", "eps", "frame", "stride", "q", "k", "v", "heads", "cache",
-                              "qpe", "kpe", "vpe", "pe_idx", "update_idx", "bias", "conv_in.weight"};
+                              "qpe", "kpe", "vpe", "pe_idx", "update_idx", "bias", "conv_in.weight",
+                              "qkv", "t", "r", "bn", "hw"};
 
 void check(l2d_status s) {
   if (s < L2D_OK || s > L2D_ERR_INTERNAL) __builtin_trap();
