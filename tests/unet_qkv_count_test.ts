@@ -34,6 +34,10 @@ Deno.test("unet stream: one linear and one packed attention call per self-attent
   // prompt's K/V are projected per prompt, not per frame) and the packed q/k/v triples (one call).
   const linears = names.filter((n) => n.endsWith(".weight") && weights.info(n).shape.length === 2).length;
   const expectedLinear = linears - 2 * attn2 - 2 * (attn1 + temporal);
+  // The spatial transformers' 1x1 proj_in / proj_out convolutions run as GEMMs on tokens too.
+  const projConvs =
+    names.filter((n) => /\.attentions\.\d+\.proj_(in|out)\.weight$/.test(n) && weights.info(n).shape.length === 4)
+      .length;
 
   using ctx = Context.create("cpu");
   using model = await Model.create(ctx, "unet", config, weights);
@@ -51,6 +55,8 @@ Deno.test("unet stream: one linear and one packed attention call per self-attent
   assert.equal(op("attention"), attn2, "attention only for cross-attention");
   assert.equal(op("stream_temporal_attention_qkv"), temporal, "packed temporal attention per motion block");
   assert.equal(op("stream_temporal_attention"), 0, "no unpacked temporal attention");
-  assert.equal(op("linear") + op("linear_add"), expectedLinear, "linear calls (q/k/v packed)");
+  // Every GEMM over a weight: linear, + residual, + GEGLU (feed-forward), written back to NCHW.
+  const gemms = op("linear") + op("linear_add") + op("linear_geglu") + op("linear_to_image");
+  assert.equal(gemms, expectedLinear + projConvs, "linear calls (q/k/v packed)");
   assert.equal(op("slice"), 0, "the streamed forward slices nothing");
 });
