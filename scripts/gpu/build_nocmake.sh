@@ -37,11 +37,15 @@ NVFLAGS=(-std=c++17 -O3 -Iinclude -Isrc -DL2D_WITH_CUDA=1 --expt-relaxed-constex
 obj() { echo "$BUILD/obj/$(echo "$1" | tr '/' '_').o"; }
 compile_one() {
   local kind=$1 src=$2 out=$3
-  if [ -f "$out" ] && [ "$out" -nt "$src" ]; then return 0; fi  # crude incremental rebuild (headers not tracked)
+  # Crude incremental rebuild: an object newer than its source AND than every header is kept (a header
+  # change rebuilds everything: a stale object compiled against an old class layout would crash).
+  if [ -f "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "$HEADER_STAMP" ]; then return 0; fi
   if [ "$kind" = cu ]; then "$NVCC" "${NVFLAGS[@]}" -c "$src" -o "$out"; else "$CXX" "${CXXFLAGS[@]}" -c "$src" -o "$out"; fi
 }
+HEADER_STAMP=$BUILD/headers.stamp
+touch -d "@$(find src include \( -name '*.h' -o -name '*.cuh' \) -printf '%T@\n' | sort -n | tail -1)" "$HEADER_STAMP"
 export -f compile_one
-export NVCC CXX
+export NVCC CXX HEADER_STAMP
 NVFLAGS_S=$(printf '%q ' "${NVFLAGS[@]}")
 CXXFLAGS_S=$(printf '%q ' "${CXXFLAGS[@]}")
 OBJS=()
@@ -70,8 +74,14 @@ RPATH=(-Wl,-rpath,"$BUILD" -L"$BUILD" -llive2diff)
 # (the same sources as its CMake target)
 "$CXX" -std=c++17 -O2 -Iinclude -Isrc -DL2D_SRC_DIR="\"$ROOT/cuda/src\"" tests/test_device_guard.cpp src/core/tensor.cpp \
   src/core/host_tensor.cpp src/core/backend.cpp src/core/frame_fit.cpp -pthread -o "$BUILD/test_device_guard"
+# The CPU replays of kernel index formulas (as their CMake targets).
+for t in test_gemm_tc_layout test_norm_tokens_tile; do
+  [ -e "tests/$t.cpp" ] && "$CXX" -std=c++17 -O2 -Iinclude -Isrc "tests/$t.cpp" -o "$BUILD/$t"
+done
+# Absolute source paths, as CMake passes them: test_cuda_dense finds dense_shapes.txt next to its __FILE__.
 for t in tests/test_cuda_*.cu; do
   [ -e "$t" ] || continue
-  "$CXX" -std=c++17 -O2 -Iinclude -Itests -x c++ "$t" -x none -o "$BUILD/$(basename "$t" .cu)" "${RPATH[@]}" -pthread
+  "$CXX" -std=c++17 -O2 -Iinclude -Itests -x c++ "$ROOT/cuda/$t" -x none -o "$BUILD/$(basename "$t" .cu)" "${RPATH[@]}" \
+    -pthread
 done
 echo "build_nocmake: $BUILD/liblive2diff.so ($([ "$ARCH" = off ] && echo CPU only || echo "CUDA sm_$ARCH")), $(ls "$BUILD" | grep -c '^test_') test programs"
