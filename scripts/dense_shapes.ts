@@ -117,6 +117,13 @@ export function unetShapes(preset: Sd15Preset, T: number): DenseShape[] {
       continue;
     } else throw new UnplacedWeightError(`unet weight ${name} is not placed`);
     const size = LATENT >> level;
+    // The spatial transformers' 1x1 proj_in / proj_out run on tokens (layout fusion): proj_in as a
+    // linear, proj_out as linear_to_image, the same GEMM with the roles swapped (its own op test,
+    // test_cuda_layout, covers that form); listed here as the [T*HW, C] x [C, C] GEMM they are.
+    if (shape.length === 4 && shape[2] === 1 && shape[3] === 1 && /\.attentions\.\d+\.proj_(in|out)\./.test(name)) {
+      out.push(linear(tag(name), T * size * size, [shape[0], shape[1]], bias));
+      continue;
+    }
     if (shape.length === 4) {
       if (name.includes(".downsamplers.")) out.push(conv(tag(name), T, shape, size, 2, 1, bias));
       else if (name.includes(".upsamplers.")) out.push(conv(tag(name), T, shape, size * 2, 1, 1, bias));
