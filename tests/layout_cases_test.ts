@@ -4,31 +4,12 @@
 // linear_to_image at every proj_out shape of the UNet's spatial transformers and motion modules at a
 // 64x64 latent with T = 2 and 3, with and without bias and residual.
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
+import { assertPassesOrNoGpu, runNativeBin } from "./_fixtures/native_bin.ts";
 
-const binary = fileURLToPath(new URL("../cuda/build/test_cuda_layout", import.meta.url));
-
-async function run(args: string[] = [], env: Record<string, string> = {}) {
-  try {
-    await Deno.stat(binary);
-  } catch {
-    assert.fail(`${binary} is missing: run \`deno task build:native\``);
-  }
-  const { code, stdout, stderr } = await new Deno.Command(binary, { args, env, stdout: "piped", stderr: "piped" })
-    .output();
-  return { code, text: new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr) };
-}
+const run = (args: string[] = [], env: Record<string, string> = {}) => runNativeBin("test_cuda_layout", args, env);
 
 Deno.test("test_cuda_layout passes on a GPU, and without one exits 77 saying why", async () => {
-  const { code, text } = await run();
-  const noGpu = text.match(/^test_cuda_layout: no GPU: (.+?)\s+FAIL$/m);
-  if (noGpu) {
-    assert.equal(code, 77, text);
-    assert.match(noGpu[1], /CUDA|driver|device/, text);
-  } else {
-    assert.equal(code, 0, text);
-    assert.match(text, /all ok/);
-  }
+  assertPassesOrNoGpu("test_cuda_layout", await run());
 });
 
 Deno.test("test_cuda_layout harness and small cases run with the CPU standing in for CUDA", async () => {

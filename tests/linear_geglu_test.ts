@@ -12,9 +12,9 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { EngineError } from "../ffi/errors.ts";
-import { loadUnetWeights, readUnetConfig, unetModelConfig } from "../ffi/loaders/unet.ts";
 import { Context, Model, TensorMap } from "../ffi/native.ts";
-import { goldenPath } from "./_fixtures/golden_root.ts";
+import { runNativeBin } from "./_fixtures/native_bin.ts";
+import { streamedUnetOpCounts } from "./_fixtures/unet_op_counts.ts";
 
 /** Deterministic values in [-1, 1) (a linear congruential generator: the test owns its data). */
 function values(n: number, seed: number): Float32Array {
@@ -135,43 +135,15 @@ Deno.test("ops linear_geglu refuses bad shapes with typed errors", async () => {
 });
 
 Deno.test("unet session: count_ops shows one linear_geglu per feed-forward, no linear + geglu pair", async () => {
-  const caseJson = JSON.parse(await Deno.readTextFile(goldenPath("cases/unet_warmup/case.json")));
-  const unetDir = goldenPath("models/tiny_sd15/unet");
-  const config = unetModelConfig(await readUnetConfig(unetDir), caseJson.unet_additional_kwargs);
-  using weights = new TensorMap();
-  await loadUnetWeights(weights, unetDir, goldenPath("models/live2diff_tiny_motion_module.ckpt"));
+  const { weights, count } = await streamedUnetOpCounts();
   // Independently from the checkpoint: every feed-forward (spatial and motion-module blocks).
-  const ffs = weights.names().filter((n) => n.endsWith(".ff.net.0.proj.weight")).length;
+  const ffs = [...weights.keys()].filter((n) => n.endsWith(".ff.net.0.proj.weight")).length;
   assert.ok(ffs > 0);
-  const cx = weights.info("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight").shape[1]!;
-
-  using ctx = Context.create("cpu");
-  using model = await Model.create(ctx, "unet", config, weights);
-  const T = 2, H = 8, W = 8;
-  using session = model.createSession({ steps: T, latent_height: H, latent_width: W, count_ops: true });
-  using io = new TensorMap();
-  io.setPhilox("sample", [T, 4, 1, H, W], { kind: "normal", seed: 3, stream: 1 });
-  io.setPhilox("depth", [T, 4, 1, H, W], { kind: "normal", seed: 3, stream: 2 });
-  io.setPhilox("encoder_hidden_states", [1, 77, cx], { kind: "normal", seed: 3, stream: 3 });
-  io.setI64("timesteps", [399, 279], [T]);
-  await session.run("stream", io);
-  const count = (op: string) => {
-    const name = `op_count_${op}`;
-    if (!io.names().includes(name)) return 0;
-    const t = io.get(name);
-    return Number(new BigInt64Array(t.data.buffer, t.data.byteOffset, 1)[0]);
-  };
   assert.equal(count("linear_geglu"), ffs, "one linear_geglu per feed-forward");
   assert.equal(count("geglu"), 0, "no separate geglu left");
 });
 
-const denseBin = fileURLToPath(new URL("../cuda/build/test_cuda_dense", import.meta.url));
-
-async function dense(args: string[], env: Record<string, string> = {}): Promise<{ code: number; text: string }> {
-  const { code, stdout, stderr } = await new Deno.Command(denseBin, { args, env, stdout: "piped", stderr: "piped" })
-    .output();
-  return { code, text: new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr) };
-}
+const dense = (args: string[], env: Record<string, string> = {}) => runNativeBin("test_cuda_dense", args, env);
 
 Deno.test("test_cuda_dense has a linear_geglu case per feed-forward shape (--list, no GPU needed)", async () => {
   const table = await Deno.readTextFile(fileURLToPath(new URL("../cuda/tests/dense_shapes.txt", import.meta.url)));

@@ -7,26 +7,7 @@
 // run, and the harness itself is checked with the CPU standing in for the device
 // (L2D_TEST_SELF=1 --small).
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
-
-const build = fileURLToPath(new URL("../cuda/build/", import.meta.url));
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function run(name: string, args: string[] = [], env: Record<string, string> = {}) {
-  const path = build + name;
-  assert.ok(await exists(path), `${path} is missing: run \`deno task build:native\``);
-  const { code, stdout, stderr } = await new Deno.Command(path, { args, env, stdout: "piped", stderr: "piped" })
-    .output();
-  return { code, text: new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr) };
-}
+import { assertPassesOrNoGpu, runNativeBin as run } from "./_fixtures/native_bin.ts";
 
 for (const name of ["test_abi_c", "test_philox", "test_gemm_tc_layout", "test_norm_tokens_tile", "test_device_guard"]) {
   Deno.test(`native program ${name} passes`, async () => {
@@ -37,15 +18,7 @@ for (const name of ["test_abi_c", "test_philox", "test_gemm_tc_layout", "test_no
 }
 
 Deno.test("test_cuda_ops passes on a GPU, and without one exits 77 saying why", async () => {
-  const { code, text } = await run("test_cuda_ops");
-  const noGpu = text.match(/^test_cuda_ops: no GPU: (.+?)\s+FAIL$/m);
-  if (noGpu) {
-    assert.equal(code, 77, text);
-    assert.match(noGpu[1], /CUDA|driver|device/, text);
-  } else {
-    assert.equal(code, 0, text);
-    assert.match(text, /all ok/);
-  }
+  assertPassesOrNoGpu("test_cuda_ops", await run("test_cuda_ops"));
 });
 
 Deno.test("test_cuda_ops harness and small cases run with the CPU standing in for CUDA", async () => {

@@ -4,20 +4,9 @@
 // every GroupNorm and LayerNorm shape the networks run (UNet at a 64x64 latent with T = 2 and 3,
 // MiDaS at 384x384, CLIP at 77 tokens), each GroupNorm with and without SiLU, plus fp16 stress.
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
+import { runNativeBin } from "./_fixtures/native_bin.ts";
 
-const binary = fileURLToPath(new URL("../cuda/build/test_cuda_norm", import.meta.url));
-
-async function run(args: string[] = [], env: Record<string, string> = {}) {
-  try {
-    await Deno.stat(binary);
-  } catch {
-    assert.fail(`${binary} is missing: run \`deno task build:native\``);
-  }
-  const { code, stdout, stderr } = await new Deno.Command(binary, { args, env, stdout: "piped", stderr: "piped" })
-    .output();
-  return { code, text: new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr) };
-}
+const run = (args: string[] = [], env: Record<string, string> = {}) => runNativeBin("test_cuda_norm", args, env);
 
 Deno.test("test_cuda_norm passes on a GPU, and without one exits 77 saying why", async () => {
   const { code, text } = await run([], { L2D_NORM: "fast" });

@@ -18,22 +18,11 @@
 #include <vector>
 
 #include "backends/cuda/kernels/gemm_tc_layout.h"
+#include "cpu_check.h"
 
 using namespace l2d::cuda::tc;
 
 namespace {
-
-int failures = 0;
-#define CHECK(cond, ...)                     \
-  do {                                       \
-    if (!(cond)) {                           \
-      if (failures++ < 10) {                 \
-        std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-        std::printf(__VA_ARGS__);            \
-        std::printf("\n");                   \
-      }                                      \
-    }                                        \
-  } while (0)
 
 uint64_t rng_state = 12345;
 int small_int() {
@@ -377,7 +366,7 @@ int main() {
   check_geometry(8, 12, 10, 1, 1, 2, 0, 0, 0, 0);  // 1x1 stride 2 (KW < KSTEP: the walker wraps twice)
   check_geometry(3, 20, 18, 7, 7, 2, 2, 3, 2, 3);  // MiDaS stem 7x7
   check_geometry(4, 16, 16, 16, 16, 16, 0, 0, 0, 0);  // patch 16 (ViT)
-  if (failures) std::printf("test_gemm_tc_layout: %d FAILED\n", failures);
+  if (cpu_check::failures) std::printf("test_gemm_tc_layout: %d FAILED\n", cpu_check::failures);
   else std::printf("test_gemm_tc_layout: all ok\n");
-  return failures ? 1 : 0;
+  return cpu_check::failures ? 1 : 0;
 }

@@ -12,22 +12,11 @@
 #include <vector>
 
 #include "backends/cuda/kernels/norm_tokens_tile.h"
+#include "cpu_check.h"
 
 using namespace l2d::cuda::tok;
 
 namespace {
-
-int failures = 0;
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      if (failures++ < 10) {                               \
-        std::printf("FAIL %s:%d: ", __FILE__, __LINE__);   \
-        std::printf(__VA_ARGS__);                          \
-        std::printf("\n");                                 \
-      }                                                    \
-    }                                                      \
-  } while (0)
 
 void check_shape(int64_t N, int C, int64_t S, int groups) {
   const int cg = C / groups;
@@ -94,8 +83,8 @@ int main() {
   check_shape(1, 65, 33, 65);
   check_shape(2, 7, 1, 7);
   check_shape(1, 256, 45 * 45, 2);
-  if (failures) {
-    std::printf("test_norm_tokens_tile: %d failures\n", failures);
+  if (cpu_check::failures) {
+    std::printf("test_norm_tokens_tile: %d failures\n", cpu_check::failures);
     return 1;
   }
   std::printf("test_norm_tokens_tile: all ok\n");

@@ -42,6 +42,25 @@ vendor::LtGemm lt_gemm(const GemmParams& g, bool fp16) {
   return lt;
 }
 
+// linear's GEMM: the rows of x [.., K] times w [N, K]^T, bias per column; C (and ldc = N) as the
+// output [.., N]; the caller sets C (and the residual or epilogue).
+GemmParams linear_params(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  const int64_t K = x.dim(-1), N = w.dim(0);
+  GemmParams g;
+  g.M = x.numel() / K;
+  g.N = N;
+  g.K = K;
+  g.A = x.data();
+  g.lda = K;
+  g.B = w.data();
+  g.b_mode = kGemmB_NK;
+  g.ldb = K;
+  g.ldc = N;
+  g.bias = bias ? bias->data() : nullptr;
+  g.bias_mode = bias ? kBiasPerN : kBiasNone;
+  return g;
+}
+
 }  // namespace
 
 // The implicit GEMM (and its cuDNN form) is built by conv2d_impl (ops_conv_fused.cu), shared with conv2d_fused.
@@ -96,24 +115,12 @@ Tensor CudaBackend::linear_impl(const Tensor& x, const Tensor& w, const Tensor* 
   L2D_ASSERT(w.ndim() == 2 && w.dim(1) == K && K > 0);
   L2D_ASSERT(x.dtype() == float_dtype() && w.dtype() == float_dtype());
   if (bias) L2D_ASSERT(bias->numel() == N && bias->dtype() == float_dtype());
-  const int64_t M = x.numel() / K;
   Shape out = x.shape();
   out.back() = N;
   if (residual) L2D_ASSERT(residual->shape() == out && residual->dtype() == float_dtype());
   Tensor y = empty(out);
-  GemmParams g;
-  g.M = M;
-  g.N = N;
-  g.K = K;
-  g.A = x.data();
-  g.lda = K;
-  g.B = w.data();
-  g.b_mode = kGemmB_NK;
-  g.ldb = K;
+  GemmParams g = linear_params(x, w, bias);
   g.C = y.data();
-  g.ldc = N;
-  g.bias = bias ? bias->data() : nullptr;
-  g.bias_mode = bias ? kBiasPerN : kBiasNone;
   g.residual = residual ? residual->data() : nullptr;
   const vendor::LtGemm lt = lt_gemm(g, fp16_);
   dense_->gemm(*this, g, &lt, residual ? "linear_add" : "linear");
@@ -131,19 +138,7 @@ Tensor CudaBackend::linear_geglu(const Tensor& x, const Tensor& w, const Tensor*
   L2D_ASSERT(x.dtype() == float_dtype() && w.dtype() == float_dtype());
   if (bias) L2D_ASSERT(bias->numel() == N && bias->dtype() == float_dtype());
   if (!fusions_.geglu || !fp16_) return Backend::linear_geglu(x, w, bias);
-  const int64_t M = x.numel() / K;
-  GemmParams lin;
-  lin.M = M;
-  lin.N = N;
-  lin.K = K;
-  lin.A = x.data();
-  lin.lda = K;
-  lin.B = w.data();
-  lin.b_mode = kGemmB_NK;
-  lin.ldb = K;
-  lin.ldc = N;  // lin.C: the router's [M, 2C] scratch
-  lin.bias = bias ? bias->data() : nullptr;
-  lin.bias_mode = bias ? kBiasPerN : kBiasNone;
+  const GemmParams lin = linear_params(x, w, bias);  // lin.C: the router's [M, 2C] scratch
   GemmParams fused = lin;
   fused.epilogue = kEpiGeglu;
   fused.geglu_c = C;
